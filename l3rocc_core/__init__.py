@@ -1,0 +1,1 @@
+"""l3rocc core: monocular 4D occupancy without ROS."""

@@ -1,0 +1,356 @@
+"""One dataclass per pipeline stage: the single source of every parameter.
+
+Each field carries its description and its admissible range or choices in ``field(metadata=...)``.
+The ROS node declares one parameter per field from this table (``l3rocc_ros.params``) and
+``l3rocc replay --set name=value`` edits the same table, so there is no second list of names to
+drift. Parameter names are flat and unique across stages (they are the contract's names).
+"""
+
+from dataclasses import dataclass, field, fields, replace
+import math
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import yaml
+
+
+def param(default: Any, description: str, lo: Optional[float] = None,
+          hi: Optional[float] = None, choices: Optional[Sequence[str]] = None,
+          read_only: bool = False) -> Any:
+    """Declare a configuration field with its description and admissible values.
+
+    :param default: default value (lists are copied per instance)
+    :param description: one line, units included
+    :param lo: inclusive lower bound for numbers (each element for lists)
+    :param hi: inclusive upper bound for numbers (each element for lists)
+    :param choices: admissible strings
+    :param read_only: the node cannot change it after start-up
+    :return: a dataclass field
+    """
+    meta = {'description': description, 'lo': lo, 'hi': hi,
+            'choices': tuple(choices) if choices else None, 'read_only': read_only}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class CameraConfig:
+    """Input images and their camera model."""
+
+    working_width: int = param(
+        320, 'width in pixels that images are resized to before depth estimation '
+        '(height keeps the aspect ratio)', 64, 1920)
+    undistort: bool = param(True, 'remove lens distortion (plumb_bob, rational_polynomial)')
+
+
+@dataclass
+class WindowConfig:
+    """Sliding window of recent frames and the keyframe rule for multi-view depth."""
+
+    window_size: int = param(16, 'number of time slices (frames) in the sliding window', 3, 64,
+                             read_only=True)
+    keyframe_min_translation_m: float = param(
+        0.02, 'a frame becomes a depth source once it moved this far from the previous keyframe '
+        '(metres)', 0.0, 5.0)
+    keyframe_min_rotation_deg: float = param(
+        3.0, 'or rotated this much from the previous keyframe (degrees)', 0.0, 180.0)
+    num_source_frames: int = param(
+        4, 'window frames matched against each new frame by the plane sweep', 1, 15)
+    max_keyframes: int = param(8, 'keyframes kept as depth sources (bounded memory)', 1, 64)
+
+
+@dataclass
+class DepthConfig:
+    """Multi-view depth (plane sweep)."""
+
+    min_depth: float = param(0.3, 'nearest depth hypothesis (metres)', 0.05, 100.0)
+    max_depth: float = param(4.0, 'farthest depth used for depth and fusion (metres)', 0.1, 200.0)
+    num_depth_planes: int = param(48, 'plane-sweep hypotheses, uniform in inverse depth', 8, 256)
+    match_window_px: int = param(5, 'side of the square matching window (pixels, odd)', 3, 15)
+    min_confidence: float = param(
+        0.3, 'depth pixels below this confidence are invalid (0..1)', 0.0, 1.0)
+    min_texture: float = param(
+        0.01, 'image intensity std (0..1) under which a pixel is untextured and invalid', 0.0, 1.0)
+
+
+@dataclass
+class GridConfig:
+    """The voxel grid: size, extent and anchor."""
+
+    voxel_size: float = param(0.05, 'voxel edge length (metres)', 0.005, 2.0, read_only=True)
+    grid_anchor: str = param('world', 'grid fixed in world_frame, or following the camera '
+                             '(translation only, snapped to whole voxels)',
+                             choices=('world', 'camera'), read_only=True)
+    grid_min: List[float] = param(
+        [-2.0, -2.0, -0.5], 'min corner [x, y, z] (metres, world_frame or camera-anchored frame)',
+        -1000.0, 1000.0, read_only=True)
+    grid_max: List[float] = param(
+        [2.0, 2.0, 1.5], 'max corner [x, y, z] (metres)', -1000.0, 1000.0, read_only=True)
+    world_frame: str = param('odom', 'fixed frame of poses and outputs', read_only=True)
+    max_grid_voxels: int = param(
+        8_000_000, 'refuse grids with more voxels than this (memory guard)', 1, 500_000_000,
+        read_only=True)
+
+
+@dataclass
+class FusionConfig:
+    """Evidence fusion: log-odds per voxel with clamping, per time slice."""
+
+    logodds_hit: float = param(0.85, 'log-odds added where a depth sample ends', 0.0, 10.0)
+    logodds_miss: float = param(-0.4, 'log-odds added where a ray passes through', -10.0, 0.0)
+    logodds_min: float = param(-2.0, 'lower clamp, so that freed voxels re-occupy quickly',
+                               -20.0, 0.0)
+    logodds_max: float = param(3.5, 'upper clamp, so that moved-away parts clear quickly',
+                               0.0, 20.0)
+
+
+@dataclass
+class RefinerConfig:
+    """Turning evidence into occupancy probabilities."""
+
+    refiner: str = param('network', 'temporal-attention network, or geometry only',
+                         choices=('network', 'none'))
+    checkpoint: str = param('', 'refiner checkpoint (.pt); empty = the bundled one',
+                            read_only=True)
+    device: str = param('auto', 'torch device for depth, fusion and refiner',
+                        choices=('auto', 'cpu', 'cuda'), read_only=True)
+
+
+@dataclass
+class OutputConfig:
+    """What is published and how."""
+
+    occupancy_threshold: float = param(0.5, 'voxels with p >= this are occupied', 0.0, 1.0)
+    publish_markers: bool = param(True, 'publish the CUBE_LIST MarkerArray')
+    publish_history: bool = param(False, 'also publish older slices as markers (ns history)')
+
+
+@dataclass
+class InputConfig:
+    """Where frames and poses come from (used by the node and by replay)."""
+
+    pose_source: str = param('tf', 'camera poses from TF, odometry, images alone, or a static '
+                             'camera', choices=('tf', 'odometry', 'visual_odometry', 'static'),
+                             read_only=True)
+    image_transport: str = param('raw', 'subscribe to image or image/compressed',
+                                 choices=('raw', 'compressed'), read_only=True)
+    input_qos: str = param('sensor_data', 'QoS of the camera subscriptions',
+                           choices=('sensor_data', 'reliable'), read_only=True)
+    tf_timeout_s: float = param(0.2, 'how long a frame waits for its TF before it is dropped '
+                                '(seconds)', 0.0, 10.0)
+    queue_size: int = param(2, 'frames waiting for the worker (latest wins)', 1, 100,
+                            read_only=True)
+
+
+STAGES: Tuple[Tuple[str, type], ...] = (
+    ('camera', CameraConfig), ('window', WindowConfig), ('depth', DepthConfig),
+    ('grid', GridConfig), ('fusion', FusionConfig), ('refiner', RefinerConfig),
+    ('output', OutputConfig), ('input', InputConfig),
+)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One flat parameter: where it lives and what it admits."""
+
+    name: str
+    stage: str
+    type: type
+    default: Any
+    description: str
+    lo: Optional[float]
+    hi: Optional[float]
+    choices: Optional[Tuple[str, ...]]
+    read_only: bool
+
+
+@dataclass
+class PipelineConfig:
+    """All stages' configuration; flat parameter names address fields across stages."""
+
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+
+    @staticmethod
+    def specs() -> Iterator[ParamSpec]:
+        """Yield every flat parameter with its stage, type, default and admissible values."""
+        for stage, cls in STAGES:
+            defaults = cls()
+            for f in fields(cls):
+                m = f.metadata
+                yield ParamSpec(f.name, stage, _field_type(getattr(defaults, f.name)),
+                                getattr(defaults, f.name), m['description'], m['lo'], m['hi'],
+                                m['choices'], m['read_only'])
+
+    def get(self, name: str) -> Any:
+        """Return the value of flat parameter ``name``."""
+        return getattr(getattr(self, _spec(name).stage), name)
+
+    def as_flat(self) -> Dict[str, Any]:
+        """Return ``{name: value}`` for every parameter."""
+        return {s.name: self.get(s.name) for s in self.specs()}
+
+    def with_values(self, values: Dict[str, Any]) -> 'PipelineConfig':
+        """Return a validated copy with ``values`` applied; ``self`` is left unchanged.
+
+        :param values: flat parameter names to new values (YAML-typed)
+        :raises ValueError: unknown name, wrong type, out of range, or an inconsistent whole;
+            nothing is applied then
+        """
+        staged: Dict[str, Dict[str, Any]] = {}
+        for name, value in values.items():
+            spec = _spec(name)
+            staged.setdefault(spec.stage, {})[name] = check_value(spec, value)
+        new = replace(self, **{stage: replace(getattr(self, stage), **kv)
+                               for stage, kv in staged.items()})
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Check cross-field consistency.
+
+        :raises ValueError: with every reason found
+        """
+        reasons = []
+        for spec in self.specs():
+            try:
+                check_value(spec, self.get(spec.name))
+            except ValueError as exc:
+                reasons.append(str(exc))
+        g = self.grid
+        if len(g.grid_min) != 3 or len(g.grid_max) != 3:
+            reasons.append('grid_min and grid_max need 3 values each')
+        elif any(lo >= hi for lo, hi in zip(g.grid_min, g.grid_max)):
+            reasons.append(f'grid_min {g.grid_min} must be < grid_max {g.grid_max} on every axis')
+        else:
+            dims = [max(1, math.ceil((hi - lo) / g.voxel_size - 1e-9))
+                    for lo, hi in zip(g.grid_min, g.grid_max)]
+            n = dims[0] * dims[1] * dims[2]
+            if n > g.max_grid_voxels:
+                mib = n * self.window.window_size * 6 / 2 ** 20
+                reasons.append(
+                    f'grid of {dims[0]}x{dims[1]}x{dims[2]} = {n} voxels exceeds max_grid_voxels '
+                    f'{g.max_grid_voxels} (~{mib:.0f} MiB for the window); enlarge voxel_size or '
+                    'shrink grid_min/grid_max')
+        if self.depth.min_depth >= self.depth.max_depth:
+            reasons.append(f'min_depth {self.depth.min_depth} must be < max_depth '
+                           f'{self.depth.max_depth}')
+        if self.depth.match_window_px % 2 == 0:
+            reasons.append(f'match_window_px {self.depth.match_window_px} must be odd')
+        if self.fusion.logodds_min >= self.fusion.logodds_max:
+            reasons.append('logodds_min must be < logodds_max')
+        if reasons:
+            raise ValueError('; '.join(reasons))
+
+    @classmethod
+    def from_yaml(cls, path: str, node_name: str = 'l3rocc') -> 'PipelineConfig':
+        """Load a ROS 2 parameter file (``/**: ros__parameters:`` or ``<node>: ...``).
+
+        Keys that are not pipeline parameters (``use_sim_time`` and the like) are ignored.
+
+        :param path: YAML file
+        :param node_name: the node section to read besides ``/**``
+        """
+        with open(path, 'r', encoding='utf-8') as f:
+            doc = yaml.safe_load(f) or {}
+        values: Dict[str, Any] = {}
+        for key in ('/**', node_name, '/' + node_name):
+            section = doc.get(key) if isinstance(doc, dict) else None
+            if isinstance(section, dict):
+                values.update(section.get('ros__parameters', {}) or {})
+        known = {s.name for s in cls.specs()}
+        return cls().with_values({k: v for k, v in values.items() if k in known})
+
+    def to_yaml(self) -> str:
+        """Return this configuration as a ROS 2 parameter file's text."""
+        return yaml.safe_dump({'/**': {'ros__parameters': self.as_flat()}}, sort_keys=False)
+
+
+def _field_type(value: Any) -> type:
+    return list if isinstance(value, (list, tuple)) else type(value)
+
+
+_SPECS: Dict[str, ParamSpec] = {}
+
+
+def _spec(name: str) -> ParamSpec:
+    if not _SPECS:
+        _SPECS.update({s.name: s for s in PipelineConfig.specs()})
+    if name not in _SPECS:
+        raise ValueError(f'unknown parameter {name!r}')
+    return _SPECS[name]
+
+
+def param_spec(name: str) -> ParamSpec:
+    """Return the specification of flat parameter ``name``.
+
+    :raises ValueError: when there is no such parameter
+    """
+    return _spec(name)
+
+
+def check_value(spec: ParamSpec, value: Any) -> Any:
+    """Coerce ``value`` to the parameter's type and check its range or choices.
+
+    :return: the coerced value
+    :raises ValueError: with the reason
+    """
+    name = spec.name
+    if spec.type is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f'{name} must be true or false, got {value!r}')
+        return value
+    if spec.type is list:
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f'{name} must be a list of numbers, got {value!r}')
+        out = [float(v) for v in value]
+        for v in out:
+            _check_number(spec, v)
+        return out
+    if spec.type is str:
+        if not isinstance(value, str):
+            raise ValueError(f'{name} must be a string, got {value!r}')
+        if spec.choices and value not in spec.choices:
+            raise ValueError(f'{name} must be one of {list(spec.choices)}, got {value!r}')
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f'{name} must be a number, got {value!r}')
+    if spec.type is int:
+        if float(value) != int(value):
+            raise ValueError(f'{name} must be an integer, got {value!r}')
+        value = int(value)
+    else:
+        value = float(value)
+    _check_number(spec, value)
+    return value
+
+
+def _check_number(spec: ParamSpec, v: float) -> None:
+    if not math.isfinite(v):
+        raise ValueError(f'{spec.name} must be finite, got {v!r}')
+    if spec.lo is not None and v < spec.lo:
+        raise ValueError(f'{spec.name} = {v} is below its minimum {spec.lo}')
+    if spec.hi is not None and v > spec.hi:
+        raise ValueError(f'{spec.name} = {v} is above its maximum {spec.hi}')
+
+
+def parse_set_arguments(items: Sequence[str]) -> Dict[str, Any]:
+    """Parse ``name=value`` strings with YAML values, as ``--ros-args -p`` does.
+
+    :param items: e.g. ``['grid_min=[-2.0,-2.0,-0.05]', 'refiner=none']``
+    :raises ValueError: on a malformed item
+    """
+    out = {}
+    for item in items:
+        if '=' not in item:
+            raise ValueError(f'--set expects name=value, got {item!r}')
+        name, text = item.split('=', 1)
+        out[name.strip()] = yaml.safe_load(text)
+    return out

@@ -1,0 +1,1 @@
+"""Evidence to occupancy probabilities: geometry only, or the temporal-attention network."""
