@@ -1,0 +1,1 @@
+"""Loaders of public datasets used for the demo, tests and evaluation."""
