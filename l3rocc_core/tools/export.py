@@ -1,0 +1,251 @@
+"""``l3rocc export``: occupancy rows as PLY points, CSV, or a re-written contract npz.
+
+- ``ply``: binary little-endian PLY point cloud of voxel centres with float32 ``x y z t
+  probability`` and uchar ``red green blue`` (height colours); ``t`` = row stamp minus the newest
+  exported row's stamp in seconds (0 for the newest, negative for older), as in ``~/points``.
+- ``csv``: one line per voxel: row, stamp_ns, t, x, y, z, i, j, k, probability.
+- ``npz``: the contract ``occupancy.npz`` with the chosen rows, optionally re-thresholded.
+
+Writers are looked up in :data:`WRITERS` by format name; further formats (e.g. ``mesh-ply``,
+marching cubes by the refiner's ``mesh`` module) register a function with the same signature
+``writer(seq, rows, path, args)``.
+"""
+
+import argparse
+import sys
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+HELP = 'export occupancy (npz, PLY points, CSV; meshes where registered)'
+
+PLY_FIELDS: Tuple[Tuple[str, str, str], ...] = (
+    ('x', '<f4', 'float'), ('y', '<f4', 'float'), ('z', '<f4', 'float'), ('t', '<f4', 'float'),
+    ('probability', '<f4', 'float'), ('red', 'u1', 'uchar'), ('green', 'u1', 'uchar'),
+    ('blue', 'u1', 'uchar'))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``l3rocc export`` arguments."""
+    parser.add_argument('occupancy', metavar='OCC.npz', help='occupancy.npz to export')
+    parser.add_argument('--out', metavar='FILE', required=True, help='output file')
+    parser.add_argument('--format', choices=sorted(WRITERS), default=None,
+                        help='output format (default: from the file suffix, else ply)')
+    parser.add_argument('--slice', default='last', metavar='N|A:B|all|last',
+                        help='rows to export: an index (negative from the end), a range A:B, '
+                        'all, or last (default)')
+    parser.add_argument('--threshold', type=float, default=None,
+                        help='keep voxels with probability >= this (only raises the threshold '
+                        'of the file: rows hold just the voxels that were occupied)')
+
+
+def parse_rows(spec: str, n: int) -> List[int]:
+    """Row indices selected by ``--slice``.
+
+    :param spec: 'all', 'last', an integer (negative counts from the end), or 'A:B' (Python
+        slice bounds, either may be empty)
+    :param n: number of rows in the file
+    :raises ValueError: when the selection is malformed or empty
+    """
+    s = str(spec).strip().lower()
+    if n == 0:
+        raise ValueError('the occupancy file has no rows')
+    if s == 'all':
+        return list(range(n))
+    if s == 'last':
+        return [n - 1]
+    try:
+        if ':' in s:
+            a, b = s.split(':', 1)
+            rows = list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+        else:
+            i = int(s)
+            if not -n <= i < n:
+                raise ValueError(f'row {i} is outside 0..{n - 1}')
+            rows = [i % n]
+    except ValueError as exc:
+        raise ValueError(f'--slice {spec!r}: {exc}') from exc
+    if not rows:
+        raise ValueError(f'--slice {spec!r} selects no row of {n}')
+    return rows
+
+
+def voxel_table(seq, rows: Sequence[int], threshold: float = 0.0) -> Dict[str, np.ndarray]:
+    """Occupied voxels of ``rows`` as flat columns.
+
+    :param seq: an :class:`~l3rocc_core.occupancy.OccupancySequence`
+    :param rows: row indices
+    :param threshold: drop voxels with probability below this
+    :return: dict of equal-length arrays: row int64, stamp_ns int64, t float32 (s, relative to
+        the newest selected row), flat int64, ijk int64 [n, 3], xyz float64 [n, 3], prob float32
+    """
+    rows = list(rows)
+    lens = [int(seq.indptr[r + 1] - seq.indptr[r]) for r in rows]
+    flat = np.concatenate([seq.indices[seq.indptr[r]:seq.indptr[r + 1]] for r in rows])
+    prob = np.concatenate([seq.prob[seq.indptr[r]:seq.indptr[r + 1]] for r in rows])
+    row = np.repeat(np.asarray(rows, np.int64), lens)
+    stamp = np.asarray(seq.stamps_ns, np.int64)[row]
+    newest = int(max(seq.stamps_ns[r] for r in rows))
+    keep = prob >= threshold
+    row, stamp, flat, prob = row[keep], stamp[keep], flat[keep], prob[keep]
+    ijk = seq.grid.flat_to_ijk(flat)
+    return {'row': row, 'stamp_ns': stamp, 't': ((stamp - newest) / 1e9).astype(np.float32),
+            'flat': flat, 'ijk': ijk, 'xyz': seq.grid.ijk_to_world(ijk),
+            'prob': prob.astype(np.float32)}
+
+
+def write_ply(path: str, xyz: np.ndarray, t: np.ndarray, prob: np.ndarray,
+              rgb: np.ndarray) -> None:
+    """Write a binary little-endian PLY point cloud (fields of :data:`PLY_FIELDS`).
+
+    :param xyz: float [n, 3] metres
+    :param t: float [n] seconds
+    :param prob: float [n] in [0, 1]
+    :param rgb: uint8 [n, 3]
+    """
+    n = len(xyz)
+    if xyz.shape != (n, 3) or t.shape != (n,) or prob.shape != (n,) or rgb.shape != (n, 3):
+        raise ValueError(f'PLY columns differ in length: xyz {xyz.shape}, t {t.shape}, '
+                         f'prob {prob.shape}, rgb {rgb.shape}')
+    data = np.empty(n, dtype=[(name, dt) for name, dt, _ in PLY_FIELDS])
+    data['x'], data['y'], data['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    data['t'], data['probability'] = t, prob
+    data['red'], data['green'], data['blue'] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    header = ['ply', 'format binary_little_endian 1.0', 'comment l3rocc occupied voxel centres',
+              f'element vertex {n}']
+    header += [f'property {ply} {name}' for name, _, ply in PLY_FIELDS]
+    header.append('end_header')
+    with open(path, 'wb') as f:
+        f.write(('\n'.join(header) + '\n').encode('ascii'))
+        f.write(data.tobytes())
+
+
+_PLY_TYPES = {'float': '<f4', 'float32': '<f4', 'double': '<f8', 'float64': '<f8',
+              'uchar': 'u1', 'uint8': 'u1', 'char': 'i1', 'int8': 'i1', 'ushort': '<u2',
+              'uint16': '<u2', 'short': '<i2', 'int16': '<i2', 'uint': '<u4', 'uint32': '<u4',
+              'int': '<i4', 'int32': '<i4'}
+
+
+def read_ply(path: str) -> np.ndarray:
+    """Read the vertices of a binary little-endian PLY (no lists) as a structured array."""
+    with open(path, 'rb') as f:
+        if f.readline().strip() != b'ply':
+            raise ValueError(f'{path}: not a PLY file')
+        fields: List[Tuple[str, str]] = []
+        count, in_vertex, fmt = 0, False, None
+        while True:
+            line = f.readline()
+            if not line:
+                raise ValueError(f'{path}: PLY header has no end_header')
+            parts = line.decode('ascii').split()
+            if not parts:
+                continue
+            if parts[0] == 'end_header':
+                break
+            if parts[0] == 'format':
+                fmt = parts[1]
+            elif parts[0] == 'element':
+                in_vertex = parts[1] == 'vertex'
+                if in_vertex:
+                    count = int(parts[2])
+            elif parts[0] == 'property' and in_vertex:
+                if parts[1] == 'list' or parts[1] not in _PLY_TYPES:
+                    raise ValueError(f'{path}: unsupported PLY property {" ".join(parts)}')
+                fields.append((parts[2], _PLY_TYPES[parts[1]]))
+        if fmt != 'binary_little_endian':
+            raise ValueError(f'{path}: only binary_little_endian PLY is read, got {fmt}')
+        return np.fromfile(f, dtype=fields, count=count)
+
+
+def height_colours(z: np.ndarray, cmap: str = 'turbo') -> np.ndarray:
+    """uint8 [n, 3] RGB of heights ``z`` (metres) over their 2..98 % range."""
+    from l3rocc_core.render import colormap_lut
+    if len(z) == 0:
+        return np.zeros((0, 3), np.uint8)
+    lo, hi = np.percentile(z, 2), np.percentile(z, 98)
+    idx = np.clip((z - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.int64)
+    return colormap_lut(cmap)[idx]
+
+
+def _write_ply(seq, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
+    tab = voxel_table(seq, rows, args.threshold or 0.0)
+    write_ply(path, tab['xyz'], tab['t'], tab['prob'], height_colours(tab['xyz'][:, 2]))
+    return len(tab['prob'])
+
+
+def _write_csv(seq, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
+    tab = voxel_table(seq, rows, args.threshold or 0.0)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('row,stamp_ns,t,x,y,z,i,j,k,probability\n')
+        if len(tab['prob']):
+            cols = [np.char.mod('%d', tab['row']), np.char.mod('%d', tab['stamp_ns']),
+                    np.char.mod('%.6f', tab['t'])]
+            cols += [np.char.mod('%.4f', tab['xyz'][:, c]) for c in range(3)]
+            cols += [np.char.mod('%d', tab['ijk'][:, c]) for c in range(3)]
+            cols.append(np.char.mod('%.4f', tab['prob']))
+            line = cols[0]
+            for c in cols[1:]:
+                line = np.char.add(np.char.add(line, ','), c)
+            f.write('\n'.join(line.tolist()) + '\n')
+    return len(tab['prob'])
+
+
+def _write_npz(seq, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
+    from l3rocc_core.occupancy import OccupancySequence, save_sequence
+    thr = args.threshold or 0.0
+    idx, prob = [], []
+    for r in rows:
+        lo, hi = seq.indptr[r], seq.indptr[r + 1]
+        keep = seq.prob[lo:hi] >= thr
+        idx.append(seq.indices[lo:hi][keep])
+        prob.append(seq.prob[lo:hi][keep])
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    indptr[1:] = np.cumsum([len(i) for i in idx])
+    visible = None if seq.visible is None else seq.visible[list(rows)]
+    save_sequence(path, OccupancySequence(
+        np.asarray(seq.stamps_ns, np.int64)[list(rows)], seq.grid, indptr,
+        np.concatenate(idx).astype(np.int64), np.concatenate(prob).astype(np.float32),
+        visible))
+    return int(indptr[-1])
+
+
+#: Format name -> writer(seq, rows, path, args) returning the number of voxels written.
+WRITERS: Dict[str, Callable[..., int]] = {
+    'ply': _write_ply,
+    'csv': _write_csv,
+    'npz': _write_npz,
+}
+
+
+def _format_of(path: str, given: str) -> str:
+    if given:
+        return given
+    for suffix, name in (('.ply', 'ply'), ('.csv', 'csv'), ('.npz', 'npz')):
+        if path.lower().endswith(suffix):
+            return name
+    return 'ply'
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Export the selected rows in the chosen format."""
+    import os
+    from l3rocc_core.occupancy import load_sequence
+    seq = load_sequence(args.occupancy)
+    rows = parse_rows(args.slice, len(seq))
+    fmt = _format_of(args.out, args.format)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f'--threshold must be in [0, 1], got {args.threshold}')
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    n = WRITERS[fmt](seq, rows, args.out, args)
+    print(f'wrote {n} voxels of {len(rows)} row(s) to {args.out} ({fmt})')
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``l3rocc export``; bad input is reported on stderr with exit status 2."""
+    try:
+        return _run(args)
+    except (OSError, ValueError) as exc:
+        kind = getattr(exc, 'kind', type(exc).__name__)
+        print(f'l3rocc export: {exc} [{kind}]', file=sys.stderr)
+        return 2
