@@ -1,0 +1,549 @@
+"""The l3rocc streaming node: camera images + poses in, 4D occupancy out.
+
+Threading: input callbacks only store messages (images go into a bounded queue where the latest
+wins); one worker in its own mutually exclusive callback group, woken by a guard condition, turns
+queued images into frames (``l3rocc_core.convert``), looks up their poses, pushes them through
+``l3rocc_core.pipeline.OccupancyPipeline`` and publishes. Run it under a MultiThreadedExecutor
+(:func:`main` does) so that inputs, parameters and diagnostics are served while the worker
+computes. Every failure is counted by kind in ``/diagnostics``, logged at most once per few
+seconds per kind, and costs only the frame it concerns.
+"""
+
+from collections import deque
+import logging
+import math
+import sys
+import threading
+import time
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from diagnostic_msgs.msg import DiagnosticArray
+from l3rocc.msg import Occupancy4D as Occupancy4DMsg
+from l3rocc_core.config import PipelineConfig
+from l3rocc_core.convert import ConversionError, FrameBuilder, camera_from_info, stamp_to_ns
+from l3rocc_core.frame import Frame
+from l3rocc_core.occupancy import Occupancy4D
+from l3rocc_core.tf_tree import TransformUnavailable
+from l3rocc_ros.diagnostics import NodeStats, diagnostic_array
+from l3rocc_ros.messages import (MarkerEncoder, image_msg_to_rgb, occupancy_to_markers,
+                                 occupancy_to_msg, occupancy_to_pointcloud2)
+from l3rocc_ros.params import NodeParameters, changed_stages
+from l3rocc_ros.tf_buffer import make_pose_lookup, PoseLookup
+from nav_msgs.msg import Odometry
+import numpy as np
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (HistoryPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+# Stages whose change needs a new pipeline (the window restarts); output/input apply at once.
+PIPELINE_STAGES = ('camera', 'window', 'depth', 'grid', 'fusion', 'refiner')
+JUMP_BACK_NS = 1_000_000_000  # an image this much older than the previous: time jumped back
+LOG_PERIOD_S = 3.0
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                        reliability=ReliabilityPolicy.RELIABLE)
+
+
+class FrameQueue:
+    """Bounded FIFO of (message, receive time); when full the oldest entry is dropped."""
+
+    def __init__(self, size: int):
+        """Hold at most ``size`` entries."""
+        self._q: Deque[Tuple[Any, float]] = deque(maxlen=max(1, int(size)))
+        self._lock = threading.Lock()
+
+    def put(self, msg: Any, received: float) -> int:
+        """Append; return how many older entries were dropped to make room (0 or 1)."""
+        with self._lock:
+            dropped = int(len(self._q) == self._q.maxlen)
+            self._q.append((msg, received))
+            return dropped
+
+    def pop(self) -> Optional[Tuple[Any, float]]:
+        """Oldest entry, or None when empty."""
+        with self._lock:
+            return self._q.popleft() if self._q else None
+
+    def __len__(self) -> int:
+        """Entries waiting."""
+        with self._lock:
+            return len(self._q)
+
+
+class RateLimitedLog:
+    """At most one log line per key and period; suppressed repeats are counted in the next."""
+
+    def __init__(self, logger: Any, period_s: float = LOG_PERIOD_S):
+        """Log through ``logger`` (an rclpy logger)."""
+        self._logger = logger
+        self._period = period_s
+        self._state: Dict[str, Tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def log(self, key: str, text: str, level: str = 'warning') -> bool:
+        """Log ``text`` unless ``key`` was logged less than a period ago; return whether logged.
+
+        :param level: 'error', 'warning' or 'info'
+        """
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._state.get(key, (-math.inf, 0))
+            if now - last < self._period:
+                self._state[key] = (last, suppressed + 1)
+                return False
+            self._state[key] = (now, 0)
+        if suppressed:
+            text += f' ({suppressed} more since the last report)'
+        # one call site per severity: rclpy refuses a call site that changes severity
+        if level == 'error':
+            self._logger.error(text)
+        elif level == 'info':
+            self._logger.info(text)
+        else:
+            self._logger.warning(text)
+        return True
+
+
+class RosLogHandler(logging.Handler):
+    """Forwards Python ``logging`` records of ``l3rocc_core`` to an rclpy logger."""
+
+    def __init__(self, logger: Any):
+        """Forward to ``logger`` (an rclpy logger)."""
+        super().__init__(logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log ``record`` at its severity (one call site per severity, as rclpy requires)."""
+        text = f'{record.name}: {record.getMessage()}'
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
+
+
+class FrameDropped(Exception):
+    """A frame that cannot be processed; ``kind`` is its diagnostics counter."""
+
+    def __init__(self, kind: str, message: str):
+        """Store the counter name with the message."""
+        super().__init__(message)
+        self.kind = kind
+
+
+class L3roccNode(Node):
+    """Monocular camera to 4D occupancy (see the contract for topics and parameters).
+
+    :param node_name: default ``'l3rocc'``, so outputs are ``/l3rocc/points`` etc.
+    :param kwargs: passed to ``rclpy.node.Node`` (``context``, ``parameter_overrides``, ...)
+    :raises ValueError: invalid start-up parameters, or a pipeline that cannot be built
+    """
+
+    def __init__(self, node_name: str = 'l3rocc', **kwargs: Any):
+        """Declare parameters, build the pipeline, create publishers and subscriptions."""
+        super().__init__(node_name, **kwargs)
+        self._stopping = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self._rebuild = False
+        self._log = RateLimitedLog(self.get_logger())
+        self._core_log = RosLogHandler(self.get_logger())
+        core_logger = logging.getLogger('l3rocc_core')
+        if core_logger.level == logging.NOTSET:
+            core_logger.setLevel(logging.INFO)
+        core_logger.addHandler(self._core_log)
+        self.stats = NodeStats()
+        try:
+            self._params = NodeParameters(self, on_change=self._on_config_change)
+            cfg = self._params.config
+            self._pipeline = self._make_pipeline(cfg)
+        except ValueError:
+            core_logger.removeHandler(self._core_log)
+            raise
+        self._builder = FrameBuilder(cfg.camera)
+        self._queue = FrameQueue(cfg.input.queue_size)
+        self._camera_info: Optional[CameraInfo] = None
+        self._camera_info_used: Optional[CameraInfo] = None
+        self._camera = None
+        self._last_frame_camera = None
+        self._last_stamp_ns: Optional[int] = None
+        self._static_pose_warned = False
+        self._odom_children = set()
+        self._last_occ: Optional[Occupancy4D] = None
+        self._publish_ms: Optional[float] = None
+        self._markers = MarkerEncoder()
+        if not self._markers.ok:
+            self.get_logger().info(f'markers built as message objects ({self._markers.reason})')
+
+        self._worker_group = MutuallyExclusiveCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+
+        self.pub_occupancy = self.create_publisher(Occupancy4DMsg, '~/occupancy', OUTPUT_QOS)
+        self.pub_points = self.create_publisher(PointCloud2, '~/points', OUTPUT_QOS)
+        self.pub_markers = self.create_publisher(MarkerArray, '~/markers', OUTPUT_QOS)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+        qos = self._input_qos(cfg)
+        if cfg.input.image_transport == 'compressed':
+            self.sub_image = self.create_subscription(
+                CompressedImage, 'image/compressed', self._on_image, qos,
+                callback_group=self._input_group, event_callbacks=self._qos_events())
+        else:
+            self.sub_image = self.create_subscription(
+                Image, 'image', self._on_image, qos, callback_group=self._input_group,
+                event_callbacks=self._qos_events())
+        self.sub_camera_info = self.create_subscription(
+            CameraInfo, 'camera_info', self._on_camera_info, qos,
+            callback_group=self._input_group, event_callbacks=self._qos_events())
+        self.image_topic = self.sub_image.topic_name
+        self.camera_info_topic = self.sub_camera_info.topic_name
+        self._poses: Optional[PoseLookup] = None
+        self.sub_odometry = None
+        if cfg.input.pose_source in ('tf', 'odometry', 'static'):
+            self._poses = make_pose_lookup(
+                self, subscribe_dynamic=cfg.input.pose_source != 'odometry',
+                callback_group=self._input_group, on_error=self._input_error)
+        if cfg.input.pose_source == 'odometry':
+            self.sub_odometry = self.create_subscription(
+                Odometry, 'odometry', self._on_odometry,
+                QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
+                callback_group=self._input_group)
+
+        self._wake = self.create_guard_condition(self._drain, callback_group=self._worker_group)
+        # A slow steady timer in the same group catches a wake-up that raced with the drain.
+        self._backstop = self.create_timer(0.25, self._drain, callback_group=self._worker_group,
+                                           clock=steady)
+        self._diag_timer = self.create_timer(1.0, self.publish_diagnostics,
+                                             callback_group=self._diag_group, clock=steady)
+        self.get_logger().info(
+            f'l3rocc: {self.image_topic} + {self.camera_info_topic} -> '
+            f'{self.pub_points.topic_name}, {self.pub_markers.topic_name}, '
+            f'{self.pub_occupancy.topic_name}; poses: {cfg.input.pose_source} in '
+            f'{cfg.grid.world_frame!r}; device {self._pipeline.device}, refiner '
+            f'{self._refiner_name()}')
+
+    # ------------------------------------------------------------------------- set-up helpers
+    @property
+    def config(self) -> PipelineConfig:
+        """The configuration in force."""
+        return self._params.config
+
+    def _make_pipeline(self, cfg: PipelineConfig) -> Any:
+        from l3rocc_core.pipeline import OccupancyPipeline
+        try:
+            return OccupancyPipeline(cfg)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ValueError(f'cannot build the occupancy pipeline: {exc}') from exc
+
+    def _refiner_name(self) -> str:
+        return str(getattr(self._pipeline, 'refiner_name', self.config.refiner.refiner))
+
+    @staticmethod
+    def _input_qos(cfg: PipelineConfig) -> QoSProfile:
+        if cfg.input.input_qos == 'reliable':
+            return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                              reliability=ReliabilityPolicy.RELIABLE)
+        return qos_profile_sensor_data
+
+    def _qos_events(self) -> SubscriptionEventCallbacks:
+        return SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+
+    def _on_config_change(self, old: PipelineConfig, new: PipelineConfig) -> None:
+        if set(changed_stages(old, new)) & set(PIPELINE_STAGES):
+            self._rebuild = True  # the worker rebuilds before its next frame
+
+    # ------------------------------------------------------------------------ input callbacks
+    def _on_image(self, msg: Any) -> None:
+        self.stats.received()
+        dropped = self._queue.put(msg, time.monotonic())
+        if dropped:
+            self.stats.dropped_queue_full(dropped)
+        self._wake.trigger()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        self._poses.add_odometry(msg, self.config.grid.world_frame)
+        if msg.child_frame_id:
+            self._odom_children.add(msg.child_frame_id.lstrip('/'))
+
+    def _on_incompatible_qos(self, event: Any) -> None:
+        self.stats.error('qos_incompatible', 'a publisher with incompatible QoS', dropped=False)
+        self._log.log('qos_incompatible',
+                      f'a publisher offers QoS incompatible with input_qos '
+                      f'{self.config.input.input_qos!r} (policy {event.last_policy_kind}); '
+                      'its messages are not received')
+
+    def _input_error(self, kind: str, topic: str, message: str) -> None:
+        self.stats.error(kind, message, dropped=False)
+        self._log.log(kind, f'{topic}: {message}')
+
+    # --------------------------------------------------------------------------------- worker
+    def _drain(self) -> None:
+        """Process queued frames until the queue is empty (the worker group's only callback)."""
+        while not self._stopping:
+            item = self._queue.pop()
+            if item is None:
+                return
+            self._idle.clear()
+            try:
+                self._process(*item)
+            except Exception as exc:  # noqa: B902 - an exception here would stop the executor
+                self.stats.error('internal_error', f'{type(exc).__name__}: {exc}')
+                self._log.log('internal_error', f'{self.image_topic}: frame dropped after an '
+                              f'unexpected {type(exc).__name__}: {exc}', 'error')
+            finally:
+                self._idle.set()
+
+    def _process(self, msg: Any, received: float) -> None:
+        cfg = self.config
+        if self._rebuild:
+            self._rebuild_pipeline(cfg)
+        try:
+            frame = self._make_frame(msg, received, cfg)
+        except (ConversionError, TransformUnavailable, FrameDropped) as exc:
+            self._drop(exc.kind, str(exc))
+            return
+        if frame is None:
+            return
+        try:
+            occ = self._pipeline.push(frame)
+        except Exception as exc:  # noqa: B902 - the stage boundary: count, log, keep running
+            self._drop('pipeline_error', f'{type(exc).__name__}: {exc}')
+            return
+        self.stats.processed()
+        if occ is None or self._stopping:
+            return
+        self._last_occ = occ
+        try:
+            self._publish(occ, cfg)
+        except Exception as exc:  # noqa: B902 - a failing output must not stop the node
+            self.stats.error('publish_error', f'{type(exc).__name__}: {exc}', dropped=False)
+            self._log.log('publish_error', f'publishing failed: {type(exc).__name__}: {exc}',
+                          'error')
+
+    def _drop(self, kind: str, message: str) -> None:
+        self.stats.error(kind, message)
+        self._log.log(kind, f'{self.image_topic}: frame dropped ({kind}): {message}',
+                      'error' if kind == 'pipeline_error' else 'warning')
+
+    def _rebuild_pipeline(self, cfg: PipelineConfig) -> None:
+        self._rebuild = False
+        try:
+            self._pipeline = self._make_pipeline(cfg)
+        except ValueError as exc:
+            self.stats.error('pipeline_error', str(exc), dropped=False)
+            self.get_logger().error(f'{exc}; keeping the previous pipeline')
+            return
+        self._builder = FrameBuilder(cfg.camera)
+        self._last_frame_camera = None
+        self.get_logger().info('pipeline rebuilt with the new parameters (window restarted)')
+
+    def _make_frame(self, msg: Any, received: float, cfg: PipelineConfig) -> Optional[Frame]:
+        """Frame of an image message, or None while camera_info is missing.
+
+        :raises ConversionError: bad image or camera_info
+        :raises TransformUnavailable: no pose within ``tf_timeout_s``
+        :raises FrameDropped: bad or out-of-order stamp
+        """
+        info = self._camera_info
+        if info is None:
+            self.stats.error('no_camera_info', 'no camera_info yet')
+            self.get_logger().warning(
+                f'waiting for camera_info on {self.camera_info_topic} (images on '
+                f'{self.image_topic} are dropped until it arrives)', throttle_duration_sec=5.0)
+            return None
+        if info is not self._camera_info_used:
+            self._camera = camera_from_info(info)
+            self._camera_info_used = info
+        rgb = image_msg_to_rgb(msg)
+        stamp_ns = self._check_stamp(stamp_to_ns(msg.header.stamp))
+        frame_id = msg.header.frame_id or info.header.frame_id
+        if info.header.frame_id and frame_id != info.header.frame_id:
+            self.stats.error('frame_id_mismatch', 'image and camera_info frames differ',
+                             dropped=False)
+            self._log.log('frame_id_mismatch',
+                          f'{self.image_topic}: image frame_id {frame_id!r} differs from '
+                          f'camera_info frame_id {info.header.frame_id!r}; using the image frame')
+        if not frame_id:
+            raise FrameDropped('no_frame_id', 'image and camera_info have an empty frame_id')
+        T_world_cam = self._pose(frame_id, stamp_ns, received, cfg)
+        frame = self._builder.build(rgb, self._camera, stamp_ns, T_world_cam, frame_id)
+        if self._last_frame_camera is not None and frame.camera != self._last_frame_camera:
+            # the pipeline restarts its window itself on a new camera model
+            self.get_logger().warning(
+                f'{self.camera_info_topic}: camera model changed '
+                f'({self._last_frame_camera.width}x{self._last_frame_camera.height} -> '
+                f'{frame.camera.width}x{frame.camera.height} at working resolution); '
+                'window restarted')
+        self._last_frame_camera = frame.camera
+        self._last_stamp_ns = stamp_ns
+        return frame
+
+    def _check_stamp(self, stamp_ns: int) -> int:
+        if stamp_ns <= 0:
+            raise FrameDropped('bad_stamp', f'image stamp {stamp_ns} ns is zero or negative')
+        last = self._last_stamp_ns
+        if last is not None and stamp_ns <= last:
+            if last - stamp_ns >= JUMP_BACK_NS:
+                self.get_logger().warning(
+                    f'{self.image_topic}: time jumped back by {(last - stamp_ns) / 1e9:.1f} s '
+                    '(bag loop or clock reset); window and transforms restarted')
+                self._pipeline.reset()
+                if self._poses is not None:
+                    self._poses.reset()
+                self._last_stamp_ns = None
+                return stamp_ns
+            kind = 'stamp_duplicate' if stamp_ns == last else 'stamp_out_of_order'
+            raise FrameDropped(kind, f'image stamp {stamp_ns / 1e9:.6f} s is not newer than '
+                               f'the previous frame stamp {last / 1e9:.6f} s')
+        return stamp_ns
+
+    def _pose(self, frame_id: str, stamp_ns: int, received: float,
+              cfg: PipelineConfig) -> Optional[np.ndarray]:
+        source = cfg.input.pose_source
+        world = cfg.grid.world_frame
+        if source == 'visual_odometry':
+            return None
+        if source == 'static':
+            try:
+                return self._poses.lookup(world, frame_id, None)
+            except TransformUnavailable as exc:
+                if not self._static_pose_warned:
+                    self._static_pose_warned = True
+                    self.get_logger().warning(
+                        f'pose_source static: no transform {world!r} <- {frame_id!r} ({exc}); '
+                        f'the camera is taken to sit at the origin of {world!r}')
+                return np.eye(4)
+        deadline = received + cfg.input.tf_timeout_s
+        children = set(self._odom_children)
+        if source == 'odometry' and len(children) == 1 and not self._poses.has_frame(frame_id):
+            frame_id = children.pop()  # as replay: the camera is the odometry's child frame
+        try:
+            return self._poses.wait_lookup(world, frame_id, stamp_ns, deadline)
+        except TransformUnavailable as exc:
+            raise TransformUnavailable(
+                exc.kind, f'no pose of {frame_id!r} in {world!r} at {stamp_ns / 1e9:.6f} s '
+                f'within tf_timeout_s {cfg.input.tf_timeout_s} s: {exc}', exc.future) from exc
+
+    # ------------------------------------------------------------------------------- outputs
+    def _publish(self, occ: Occupancy4D, cfg: PipelineConfig) -> None:
+        start = time.perf_counter()
+        threshold = cfg.output.occupancy_threshold
+        if occ.threshold != threshold:
+            occ = Occupancy4D(occ.grid, occ.stamps_ns, occ.prob, occ.observed, threshold)
+        want_occ = self.pub_occupancy.get_subscription_count() > 0
+        want_points = self.pub_points.get_subscription_count() > 0
+        sparse = occ.sparse_window() if want_occ or want_points else None
+        if want_occ:
+            self.pub_occupancy.publish(occupancy_to_msg(occ, sparse))
+        if want_points:
+            self.pub_points.publish(occupancy_to_pointcloud2(occ, sparse))
+        if cfg.output.publish_markers and self.pub_markers.get_subscription_count():
+            self.pub_markers.publish(occupancy_to_markers(occ, cfg.output.publish_history,
+                                                          self._markers))
+        now_ns = self.get_clock().now().nanoseconds
+        self.stats.published((now_ns - occ.newest_stamp_ns) / 1e9 if now_ns > 0 else None)
+        self._publish_ms = (time.perf_counter() - start) * 1e3
+
+    def diagnostics_extra(self) -> Dict[str, Any]:
+        """Node-specific diagnostic values: device, refiner, inputs, stage timings."""
+        cfg = self.config
+        extra: Dict[str, Any] = {
+            'device': str(self._pipeline.device), 'refiner': self._refiner_name(),
+            'pose_source': cfg.input.pose_source, 'world_frame': cfg.grid.world_frame,
+            'image_topic': self.image_topic,
+            'camera_info': 'received' if self._camera_info is not None else 'missing',
+            'queue_size': cfg.input.queue_size, 'queued': len(self._queue),
+        }
+        occ = self._last_occ
+        if occ is not None:
+            extra['window_slices'] = occ.num_slices
+        for stage, ms in dict(getattr(self._pipeline, 'timings_ms', {}) or {}).items():
+            extra[f'stage_ms.{stage}'] = float(ms)
+        if self._publish_ms is not None:
+            extra['stage_ms.publish'] = self._publish_ms
+        return extra
+
+    def publish_diagnostics(self) -> None:
+        """Publish one DiagnosticArray (the 1 Hz timer's callback)."""
+        try:
+            self._publish_diagnostics()
+        except Exception as exc:  # noqa: B902 - an exception here would stop the executor
+            self._log.log('diagnostics_error', f'/diagnostics not published: '
+                          f'{type(exc).__name__}: {exc}', 'error')
+
+    def _publish_diagnostics(self) -> None:
+        snap = self.stats.snapshot()
+        waiting = ''
+        if self._camera_info is None and snap['recent_received']:
+            waiting = f'camera_info on {self.camera_info_topic}'
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.pub_diagnostics.publish(diagnostic_array(
+            header, f'{self.get_name()}: occupancy pipeline', self.get_fully_qualified_name(),
+            snap, self.diagnostics_extra(), waiting))
+
+    def stop(self) -> None:
+        """Ask the worker to stop after the frame in hand (a waiting TF lookup ends at once)."""
+        self._stopping = True
+        if self._poses is not None:
+            self._poses.stopping = True
+
+    def destroy_node(self) -> None:
+        """Stop the worker (it finishes the frame in hand, up to 1.5 s), then destroy."""
+        self.stop()
+        self._idle.wait(timeout=1.5)
+        logging.getLogger('l3rocc_core').removeHandler(self._core_log)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point of ``l3rocc_node``: spin the node on a MultiThreadedExecutor until shutdown.
+
+    SIGINT and SIGTERM (rclpy's signal handlers) end the spin; the node is destroyed and rclpy
+    shut down in every case.
+
+    :return: 0 on a clean exit, 1 when the node could not start
+    """
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    executor = None
+    status = 0
+    try:
+        node = L3roccNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        status = 0
+    except ValueError as exc:
+        rclpy.logging.get_logger('l3rocc').fatal(str(exc))
+        status = 1
+    finally:
+        if node is not None:
+            node.get_logger().info('shutting down')
+            node.stop()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The ROS tests' analytic scene and client node (loaded by conftest.py's ``wall`` fixture).
+
+A pinhole camera (160x120, f = 120 px) translates sideways along x in front of a textured wall,
+the plane y = 2 m of ``odom``; every pixel sees depth 2 m. :class:`Client` publishes Image,
+CameraInfo, /tf (and /clock) for it and collects the node's outputs.
+"""
+
+import array
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+WORLD, CAMERA = 'odom', 'wall_cam_optical'
+W, H, F = 160, 120, 120.0
+CX, CY = (W - 1) / 2.0, (H - 1) / 2.0
+WALL_Y = 2.0
+# camera optical axes in odom: x right = +x, y down = -z, z forward = +y (looking at the wall)
+R_WORLD_CAM = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+STEP_M = 0.02
+# Node parameters of the scene: a small grid around the wall, geometry only, on the CPU.
+OVERRIDES = {
+    'refiner': 'none', 'device': 'cpu', 'pose_source': 'tf', 'world_frame': WORLD,
+    'working_width': 96, 'window_size': 6, 'voxel_size': 0.05,
+    'grid_min': [-0.8, 1.2, -0.5], 'grid_max': [0.8, 2.6, 0.5],
+    'min_depth': 0.5, 'max_depth': 4.0, 'tf_timeout_s': 1.0, 'queue_size': 2,
+    'publish_history': True,
+}
+
+
+def wall_texture() -> np.ndarray:
+    """Return a float32 [512, 512] smooth random texture in [0, 1] over x, z in [-2, 2] m."""
+    rng = np.random.default_rng(7)
+    tex = cv2.GaussianBlur(rng.random((512, 512)).astype(np.float32), (0, 0), 2.0)
+    return (tex - tex.min()) / (tex.max() - tex.min())
+
+
+TEXTURE = wall_texture()
+
+
+def render(x_cam: float) -> np.ndarray:
+    """Return the uint8 [H, W, 3] view of the wall from camera position (x_cam, 0, 0)."""
+    u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    x = x_cam + (u - CX) / F * WALL_Y
+    z = -(v - CY) / F * WALL_Y
+    s = (x + 2.0) / 4.0 * 511.0
+    t = (2.0 - z) / 4.0 * 511.0
+    gray = cv2.remap(TEXTURE, s, t, cv2.INTER_LINEAR)
+    img = (np.clip(gray, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(img[:, :, None], 3, axis=2)
+
+
+def stamp_of(msg: Any) -> int:
+    """Return the header stamp of ``msg`` in nanoseconds."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def diagnostic_values(msg: Any, hardware_id: str) -> Dict[str, str]:
+    """Return {key: value} of the statuses of ``hardware_id`` in a DiagnosticArray."""
+    return {kv.key: kv.value for s in msg.status if s.hardware_id == hardware_id
+            for kv in s.values}
+
+
+class Client:
+    """The test's second node: publishes the camera and collects the node's outputs.
+
+    :param context: rclpy context
+    :param inputs: namespace of the node's inputs ('' -> /image, /camera_info)
+    :param node_name: the node under test (outputs /<node_name>/points etc.)
+    """
+
+    def __init__(self, context: Any, inputs: str = '', node_name: str = 'l3rocc'):
+        """Create publishers and subscriptions."""
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from l3rocc.msg import Occupancy4D
+        from rclpy.qos import qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from tf2_msgs.msg import TFMessage
+        from visualization_msgs.msg import MarkerArray
+        self.node = rclpy.create_node(f'{node_name}_test_client', context=context)
+        self.lock = threading.Lock()
+        self.received: Dict[str, List[Any]] = {'points': [], 'markers': [], 'occupancy': [],
+                                               'diagnostics': []}
+        n = self.node
+        self.pub_image = n.create_publisher(Image, f'{inputs}/image', qos_profile_sensor_data)
+        self.pub_compressed = n.create_publisher(CompressedImage, f'{inputs}/image/compressed',
+                                                 qos_profile_sensor_data)
+        self.pub_info = n.create_publisher(CameraInfo, f'{inputs}/camera_info',
+                                           qos_profile_sensor_data)
+        self.pub_tf = n.create_publisher(TFMessage, '/tf', 100)
+        self.pub_clock = n.create_publisher(Clock, '/clock', 10)
+        for key, msg_type, topic in (('points', PointCloud2, f'/{node_name}/points'),
+                                     ('markers', MarkerArray, f'/{node_name}/markers'),
+                                     ('occupancy', Occupancy4D, f'/{node_name}/occupancy'),
+                                     ('diagnostics', DiagnosticArray, '/diagnostics')):
+            n.create_subscription(msg_type, topic, self._collector(key), 10)
+        self.stamps: List[int] = []
+
+    def _collector(self, key: str) -> Callable[[Any], None]:
+        def collect(msg: Any) -> None:
+            with self.lock:
+                self.received[key].append(msg)
+        return collect
+
+    def get(self, key: str) -> List[Any]:
+        """Return a copy of what arrived on ``key`` so far."""
+        with self.lock:
+            return list(self.received[key])
+
+    def header(self, stamp_ns: int, frame_id: str = CAMERA) -> Any:
+        """Return a std_msgs/Header."""
+        from std_msgs.msg import Header
+        h = Header(frame_id=frame_id)
+        h.stamp.sec, h.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        return h
+
+    def camera_info(self, stamp_ns: int) -> Any:
+        """Return the CameraInfo of the scene's pinhole camera."""
+        from sensor_msgs.msg import CameraInfo
+        return CameraInfo(header=self.header(stamp_ns), width=W, height=H,
+                          distortion_model='plumb_bob', d=[0.0] * 5,
+                          k=[F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0],
+                          r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                          p=[F, 0.0, CX, 0.0, 0.0, F, CY, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+    def publish_clock(self, stamp_ns: int) -> None:
+        """Publish /clock (simulated time)."""
+        from rosgraph_msgs.msg import Clock
+        self.pub_clock.publish(Clock(clock=self.header(stamp_ns).stamp))
+
+    def publish_frame(self, k: int, stamp_ns: Optional[int] = None, encoding: str = 'rgb8',
+                      camera_info: bool = True, tf: bool = True, jpeg: bool = False) -> int:
+        """Publish /tf, camera_info and image k (camera at x = -0.1 + 0.02 k).
+
+        :param stamp_ns: the frame's stamp (default: now, wall clock)
+        :param jpeg: publish a CompressedImage (JPEG) on image/compressed instead
+        :return: the stamp
+        """
+        from geometry_msgs.msg import TransformStamped
+        from l3rocc_core.transforms import matrix_to_quat
+        from sensor_msgs.msg import Image
+        from tf2_msgs.msg import TFMessage
+        stamp_ns = time.time_ns() if stamp_ns is None else int(stamp_ns)
+        x_cam = -0.1 + STEP_M * k
+        ts = TransformStamped(header=self.header(stamp_ns, WORLD), child_frame_id=CAMERA)
+        ts.transform.translation.x = x_cam
+        q = matrix_to_quat(R_WORLD_CAM)
+        ts.transform.rotation.x, ts.transform.rotation.y = float(q[0]), float(q[1])
+        ts.transform.rotation.z, ts.transform.rotation.w = float(q[2]), float(q[3])
+        if tf:
+            self.pub_tf.publish(TFMessage(transforms=[ts]))
+        if camera_info:
+            self.pub_info.publish(self.camera_info(stamp_ns))
+        data = array.array('B')
+        if jpeg:
+            from sensor_msgs.msg import CompressedImage
+            ok, buf = cv2.imencode('.jpg', render(x_cam)[:, :, ::-1],
+                                   [cv2.IMWRITE_JPEG_QUALITY, 95])
+            data.frombytes(buf.tobytes())
+            self.pub_compressed.publish(CompressedImage(header=self.header(stamp_ns),
+                                                        format='rgb8; jpeg compressed bgr8',
+                                                        data=data))
+        else:
+            data.frombytes(render(x_cam).tobytes())
+            self.pub_image.publish(Image(header=self.header(stamp_ns), height=H, width=W,
+                                         encoding=encoding, is_bigendian=0, step=W * 3,
+                                         data=data))
+        self.stamps.append(stamp_ns)
+        return stamp_ns
+
+    def feed(self, frames: Sequence[int], period_s: float = 0.1,
+             stamps: Optional[Sequence[int]] = None, clock: bool = False) -> int:
+        """Publish frames ``frames`` (indices) ``period_s`` apart; return the last stamp.
+
+        :param stamps: the frames' stamps (default: wall-clock now)
+        :param clock: publish /clock = each stamp just before its frame
+        """
+        last = 0
+        for i, k in enumerate(frames):
+            stamp = None if stamps is None else stamps[i]
+            if clock:
+                self.publish_clock(stamp)
+            last = self.publish_frame(k, stamp)
+            time.sleep(period_s)
+        return last
+
+    def wait_for(self, key: str, predicate: Callable[[Any], bool], timeout: float
+                 ) -> Optional[Any]:
+        """Return the first message on ``key`` satisfying ``predicate`` (None on timeout)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for msg in self.get(key):
+                if predicate(msg):
+                    return msg
+            time.sleep(0.05)
+        return None
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+        """Call a service of the node under test and return the response."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f'{name} not available'
+            future = client.call_async(request)
+            end = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < end:
+                time.sleep(0.02)
+            assert future.done(), f'{name} did not answer'
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+
+class SpinThread(threading.Thread):
+    """Spins an executor until :meth:`stop` (spin_once in a loop, so it ends cleanly)."""
+
+    def __init__(self, executor: Any):
+        """Prepare the thread (daemon, not started)."""
+        super().__init__(daemon=True)
+        self.executor = executor
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Spin until stopped."""
+        while not self._stop_event.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def stop(self) -> None:
+        """End the loop and join the thread."""
+        self._stop_event.set()
+        self.join(timeout=5.0)
+
+
+def spin_in_thread(executor: Any) -> SpinThread:
+    """Start and return a :class:`SpinThread` for ``executor``."""
+    thread = SpinThread(executor)
+    thread.start()
+    return thread
+
+
+class Running:
+    """A node under test and a :class:`Client`, spun by a MultiThreadedExecutor thread.
+
+    :param context: rclpy context
+    :param overrides: node parameters (``OVERRIDES`` updated with these)
+    :param node_name: name of the node under test
+    :param inputs: namespace its image and camera_info are remapped into ('' = none)
+    """
+
+    def __init__(self, context: Any, overrides: Optional[Dict[str, Any]] = None,
+                 node_name: str = 'l3rocc', inputs: str = ''):
+        """Start both nodes and wait until their topics are matched."""
+        from l3rocc_ros.node import L3roccNode
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+        params = dict(OVERRIDES, **(overrides or {}))
+        cli_args = None
+        if inputs:
+            cli_args = ['--ros-args', '-r', f'image:={inputs}/image',
+                        '-r', f'image/compressed:={inputs}/image/compressed',
+                        '-r', f'camera_info:={inputs}/camera_info']
+        self.node = L3roccNode(node_name, context=context, cli_args=cli_args,
+                               parameter_overrides=[Parameter(k, value=v)
+                                                    for k, v in params.items()])
+        self.client = Client(context, inputs, node_name)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.client.node)
+        self.thread = spin_in_thread(self.executor)
+        end = time.monotonic() + 10.0
+        while time.monotonic() < end and not (
+                self.node.sub_image.get_publisher_count()
+                and self.client.pub_image.get_subscription_count()
+                and self.node.pub_points.get_subscription_count()):
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stop spinning and destroy both nodes."""
+        self.node.stop()
+        self.thread.stop()
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.client.node.destroy_node()
