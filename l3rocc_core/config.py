@@ -71,6 +71,9 @@ class DepthConfig:
         0.3, 'depth pixels below this confidence are invalid (0..1)', 0.0, 1.0)
     min_texture: float = param(
         0.01, 'image intensity std (0..1) under which a pixel is untextured and invalid', 0.0, 1.0)
+    depth_downsample: int = param(
+        2, 'the plane sweep runs at the working resolution divided by this and returns depth at '
+        'that resolution (1 = full working resolution)', 1, 8)
 
 
 @dataclass
@@ -102,6 +105,18 @@ class FusionConfig:
                                -20.0, 0.0)
     logodds_max: float = param(3.5, 'upper clamp, so that moved-away parts clear quickly',
                                0.0, 20.0)
+    evidence_max_rays: float = param(
+        4.0, 'rays of one frame that count in a voxel\'s update: hit voxels add logodds_hit * '
+        'min(hits, this), voxels only passed through add logodds_miss * min(rays, this)',
+        1.0, 1000.0)
+    free_margin_voxels: float = param(
+        1.0, 'the last voxels (in voxel lengths) of every ray before its depth endpoint are not '
+        'counted free, so surfaces seen at grazing angles do not carve themselves', 0.0, 10.0)
+    ray_stride_px: int = param(
+        0, 'free space is ray cast from every n-th depth pixel in x and y (hits use every pixel); '
+        '0 = automatic (rays about one voxel apart at max_depth / 2)', 0, 32)
+    clear_no_return: bool = param(
+        False, 'depth pixels without a return clear space up to max_depth')
 
 
 @dataclass

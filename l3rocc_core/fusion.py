@@ -1,0 +1,295 @@
+"""Evidence fusion: one log-odds grid per time slice of the sliding window.
+
+Each new frame's depth map is ray cast (:mod:`l3rocc_core.raycast`) into per-voxel hit and free
+counts. The frame's slice starts from the previous slice's log-odds and adds, per voxel,
+
+    delta = logodds_hit * min(hits, evidence_max_rays)     where this frame hit the voxel,
+    delta = logodds_miss * min(free, evidence_max_rays)    where its rays only passed through,
+
+so within one frame a hit wins over rays passing through (as in OctoMap): a voxel holding a
+sliver of surface seen at a grazing angle is crossed by many rays that end further on, and
+letting them outvote its own hits carves real surfaces (measured on TUM fr1/xyz with GT depth:
+newest-slice IoU 0.72 with hits winning, 0.57 with a per-ray vote). The cap makes the update
+independent of how densely a voxel is sampled (near voxels see hundreds of rays, far ones a few).
+The result is clamped to ``[logodds_min, logodds_max]``: the clamp is what lets a part that moved
+away clear within a few frames instead of leaving a trail (from ``logodds_max`` 3.5,
+``ceil(3.5 / (0.4 * 4)) = 3`` frames of free rays reach p < 0.5).
+
+Slices live in a ring buffer of ``window_size`` allocated once. A slice's observed mask is the
+union of the voxels observed (rays up to and including the first hit) by the ``window_size``
+frames ending with that slice's frame: the window as it was when the slice was newest. It is fixed
+once the slice is written, like its log-odds, so every output of a slice is stable over time.
+
+With ``anchor='camera'`` the grid origin follows the newest camera position, snapped to whole
+voxels (axes stay world-aligned, gravity = world z); stored slices are shifted by whole voxels and
+the uncovered border is cleared.
+"""
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.config import FusionConfig
+from l3rocc_core.grid import VoxelGrid
+from l3rocc_core.raycast import cast_depth
+
+#: Feature channels of :meth:`EvidenceFusion.features`, in order (the refiner's input).
+#: ``logodds``: accumulated log-odds divided by max(|logodds_min|, logodds_max), in [-1, 1];
+#: ``hits``: log1p(this frame's depth endpoints in the voxel);
+#: ``free``: log1p(this frame's rays passing through the voxel);
+#: ``observed``: 1 where observed by a window frame up to this slice, else 0;
+#: ``confidence``: mean depth confidence of this frame's endpoints in the voxel (0 without hits).
+FEATURE_NAMES: Tuple[str, ...] = ('logodds', 'hits', 'free', 'observed', 'confidence')
+
+ANCHORS = ('world', 'camera')
+
+
+def auto_ray_stride(camera: PinholeCamera, voxel_size: float, max_depth: float) -> int:
+    """Pixel stride that puts free-space rays about one voxel apart at ``max_depth / 2``.
+
+    :param camera: the depth map's camera
+    :param voxel_size: metres
+    :param max_depth: metres
+    :return: stride >= 1
+    """
+    spacing_per_px = 0.5 * max_depth / min(camera.fx, camera.fy)
+    return max(1, int(math.floor(voxel_size / spacing_per_px)))
+
+
+class EvidenceFusion:
+    """Per-slice evidence grids of the sliding window.
+
+    :param grid: the voxel grid. With ``anchor='camera'`` its origin is relative to the camera
+        position (``grid_min`` of the configuration) and the live grid is :attr:`grid`.
+    :param fusion: log-odds parameters
+    :param window_size: T, slices kept
+    :param max_depth: metres; farther depth is not a hit
+    :param device: torch device of every buffer
+    :param anchor: 'world' (fixed grid) or 'camera' (origin follows the camera)
+    """
+
+    def __init__(self, grid: VoxelGrid, fusion: FusionConfig, window_size: int,
+                 max_depth: float, device: Union[str, torch.device] = 'cpu',
+                 anchor: str = 'world'):
+        """Allocate the ring buffers once."""
+        if anchor not in ANCHORS:
+            raise ValueError(f'grid anchor must be one of {list(ANCHORS)}, got {anchor!r}')
+        if window_size < 1:
+            raise ValueError(f'window_size must be >= 1, got {window_size}')
+        if fusion.logodds_min >= fusion.logodds_max:
+            raise ValueError('logodds_min must be < logodds_max')
+        self.config = fusion
+        self.window_size = int(window_size)
+        self.max_depth = float(max_depth)
+        self.device = torch.device(device)
+        self.anchor = anchor
+        self._base_grid = grid
+        self._offset: Optional[np.ndarray] = None      # camera anchor: whole-voxel offset
+        self.grid = grid
+        T, N = self.window_size, grid.num_voxels
+        dev = self.device
+        self._logodds = torch.zeros((T, N), dtype=torch.float32, device=dev)
+        self._hits = torch.zeros((T, N), dtype=torch.float16, device=dev)      # log1p(hits)
+        self._free = torch.zeros((T, N), dtype=torch.float16, device=dev)      # log1p(free)
+        self._conf = torch.zeros((T, N), dtype=torch.float16, device=dev)      # mean confidence
+        self._frame_obs = torch.zeros((T, N), dtype=torch.bool, device=dev)   # this frame's rays
+        self._obs = torch.zeros((T, N), dtype=torch.bool, device=dev)         # window union
+        self._obs_count = torch.zeros(N, dtype=torch.int16, device=dev)       # frames observing
+        self._stamps = np.zeros(T, np.int64)
+        self._count = 0          # slices filled since reset (<= T)
+        self._head = -1          # slot of the newest slice
+        self.last_ray_stride = 0
+        #: Increments whenever stored slices change after being written (camera-anchor shifts,
+        #: resets): caches of per-slice results must then be rebuilt.
+        self.generation = 0
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def num_slices(self) -> int:
+        """Slices filled since the last reset (<= window_size)."""
+        return self._count
+
+    @property
+    def feature_names(self) -> Tuple[str, ...]:
+        """:data:`FEATURE_NAMES`."""
+        return FEATURE_NAMES
+
+    def reset(self) -> None:
+        """Forget every slice (the buffers are kept and zeroed)."""
+        for buf in self._buffers():
+            buf.zero_()
+        self._obs_count.zero_()
+        self._stamps[:] = 0
+        self._count = 0
+        self._head = -1
+        self._offset = None
+        self.grid = self._base_grid
+        self.generation += 1
+
+    def _buffers(self) -> Tuple[torch.Tensor, ...]:
+        return (self._logodds, self._hits, self._free, self._conf, self._frame_obs, self._obs)
+
+    @property
+    def head(self) -> int:
+        """Ring slot of the newest slice (-1 when empty)."""
+        return self._head
+
+    def slot_order(self) -> List[int]:
+        """Ring slots of the filled slices, oldest first (indices into per-slot caches)."""
+        return self._order()
+
+    def _order(self) -> List[int]:
+        """Ring slots of the filled slices, oldest first."""
+        T = self.window_size
+        return [(self._head - self._count + 1 + i) % T for i in range(self._count)]
+
+    def stamps_ns(self) -> np.ndarray:
+        """int64 [n] stamps of the filled slices, oldest first."""
+        return self._stamps[self._order()].copy()
+
+    # -- update -----------------------------------------------------------------------------
+    def integrate(self, T_world_cam: np.ndarray, stamp_ns: int, depth: Optional[Any] = None,
+                  camera: Optional[PinholeCamera] = None) -> None:
+        """Add the slice of a new frame.
+
+        :param T_world_cam: float64 [4, 4] camera to world
+        :param stamp_ns: the frame's stamp (nanoseconds)
+        :param depth: a ``DepthResult`` (``depth`` [h, w] metres, 0 = invalid, ``confidence``,
+            ``valid``, optionally ``camera``), or None for a slice without new evidence (e.g. the
+            first frame, which has no depth source yet)
+        :param camera: the camera of the frame, used (scaled to the depth map's size) when
+            ``depth`` has no ``camera`` attribute
+        :raises ValueError: on shapes that do not match
+        """
+        T_world_cam = np.asarray(T_world_cam, dtype=np.float64)
+        if T_world_cam.shape != (4, 4) or not np.all(np.isfinite(T_world_cam)):
+            raise ValueError('T_world_cam must be a finite [4, 4] matrix')
+        if self.anchor == 'camera':
+            self._follow_camera(T_world_cam[:3, 3])
+        evidence = None
+        if depth is not None:
+            evidence = self._cast(T_world_cam, depth, camera)
+        # Everything is computed; now commit (a failure above leaves the state untouched).
+        prev = self._head
+        slot = (self._head + 1) % self.window_size
+        if self._count > 0:
+            self._logodds[slot].copy_(self._logodds[prev])
+        else:
+            self._logodds[slot].zero_()
+        if self._count == self.window_size:
+            # The slot's previous frame leaves the window.
+            self._obs_count.sub_(self._frame_obs[slot].to(torch.int16))
+        if evidence is None:
+            for buf in (self._hits, self._free, self._conf, self._frame_obs):
+                buf[slot].zero_()
+        else:
+            delta, hits, free, conf, obs = evidence
+            self._logodds[slot].add_(delta).clamp_(self.config.logodds_min,
+                                                   self.config.logodds_max)
+            self._hits[slot].copy_(torch.log1p(hits))
+            self._free[slot].copy_(torch.log1p(free))
+            self._conf[slot].copy_(conf)
+            self._frame_obs[slot].copy_(obs)
+            self._obs_count.add_(obs.to(torch.int16))
+        torch.gt(self._obs_count, 0, out=self._obs[slot])
+        self._stamps[slot] = int(stamp_ns)
+        self._head = slot
+        self._count = min(self._count + 1, self.window_size)
+
+    def _cast(self, T_world_cam: np.ndarray, depth: Any, camera: Optional[PinholeCamera]
+              ) -> Tuple[torch.Tensor, ...]:
+        d = depth.depth if hasattr(depth, 'depth') else depth
+        d = torch.as_tensor(d, dtype=torch.float32, device=self.device)
+        if d.ndim != 2:
+            raise ValueError(f'depth must be [H, W], got {tuple(d.shape)}')
+        h, w = d.shape
+        cam = getattr(depth, 'camera', None)
+        if cam is None:
+            if camera is None:
+                raise ValueError('depth has no camera and no frame camera was given')
+            cam = camera if (camera.width, camera.height) == (w, h) else camera.scaled(w, h)
+        valid = getattr(depth, 'valid', None)
+        if valid is not None:
+            d = torch.where(torch.as_tensor(valid, device=self.device), d,
+                            torch.zeros((), device=self.device))
+        conf = getattr(depth, 'confidence', None)
+        if conf is None:
+            conf = (d > 0).to(torch.float32)
+        conf = torch.as_tensor(conf, dtype=torch.float32, device=self.device)
+        cfg = self.config
+        stride = cfg.ray_stride_px or auto_ray_stride(cam, self.grid.voxel_size, self.max_depth)
+        self.last_ray_stride = stride
+        res = cast_depth(self.grid, d, cam, T_world_cam, self.max_depth, ray_stride=stride,
+                         free_margin_m=cfg.free_margin_voxels * self.grid.voxel_size,
+                         clear_no_return=cfg.clear_no_return, hit_weights=conf,
+                         device=self.device)
+        cap = cfg.evidence_max_rays
+        delta = torch.where(res.hits > 0, res.hits.clamp_max(cap) * cfg.logodds_hit,
+                            res.free.clamp_max(cap) * cfg.logodds_miss)
+        mean_conf = res.hit_weight / res.hits.clamp_min(1.0)
+        return delta, res.hits, res.free, mean_conf, res.observed
+
+    def _follow_camera(self, p_world: np.ndarray) -> None:
+        """Move the grid origin to the camera position snapped to whole voxels; shift slices."""
+        offset = np.round(p_world / self._base_grid.voxel_size).astype(np.int64)
+        if self._offset is not None and self._count > 0:
+            delta = offset - self._offset
+            if np.any(delta != 0):
+                self._shift(delta)
+        self._offset = offset
+        self.grid = self._base_grid.shifted(offset)
+
+    def _shift(self, delta: Sequence[int]) -> None:
+        """Re-index every stored slice to a grid moved by ``delta`` voxels (new = old[i + d])."""
+        dims = self.grid.dims
+        self.generation += 1
+        for buf in self._buffers() + (self._obs_count[None],):
+            v = buf.view((buf.shape[0],) + tuple(dims))
+            moved = torch.zeros_like(v)
+            src, dst = [slice(None)], [slice(None)]
+            empty = False
+            for d, n in zip(delta, dims):
+                d = int(d)
+                if abs(d) >= n:
+                    empty = True
+                    break
+                src.append(slice(max(d, 0), n + min(d, 0)))
+                dst.append(slice(max(-d, 0), n - max(d, 0)))
+            if not empty:
+                moved[tuple(dst)] = v[tuple(src)]
+            v.copy_(moved)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def logodds(self) -> torch.Tensor:
+        """float32 [n, X, Y, Z] accumulated log-odds of the filled slices, oldest first."""
+        return self._logodds[self._order()].view((self._count,) + tuple(self.grid.dims))
+
+    def observed(self) -> torch.Tensor:
+        """Observed masks, bool [n, X, Y, Z]: per slice, the union over its window's frames."""
+        return self._obs[self._order()].view((self._count,) + tuple(self.grid.dims))
+
+    def slots(self, slots: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Log-odds and observed masks of the given ring positions (see :meth:`slot_order`).
+
+        :param slots: ring slot indices
+        :return: (float32 [k, X, Y, Z], bool [k, X, Y, Z]) views or copies of the stored slices
+        """
+        shape = (len(slots),) + tuple(self.grid.dims)
+        return self._logodds[list(slots)].view(shape), self._obs[list(slots)].view(shape)
+
+    def features(self) -> torch.Tensor:
+        """float32 [n, C, X, Y, Z] refiner input, channels :data:`FEATURE_NAMES`, oldest first."""
+        order = self._order()
+        scale = max(abs(self.config.logodds_min), abs(self.config.logodds_max))
+        n, dims = self._count, tuple(self.grid.dims)
+        out = torch.empty((n, len(FEATURE_NAMES)) + dims, dtype=torch.float32,
+                          device=self.device)
+        out[:, 0] = (self._logodds[order] / scale).view((n,) + dims)
+        out[:, 1] = self._hits[order].view((n,) + dims)
+        out[:, 2] = self._free[order].view((n,) + dims)
+        out[:, 3] = self._obs[order].view((n,) + dims)
+        out[:, 4] = self._conf[order].view((n,) + dims)
+        return out

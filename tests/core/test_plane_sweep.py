@@ -1,0 +1,295 @@
+"""Plane-sweep depth on rendered analytic scenes (known depth) and on TUM fr1/xyz (GT depth)."""
+
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from l3rocc_core.camera import PinholeCamera, Undistorter
+from l3rocc_core.config import DepthConfig
+from l3rocc_core.depth import DepthInputError, DepthResult
+from l3rocc_core.depth.plane_sweep import box_mean, box_sum, PlaneSweepDepth
+from l3rocc_core.frame import Frame
+
+# Rendered at 1280x960 and reduced to 320x240 (area): a camera integrates over its pixels, so
+# far textures blur instead of aliasing differently in every view.
+RENDER = PinholeCamera(1280, 960, 1040.0, 1040.0, 639.5, 479.5)
+WORKING = RENDER.scaled(320)
+TEXTURE_M = 8.0          # texture tile side on the plane (metres)
+TEXTURE_PX = 2048        # texels per tile side (4 mm texels)
+
+
+def _texture(seed: int) -> np.ndarray:
+    """float32 [TEXTURE_PX, TEXTURE_PX] multi-scale random texture in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    tex = np.zeros((TEXTURE_PX, TEXTURE_PX), np.float32)
+    for cells, weight in ((16, 1.0), (64, 0.8), (256, 0.6), (1024, 0.4)):
+        small = rng.random((cells, cells)).astype(np.float32)
+        tex += weight * cv2.resize(small, (TEXTURE_PX, TEXTURE_PX),
+                                   interpolation=cv2.INTER_CUBIC)
+    tex -= tex.min()
+    return tex / tex.max()
+
+
+def _plane_basis(normal: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors spanning the plane with ``normal``."""
+    a = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(normal, a)
+    e1 /= np.linalg.norm(e1)
+    return e1, np.cross(normal, e1)
+
+
+def _render(T_world_cam: np.ndarray, point: np.ndarray, normal: np.ndarray,
+            texture: Optional[np.ndarray], gain: float = 1.0, offset: float = 0.0
+            ) -> Tuple[Frame, np.ndarray]:
+    """Image (Frame at WORKING) and z-depth at RENDER of a textured plane.
+
+    :param T_world_cam: camera to world
+    :param point: a point of the plane (world, metres)
+    :param normal: unit normal of the plane (world)
+    :param texture: texture tile, or None for a constant grey plane
+    :param gain: intensity gain (exposure change)
+    :param offset: intensity offset in [0, 1] units
+    :return: (frame, depth float32 [RENDER.height, RENDER.width] metres)
+    """
+    shape = (RENDER.height, RENDER.width)
+    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    rays_world = RENDER.pixel_rays().reshape(-1, 3) @ R.T          # z = 1 in the camera
+    lam = ((point - t) @ normal) / (rays_world @ normal)           # = z-depth
+    p_world = t + lam[:, None] * rays_world
+    if texture is None:
+        value = np.full(lam.shape, 0.5, np.float32)
+    else:
+        e1, e2 = _plane_basis(normal)
+        scale = TEXTURE_PX / TEXTURE_M
+        uv = np.stack([(p_world - point) @ e1, (p_world - point) @ e2], -1) * scale
+        uv = np.mod(uv + TEXTURE_PX / 2, TEXTURE_PX).astype(np.float32)
+        value = cv2.remap(texture, uv[:, 0].reshape(shape), uv[:, 1].reshape(shape),
+                          cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP).reshape(-1)
+    grey = np.clip((0.1 + 0.8 * value) * gain + offset, 0.0, 1.0).reshape(shape)
+    rgb = np.repeat((grey * 255.0 + 0.5).astype(np.uint8)[..., None], 3, -1)
+    rgb = cv2.resize(rgb, (WORKING.width, WORKING.height), interpolation=cv2.INTER_AREA)
+    depth = lam.reshape(shape).astype(np.float32)
+    return Frame(rgb, 0, WORKING, T_world_cam), depth
+
+
+def _pose(x: float, y: float, z: float = 0.0, yaw_deg: float = 0.0) -> np.ndarray:
+    """Camera to world: position and a rotation about the camera's y axis."""
+    a = np.deg2rad(yaw_deg)
+    T = np.eye(4)
+    T[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+    T[:3, 3] = [x, y, z]
+    return T
+
+
+SOURCE_POSES = [(0.12, 0.0), (-0.10, 0.02), (0.03, 0.09), (-0.02, -0.08)]
+
+
+def _scene(normal: Sequence[float], texture: Optional[np.ndarray], gain: float = 1.0,
+           offset: float = 0.0, distance: float = 2.0,
+           odd_texture: Optional[np.ndarray] = None) -> Tuple[Frame, List[Frame], np.ndarray]:
+    """Reference at the origin and four sources around it, plane through (0, 0, distance).
+
+    :param odd_texture: when given, the last source sees this texture instead (a view that
+        matches nothing, as if an occluder covered it)
+    """
+    n = np.asarray(normal, np.float64)
+    n /= np.linalg.norm(n)
+    point = np.array([0.0, 0.0, distance])
+    ref, depth = _render(np.eye(4), point, n, texture)
+    sources = []
+    for i, (x, y) in enumerate(SOURCE_POSES):
+        tex = odd_texture if odd_texture is not None and i == len(SOURCE_POSES) - 1 else texture
+        frame, _ = _render(_pose(x, y, 0.03 * (i - 1.5), 2.0 * (i - 1.5)), point, n, tex,
+                           gain, offset)
+        frame.stamp_ns = i + 1
+        sources.append(frame)
+    return ref, sources, depth
+
+
+def _gt_at(depth_render: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+    """Rendered z-depth resampled (area) to the depth map's camera."""
+    return cv2.resize(depth_render, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
+
+
+def _abs_rel(result: DepthResult, gt: np.ndarray, mask: Optional[np.ndarray] = None
+             ) -> Tuple[float, float]:
+    """(median |d - gt| / gt over valid pixels, share of valid pixels) within ``mask``."""
+    d = result.depth.cpu().numpy()
+    v = result.valid.cpu().numpy()
+    if mask is None:
+        mask = np.ones_like(v)
+    sel = v & mask & (gt > 0)
+    if not sel.any():
+        return float('inf'), 0.0
+    rel = np.abs(d[sel] - gt[sel]) / gt[sel]
+    return float(np.median(rel)), float(sel.sum() / mask.sum())
+
+
+def _interior(camera: PinholeCamera, margin: int = 6) -> np.ndarray:
+    """bool [H, W]: pixels away from the border (seen by every source)."""
+    m = np.zeros((camera.height, camera.width), bool)
+    m[margin:-margin, margin:-margin] = True
+    return m
+
+
+@pytest.fixture(scope='module')
+def texture() -> np.ndarray:
+    """The texture shared by the analytic scenes."""
+    return _texture(7)
+
+
+def test_fronto_parallel_plane(texture: np.ndarray, device: str) -> None:
+    ref, sources, depth = _scene([0, 0, -1], texture)
+    est = PlaneSweepDepth(DepthConfig(), device)
+    result = est.estimate(ref, sources)
+    assert result.depth.device.type == torch.device(device).type
+    assert result.depth.dtype == torch.float32 and result.valid.dtype == torch.bool
+    assert result.depth.shape == (120, 160)
+    assert (result.camera.width, result.camera.height) == (160, 120)
+    conf = result.confidence
+    assert float(conf.min()) >= 0.0 and float(conf.max()) <= 1.0
+    assert torch.all(result.depth[~result.valid] == 0)
+    med, share = _abs_rel(result, _gt_at(depth, result.camera), _interior(result.camera))
+    assert med < 0.01, med
+    assert share > 0.95, share
+
+
+def test_slanted_plane(texture: np.ndarray) -> None:
+    # 35 degrees about the y axis: depth 1.3 .. 3.6 m across the image.
+    a = np.deg2rad(35.0)
+    ref, sources, depth = _scene([np.sin(a), 0, -np.cos(a)], texture)
+    result = PlaneSweepDepth(DepthConfig()).estimate(ref, sources)
+    gt = _gt_at(depth, result.camera)
+    assert gt.min() < 1.6 and gt.max() > 3.0
+    med, share = _abs_rel(result, gt, _interior(result.camera))
+    assert med < 0.01, med
+    assert share > 0.9, share
+
+
+def test_exposure_change_between_views(texture: np.ndarray) -> None:
+    ref, sources, depth = _scene([0, 0, -1], texture, gain=1.3, offset=-0.08)
+    result = PlaneSweepDepth(DepthConfig()).estimate(ref, sources)
+    med, share = _abs_rel(result, _gt_at(depth, result.camera), _interior(result.camera))
+    assert med < 0.01, med
+    assert share > 0.95, share
+
+
+def test_one_inconsistent_source_is_outvoted(texture: np.ndarray) -> None:
+    # The last source sees another texture: its cost is high at every plane and is dropped.
+    ref, sources, depth = _scene([0, 0, -1], texture, odd_texture=_texture(11))
+    result = PlaneSweepDepth(DepthConfig()).estimate(ref, sources)
+    med, share = _abs_rel(result, _gt_at(depth, result.camera), _interior(result.camera))
+    assert med < 0.01, med
+    assert share > 0.9, share
+
+
+def test_plane_beyond_max_depth_is_invalid(texture: np.ndarray) -> None:
+    ref, sources, _ = _scene([0, 0, -1], texture, distance=8.0)
+    result = PlaneSweepDepth(DepthConfig(max_depth=4.0)).estimate(ref, sources)
+    assert float(result.valid.float().mean()) < 0.05
+    assert float(result.depth.max()) <= 4.0 * 1.05
+
+
+def test_untextured_plane_is_invalid() -> None:
+    ref, sources, _ = _scene([0, 0, -1], None)
+    result = PlaneSweepDepth(DepthConfig()).estimate(ref, sources)
+    assert not bool(result.valid.any())
+    assert float(result.confidence.max()) == 0.0
+
+
+def test_full_resolution_and_single_source(texture: np.ndarray) -> None:
+    ref, sources, depth = _scene([0, 0, -1], texture)
+    # Twice the resolution needs twice the planes for the same plane step in pixels.
+    config = DepthConfig(depth_downsample=1, num_depth_planes=96)
+    result = PlaneSweepDepth(config).estimate(ref, sources[:1])
+    assert result.depth.shape == (240, 320) and result.camera == WORKING
+    med, share = _abs_rel(result, _gt_at(depth, result.camera), _interior(result.camera, 20))
+    assert med < 0.01, med
+    assert share > 0.6, share
+
+
+def test_no_source_or_no_baseline_is_all_invalid(texture: np.ndarray) -> None:
+    ref, sources, _ = _scene([0, 0, -1], texture)
+    est = PlaneSweepDepth(DepthConfig())
+    for srcs in ([], [Frame(ref.image.copy(), 5, ref.camera, ref.T_world_cam.copy())]):
+        result = est.estimate(ref, srcs)
+        assert result.depth.shape == (120, 160)
+        assert not bool(result.valid.any()) and float(result.depth.abs().max()) == 0.0
+
+
+def test_wrong_inputs_raise(texture: np.ndarray) -> None:
+    ref, sources, _ = _scene([0, 0, -1], texture)
+    est = PlaneSweepDepth(DepthConfig())
+    small_cam = WORKING.scaled(160)
+    small = Frame(cv2.resize(sources[0].image, (160, 120)), 1, small_cam, sources[0].T_world_cam)
+    with pytest.raises(DepthInputError) as info:
+        est.estimate(ref, [small])
+    assert info.value.kind == 'depth_input' and isinstance(info.value, ValueError)
+    with pytest.raises(DepthInputError):
+        est.estimate(Frame(ref.image, 0, ref.camera, None), sources)
+    with pytest.raises(ValueError):
+        PlaneSweepDepth(DepthConfig(min_depth=2.0, max_depth=1.0))
+    with pytest.raises(ValueError):
+        PlaneSweepDepth(DepthConfig(match_window_px=4))
+
+
+def test_box_mean_matches_avg_pool() -> None:
+    x = torch.rand(3, 17, 23)
+    ones = torch.ones(17, 23)
+    count = box_sum(ones, 2)
+    ref = torch.nn.functional.avg_pool2d(x[:, None], 5, 1, 2, count_include_pad=False)[:, 0]
+    torch.testing.assert_close(box_mean(x, 2, count), ref, rtol=1e-5, atol=1e-6)
+
+
+# --- Real data: TUM fr1/xyz -------------------------------------------------------------------
+
+TUM_REF = 18
+TUM_SOURCES = (6, 12, 24, 30)
+
+
+def _tum_gt(depth_m: np.ndarray, T_world_depth: np.ndarray, T_world_cam: np.ndarray,
+            camera: PinholeCamera, raw: PinholeCamera) -> np.ndarray:
+    """GT depth of the colour frame in ``camera`` (undistorted), from the registered depth.
+
+    The depth image shares the raw (distorted) colour pixels: it is undistorted with nearest
+    lookups into ``camera``, then moved from its own stamp's pose to the colour image's pose
+    (z-buffered forward warp; up to 20 ms apart).
+    """
+    mx, my = cv2.initUndistortRectifyMap(raw.K, np.asarray(raw.D), None, camera.K,
+                                         (camera.width, camera.height), cv2.CV_32FC1)
+    d = cv2.remap(depth_m, mx, my, cv2.INTER_NEAREST)
+    p = camera.pixel_rays().reshape(-1, 3) * d.reshape(-1, 1)
+    T = np.linalg.solve(T_world_cam, T_world_depth)
+    uv, z = camera.project(p @ T[:3, :3].T + T[:3, 3])
+    u, v = np.round(uv[:, 0]).astype(int), np.round(uv[:, 1]).astype(int)
+    ok = (d.reshape(-1) > 0) & (z > 0) & (u >= 0) & (u < camera.width) & (v >= 0) & (
+        v < camera.height)
+    out = np.full(camera.width * camera.height, np.inf)
+    np.minimum.at(out, v[ok] * camera.width + u[ok], z[ok])
+    out[~np.isfinite(out)] = 0.0
+    return out.reshape(camera.height, camera.width).astype(np.float32)
+
+
+def test_tum_fr1_xyz_against_gt_depth(tum_dir, device: str) -> None:
+    from l3rocc_core.datasets.tum import load_tum
+    seq = load_tum(str(tum_dir))
+    und = Undistorter(seq.camera, 320)
+    frames = [Frame(und(f.rgb), f.stamp_ns, und.camera, f.T_world_cam) for f in seq.frames]
+    est = PlaneSweepDepth(DepthConfig(), device)
+    result = est.estimate(frames[TUM_REF], [frames[i] for i in TUM_SOURCES])
+    f = seq.frames[TUM_REF]
+    gt = _tum_gt(f.depth_m, f.T_world_depth, f.T_world_cam, result.camera, seq.camera)
+    d = result.depth.cpu().numpy()
+    sel = result.valid.cpu().numpy() & (gt > 0)
+    rel = np.abs(d[sel] - gt[sel]) / gt[sel]
+    med, share = float(np.median(rel)), float(sel.sum() / (gt > 0).sum())
+    within10 = float((rel < 0.10).mean())
+    print(f'TUM fr1/xyz ref {TUM_REF} sources {TUM_SOURCES}: median AbsRel {med:.4f}, '
+          f'valid {share:.3f} of GT pixels, within 5 % {(rel < 0.05).mean():.3f}, '
+          f'within 10 % {within10:.3f}')
+    assert med < 0.05, med
+    assert share > 0.35, share
+    assert within10 > 0.75, within10
