@@ -19,7 +19,7 @@ from l3rocc_core.frame import Frame
 from l3rocc_core.transforms import rotation_angle_deg
 
 #: Baseline / scene depth ratio that plane sweep matches best with (about 4 degrees of parallax).
-TARGET_BASELINE_RATIO = 0.07
+TARGET_BASELINE_RATIO = 0.12
 #: Below this ratio a source barely constrains depth; it is used only when nothing better exists.
 MIN_BASELINE_RATIO = 0.01
 #: Sources turned more than this from the reference share little of its view.

@@ -47,7 +47,7 @@ from l3rocc_core.config import DepthConfig
 from l3rocc_core.depth.result import DepthInputError, DepthResult
 from l3rocc_core.frame import Frame
 
-__all__ = ['DepthInputError', 'DepthResult', 'PlaneSweepDepth', 'box_mean']
+__all__ = ['DepthInputError', 'DepthResult', 'PlaneSweepDepth', 'box_mean', 'box_sum']
 
 _GREY = (0.299, 0.587, 0.114)
 _CACHE_FRAMES = 48          # prepared frames kept (sources are reused across calls)
@@ -71,25 +71,28 @@ class _Prepared:
     energy: torch.Tensor    # float32 [h, w] window mean of norm^2
 
 
-def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+def box_sum(x: torch.Tensor, radius: int, out: Optional[torch.Tensor] = None,
+            tmp: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sum over a (2 radius + 1)^2 window, zero outside the image, by separable shifted adds.
 
     Faster than ``avg_pool2d`` on CPU for stacks of images.
 
     :param x: float32 [..., H, W]
     :param radius: half window in pixels (0 returns a copy of ``x``)
-    :return: float32 [..., H, W]
+    :param out: optional result buffer shaped like ``x`` (not ``x`` itself)
+    :param tmp: optional scratch buffer shaped like ``x`` (not ``x`` or ``out``)
+    :return: float32 [..., H, W] (``out`` when given)
     """
+    t = torch.empty_like(x) if out is None else out
     if radius <= 0:
-        return x.clone()
-    s = torch.empty_like(x)
+        return t.copy_(x)
+    s = torch.empty_like(x) if tmp is None else tmp
     torch.add(x[..., 1:], x[..., :-1], out=s[..., 1:])
     s[..., 0] = x[..., 0]
     s[..., :-1] += x[..., 1:]
     for i in range(2, radius + 1):
         s[..., i:] += x[..., :-i]
         s[..., :-i] += x[..., i:]
-    t = torch.empty_like(x)
     torch.add(s[..., 1:, :], s[..., :-1, :], out=t[..., 1:, :])
     t[..., 0, :] = s[..., 0, :]
     t[..., :-1, :] += s[..., 1:, :]
@@ -117,8 +120,9 @@ def box_mean(x: torch.Tensor, radius: int, count: Optional[torch.Tensor] = None)
 class PlaneSweepDepth:
     """Multi-view plane-sweep depth for a reference frame against source frames.
 
-    Prepared (grey, normalised) frames are cached by identity of their image, so window frames
-    reused as sources cost nothing after their first use.
+    Prepared (grey, normalised) frames are cached by identity of their image (do not modify a
+    frame's image in place), so window frames reused as sources cost nothing after their first
+    use. Work buffers are reused between calls: one ``estimate`` at a time per instance.
 
     :param config: depth parameters (planes, window, thresholds, ``depth_downsample``)
     :param device: torch device the estimation runs on ('cpu', 'cuda', ...)
@@ -145,6 +149,7 @@ class PlaneSweepDepth:
         self._frames: 'OrderedDict[Tuple, _Prepared]' = OrderedDict()
         self._rays: Dict[Tuple, torch.Tensor] = {}
         self._counts: Dict[Tuple, torch.Tensor] = {}
+        self._buffers: Dict[str, torch.Tensor] = {}
 
     def estimate(self, ref: Frame, sources: Sequence[Frame]) -> DepthResult:
         """Depth of ``ref`` from its photo-consistency with ``sources``.
@@ -161,15 +166,20 @@ class PlaneSweepDepth:
         h, w = cam.height, cam.width
         D = self.config.num_depth_planes
         rays = self._pixel_rays(cam)                                  # [3, N]
-        cost = None                                                   # [D, h, w] sum
-        worst = None
-        per_source: List[torch.Tensor] = []                           # [D, h, w] each
-        products = torch.empty((2, D, h, w), dtype=torch.float32, device=self.device)
+        n = h * w
+        # Work buffers live across calls: no large allocation (and page faults) per frame.
+        products = self._buffer('products', (2, D, h, w))
+        sums = self._buffer('sums', (2, D, h, w))
+        scratch = self._buffer('scratch', (2, D, h, w))
+        cost = self._buffer('cost', (D, h, w))                       # sum over sources
+        worst = self._buffer('worst', (D, h, w))                     # max over sources
         # ZNCC of the normalised images = sum(s r) / sqrt(sum(s^2) sum(r^2)) over each window.
         ref_energy = r.energy * float((2 * self.radius + 1) ** 2)
+        per_source: List[torch.Tensor] = []                           # [D, h, w] each
         for src in sources:
             s = self._prepare(src)
-            grid = self._warp_grid(ref, src, s.camera, rays)
+            grid = self._warp_grid(ref, src, s.camera, rays, self._buffer('grid', (D, 2 * n)),
+                                   self._buffer('den', (D, 2 * n)))
             if grid is None:
                 continue
             warped = F.grid_sample(s.norm[None, None], grid[None], mode='bilinear',
@@ -177,20 +187,26 @@ class PlaneSweepDepth:
             warped = warped.view(D, h, w)
             torch.mul(warped, r.norm, out=products[0])
             torch.mul(warped, warped, out=products[1])
-            sums = box_sum(products, self.radius)                     # window sums
-            zncc = sums[0].mul_(torch.rsqrt(sums[1].clamp_min_(_EPS).mul_(ref_energy)))
-            c = zncc.neg_().add_(1.0).clamp_(0.0, 1.0)
+            box_sum(products, self.radius, sums, scratch)
+            norm = sums[1].clamp_min_(_EPS).mul_(ref_energy).rsqrt_()
+            c = torch.mul(sums[0], norm, out=self._buffer(f'cost{len(per_source)}', (D, h, w)))
+            c.neg_().add_(1.0).clamp_(0.0, 1.0)                       # 1 - ZNCC in [0, 1]
+            if per_source:
+                cost.add_(c)
+                torch.maximum(worst, c, out=worst)
+            else:
+                cost.copy_(c)
+                worst.copy_(c)
             per_source.append(c)
-            cost = c.clone() if cost is None else cost.add_(c)
-            worst = c.clone() if worst is None else torch.maximum(worst, c, out=worst)
-        if cost is None:
+        if not per_source:
             return DepthResult.invalid(cam, self.device)
         if len(per_source) >= 3:
             # Leave out the worst source of every plane and pixel (occlusion, motion, glare).
             cost.sub_(worst).mul_(1.0 / (len(per_source) - 1))
         else:
             cost.mul_(1.0 / len(per_source))
-        cost = box_mean(cost, _AGG_RADIUS, self._count(h, w, _AGG_RADIUS))
+        cost = box_sum(cost, _AGG_RADIUS, self._buffer('aggregated', (D, h, w)),
+                       worst).div_(self._count(h, w, _AGG_RADIUS))
         return self._select(cost, per_source, r, cam)
 
     def _select(self, cost: torch.Tensor, per_source: Sequence[torch.Tensor], r: _Prepared,
@@ -240,15 +256,17 @@ class PlaneSweepDepth:
         depth = torch.where(valid, depth, zero)
         return DepthResult(depth, confidence, valid, cam)
 
-    def _warp_grid(self, ref: Frame, src: Frame, cam_s: PinholeCamera, rays: torch.Tensor
-                   ) -> Optional[torch.Tensor]:
-        """Sampling grid of ``src`` for every plane and pixel of ``ref``.
+    def _warp_grid(self, ref: Frame, src: Frame, cam_s: PinholeCamera, rays: torch.Tensor,
+                   out: torch.Tensor, den: torch.Tensor) -> Optional[torch.Tensor]:
+        """Return the sampling grid of ``src`` for every plane and pixel of ``ref``.
 
         A reference pixel with ray ``x`` (z = 1) on the plane at inverse depth ``q`` is the point
         ``x / q``; in the source, ``K_s (R x / q + t) ~ K_s R x + q K_s t``: linear in ``q``.
         Points behind the source camera land far outside the image.
 
         :param rays: float32 [3, N] reference pixel rays
+        :param out: float32 [D, 2N] buffer for the result
+        :param den: float32 [D, 2N] scratch buffer
         :return: float32 [D, N, 2] ``grid_sample`` coordinates (align_corners=True), or None
             when the source adds no parallax (same position, or under a pixel of shift)
         """
@@ -277,8 +295,8 @@ class PlaneSweepDepth:
         den0 = a[2:3].T.expand(n, 2).reshape(1, 2 * n)                # z0 z0 z1 z1 ...
         m_uv = torch.as_tensor(m[:2], dtype=torch.float32, device=self.device).repeat(n)
         q = self.inv_depths[:, None]                                  # [D, 1]
-        den = torch.addcmul(den0, q, torch.tensor(float(m[2]), device=self.device))
-        grid = torch.addcmul(num0, q, m_uv[None]).div_(den.clamp_min_(1e-4))
+        torch.addcmul(den0, q, torch.tensor(float(m[2]), device=self.device), out=den)
+        grid = torch.addcmul(num0, q, m_uv[None], out=out).div_(den.clamp_min_(1e-4))
         return grid.view(-1, n, 2)
 
     def _check(self, ref: Frame, sources: Sequence[Frame]) -> None:
@@ -334,6 +352,14 @@ class PlaneSweepDepth:
                                    device=self.device)
             self._rays[key] = rays
         return rays
+
+    def _buffer(self, name: str, shape: Tuple[int, ...]) -> torch.Tensor:
+        """float32 work buffer ``name`` of ``shape``, kept between calls (contents undefined)."""
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape):
+            buf = torch.empty(shape, dtype=torch.float32, device=self.device)
+            self._buffers[name] = buf
+        return buf
 
     def _count(self, h: int, w: int, radius: int) -> torch.Tensor:
         """float32 [h, w]: how many pixels of each window lie inside the image (cached)."""

@@ -90,7 +90,7 @@ SOURCE_POSES = [(0.12, 0.0), (-0.10, 0.02), (0.03, 0.09), (-0.02, -0.08)]
 def _scene(normal: Sequence[float], texture: Optional[np.ndarray], gain: float = 1.0,
            offset: float = 0.0, distance: float = 2.0,
            odd_texture: Optional[np.ndarray] = None) -> Tuple[Frame, List[Frame], np.ndarray]:
-    """Reference at the origin and four sources around it, plane through (0, 0, distance).
+    """Render a reference at the origin and four sources around it; plane through (0, 0, distance).
 
     :param odd_texture: when given, the last source sees this texture instead (a view that
         matches nothing, as if an occluder covered it)
@@ -110,7 +110,7 @@ def _scene(normal: Sequence[float], texture: Optional[np.ndarray], gain: float =
 
 
 def _gt_at(depth_render: np.ndarray, camera: PinholeCamera) -> np.ndarray:
-    """Rendered z-depth resampled (area) to the depth map's camera."""
+    """Resample (area) the rendered z-depth to the depth map's camera."""
     return cv2.resize(depth_render, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
 
 
@@ -129,7 +129,7 @@ def _abs_rel(result: DepthResult, gt: np.ndarray, mask: Optional[np.ndarray] = N
 
 
 def _interior(camera: PinholeCamera, margin: int = 6) -> np.ndarray:
-    """bool [H, W]: pixels away from the border (seen by every source)."""
+    """Return bool [H, W]: pixels away from the border (seen by every source)."""
     m = np.zeros((camera.height, camera.width), bool)
     m[margin:-margin, margin:-margin] = True
     return m
@@ -137,12 +137,18 @@ def _interior(camera: PinholeCamera, margin: int = 6) -> np.ndarray:
 
 @pytest.fixture(scope='module')
 def texture() -> np.ndarray:
-    """The texture shared by the analytic scenes."""
+    """Return the texture shared by the analytic scenes."""
     return _texture(7)
 
 
-def test_fronto_parallel_plane(texture: np.ndarray, device: str) -> None:
-    ref, sources, depth = _scene([0, 0, -1], texture)
+@pytest.fixture(scope='module')
+def fronto(texture: np.ndarray) -> Tuple[Frame, List[Frame], np.ndarray]:
+    """Textured fronto-parallel plane at 2 m: reference, four sources, rendered depth."""
+    return _scene([0, 0, -1], texture)
+
+
+def test_fronto_parallel_plane(fronto, device: str) -> None:
+    ref, sources, depth = fronto
     est = PlaneSweepDepth(DepthConfig(), device)
     result = est.estimate(ref, sources)
     assert result.depth.device.type == torch.device(device).type
@@ -200,8 +206,8 @@ def test_untextured_plane_is_invalid() -> None:
     assert float(result.confidence.max()) == 0.0
 
 
-def test_full_resolution_and_single_source(texture: np.ndarray) -> None:
-    ref, sources, depth = _scene([0, 0, -1], texture)
+def test_full_resolution_and_single_source(fronto) -> None:
+    ref, sources, depth = fronto
     # Twice the resolution needs twice the planes for the same plane step in pixels.
     config = DepthConfig(depth_downsample=1, num_depth_planes=96)
     result = PlaneSweepDepth(config).estimate(ref, sources[:1])
@@ -211,8 +217,8 @@ def test_full_resolution_and_single_source(texture: np.ndarray) -> None:
     assert share > 0.6, share
 
 
-def test_no_source_or_no_baseline_is_all_invalid(texture: np.ndarray) -> None:
-    ref, sources, _ = _scene([0, 0, -1], texture)
+def test_no_source_or_no_baseline_is_all_invalid(fronto) -> None:
+    ref, sources, _ = fronto
     est = PlaneSweepDepth(DepthConfig())
     for srcs in ([], [Frame(ref.image.copy(), 5, ref.camera, ref.T_world_cam.copy())]):
         result = est.estimate(ref, srcs)
@@ -220,8 +226,8 @@ def test_no_source_or_no_baseline_is_all_invalid(texture: np.ndarray) -> None:
         assert not bool(result.valid.any()) and float(result.depth.abs().max()) == 0.0
 
 
-def test_wrong_inputs_raise(texture: np.ndarray) -> None:
-    ref, sources, _ = _scene([0, 0, -1], texture)
+def test_wrong_inputs_raise(fronto) -> None:
+    ref, sources, _ = fronto
     est = PlaneSweepDepth(DepthConfig())
     small_cam = WORKING.scaled(160)
     small = Frame(cv2.resize(sources[0].image, (160, 120)), 1, small_cam, sources[0].T_world_cam)
@@ -246,8 +252,19 @@ def test_box_mean_matches_avg_pool() -> None:
 
 # --- Real data: TUM fr1/xyz -------------------------------------------------------------------
 
-TUM_REF = 18
-TUM_SOURCES = (6, 12, 24, 30)
+# (reference, sources): sources around the reference, and sources all in the past (as the
+# sliding window provides them). Measured: median AbsRel 0.030 / 0.036, valid 47 % / 45 %.
+TUM_CASES = [(18, (6, 12, 24, 30)), (36, (12, 18, 24, 30))]
+
+
+@pytest.fixture(scope='module')
+def tum(tum_dir):
+    """Load the TUM sequence and its frames at the working resolution (320x240, undistorted)."""
+    from l3rocc_core.datasets.tum import load_tum
+    seq = load_tum(str(tum_dir))
+    und = Undistorter(seq.camera, 320)
+    frames = [Frame(und(f.rgb), f.stamp_ns, und.camera, f.T_world_cam) for f in seq.frames]
+    return seq, frames
 
 
 def _tum_gt(depth_m: np.ndarray, T_world_depth: np.ndarray, T_world_cam: np.ndarray,
@@ -273,23 +290,22 @@ def _tum_gt(depth_m: np.ndarray, T_world_depth: np.ndarray, T_world_cam: np.ndar
     return out.reshape(camera.height, camera.width).astype(np.float32)
 
 
-def test_tum_fr1_xyz_against_gt_depth(tum_dir, device: str) -> None:
-    from l3rocc_core.datasets.tum import load_tum
-    seq = load_tum(str(tum_dir))
-    und = Undistorter(seq.camera, 320)
-    frames = [Frame(und(f.rgb), f.stamp_ns, und.camera, f.T_world_cam) for f in seq.frames]
+@pytest.mark.parametrize('ref, sources', TUM_CASES)
+def test_tum_fr1_xyz_against_gt_depth(tum, ref: int, sources: Tuple[int, ...],
+                                      device: str) -> None:
+    seq, frames = tum
     est = PlaneSweepDepth(DepthConfig(), device)
-    result = est.estimate(frames[TUM_REF], [frames[i] for i in TUM_SOURCES])
-    f = seq.frames[TUM_REF]
+    result = est.estimate(frames[ref], [frames[i] for i in sources])
+    f = seq.frames[ref]
     gt = _tum_gt(f.depth_m, f.T_world_depth, f.T_world_cam, result.camera, seq.camera)
     d = result.depth.cpu().numpy()
     sel = result.valid.cpu().numpy() & (gt > 0)
     rel = np.abs(d[sel] - gt[sel]) / gt[sel]
     med, share = float(np.median(rel)), float(sel.sum() / (gt > 0).sum())
     within10 = float((rel < 0.10).mean())
-    print(f'TUM fr1/xyz ref {TUM_REF} sources {TUM_SOURCES}: median AbsRel {med:.4f}, '
+    print(f'TUM fr1/xyz ref {ref} sources {sources}: median AbsRel {med:.4f}, '
           f'valid {share:.3f} of GT pixels, within 5 % {(rel < 0.05).mean():.3f}, '
           f'within 10 % {within10:.3f}')
-    assert med < 0.05, med
-    assert share > 0.35, share
-    assert within10 > 0.75, within10
+    assert med < 0.045, med
+    assert share > 0.38, share
+    assert within10 > 0.8, within10
