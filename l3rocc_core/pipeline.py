@@ -106,6 +106,8 @@ class OccupancyPipeline:
                                      config.depth.max_depth, self.device,
                                      anchor=config.grid.grid_anchor)
         self._depth: Any = None
+        #: The depth estimate of the last pushed frame (a ``DepthResult``), or None.
+        self.last_depth: Any = None
         self.refiner, self.refiner_name = self._make_refiner()
         self.timings_ms: Dict[str, float] = {}
         self.stats: Dict[str, int] = {
@@ -179,9 +181,11 @@ class OccupancyPipeline:
         with _Stage(self, 'window'):
             sources = self.window.select_sources(frame, self._scene_depth)
         depth = None
+        self.last_depth = None
         with _Stage(self, 'depth'):
             if sources:
                 depth = self.depth_estimator.estimate(frame, sources)
+                self.last_depth = depth
             else:
                 self.stats['no_depth_source'] += 1
         return self._fuse(frame, depth, start)

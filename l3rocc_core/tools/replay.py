@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +39,7 @@ TF_HORIZON_S = 2.0     # an image gives up on TF once TF has moved this far past
 MAX_PENDING = 64       # images held back waiting for TF/CameraInfo (bag order problems)
 OCCUPANCY_FILE = 'occupancy.npz'
 TIMING_FILE = 'timing.json'
+DEPTH_FILE = 'depth.npz'
 
 
 class ReplayError(RuntimeError):
@@ -95,10 +96,11 @@ class Replayer:
     :param intrinsics: replaces CameraInfo (``--intrinsics``), see
         :func:`l3rocc_core.sources.parse_intrinsics`
     :param max_frames: stop after this many processed frames
+    :param save_depth: also keep every frame's depth estimate for ``depth.npz``
     """
 
     def __init__(self, config: PipelineConfig, pipeline: Any = None, intrinsics: Any = None,
-                 max_frames: Optional[int] = None):
+                 max_frames: Optional[int] = None, save_depth: bool = False):
         """Prepare the conversion state (no pipeline work yet)."""
         self.config = config
         self.pipeline = pipeline if pipeline is not None else OccupancyPipeline(config)
@@ -116,6 +118,8 @@ class Replayer:
         self._stage_ms: Dict[str, List[float]] = {}
         self._odom_children: set = set()
         self._bar: Optional[tqdm] = None
+        self.save_depth = save_depth
+        self._depth_rows: List[Tuple[int, Optional[np.ndarray]]] = []
 
     # ------------------------------------------------------------------ bookkeeping
     def _skip(self, kind: str, message: str) -> None:
@@ -322,6 +326,10 @@ class Replayer:
                            f'{frame.stamp_ns / 1e9:.6f} s')
             return
         self._add_row(occ)
+        if self.save_depth:
+            est = getattr(self.pipeline, 'last_depth', None)
+            self._depth_rows.append((int(frame.stamp_ns), None if est is None else
+                                     est.depth.detach().cpu().numpy().astype(np.float16)))
         self.result.frames += 1
         self._bar.update(1)
 
@@ -341,7 +349,29 @@ class Replayer:
             raise ReplayError('no_frames', 'nothing to write')
         os.makedirs(out_dir, exist_ok=True)
         self.writer.write(os.path.join(out_dir, OCCUPANCY_FILE))
+        if self.save_depth:
+            write_depth_file(os.path.join(out_dir, DEPTH_FILE), self._depth_rows)
         write_json_atomic(os.path.join(out_dir, TIMING_FILE), self.result.timing())
+
+
+def write_depth_file(path: str, rows: List[Tuple[int, Optional[np.ndarray]]]) -> None:
+    """Write per-frame depth estimates as ``depth.npz`` (atomically).
+
+    Keys: ``stamps`` int64 [N] ns, ``depth`` float16 [N, h, w] metres (0 = invalid or no
+    estimate for that frame). Frames of another size than the most common one are zero.
+
+    :param rows: (stamp_ns, depth [h, w] or None) per processed frame
+    """
+    shapes = [d.shape for _, d in rows if d is not None]
+    shape = max(set(shapes), key=shapes.count) if shapes else (1, 1)
+    depth = np.zeros((len(rows),) + tuple(shape), np.float16)
+    for n, (_, d) in enumerate(rows):
+        if d is not None and d.shape == shape:
+            depth[n] = d
+    tmp = path + '.partial'
+    with open(tmp, 'wb') as f:
+        np.savez_compressed(f, stamps=np.asarray([s for s, _ in rows], np.int64), depth=depth)
+    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
@@ -366,37 +396,56 @@ def load_config(params_file: Optional[str], sets: Optional[List[str]]) -> Pipeli
 
 def replay(source_path: str, out_dir: str, config: PipelineConfig,
            max_frames: Optional[int] = None, progress: bool = True, pipeline: Any = None,
-           intrinsics: Any = None, **source_options: Any) -> ReplayResult:
+           intrinsics: Any = None, save_depth: bool = False,
+           **source_options: Any) -> ReplayResult:
     """Replay ``source_path`` into ``out_dir`` (the ``l3rocc replay`` job as a function).
 
     Stale ``occupancy.npz``/``timing.json`` in ``out_dir`` are removed first, so a failed run
     never leaves results that look like its own.
 
+    :param save_depth: also write ``depth.npz`` (see :func:`write_depth_file`)
     :param source_options: passed to :func:`l3rocc_core.sources.open_source`
     :raises SourceError: unreadable input
     :raises ReplayError: nothing processed, grid changes
     """
     t0 = time.perf_counter()
-    for name in (OCCUPANCY_FILE, TIMING_FILE):
+    for name in (OCCUPANCY_FILE, TIMING_FILE, DEPTH_FILE):
         path = os.path.join(out_dir, name)
         if os.path.exists(path):
             os.remove(path)
     if pipeline is None:
-        try:
-            pipeline = OccupancyPipeline(config)
-        except ValueError as exc:
-            raise ReplayError('bad_config', f'the pipeline refuses this configuration: {exc}')
+        pipeline = _make_pipeline(config)
     transport = source_options.pop('image_transport', config.input.image_transport)
     source = open_source(source_path, intrinsics=intrinsics, image_transport=transport,
                          **source_options)
     try:
-        rep = Replayer(config, pipeline, intrinsics, max_frames)
+        rep = Replayer(config, pipeline, intrinsics, max_frames, save_depth)
         result = rep.run(source, progress)
     finally:
         source.close()
     result.wall_s = time.perf_counter() - t0
     rep.write(out_dir)
     return result
+
+
+def _make_pipeline(config: PipelineConfig) -> OccupancyPipeline:
+    """Build the pipeline; an unusable refiner checkpoint fails, or falls back when asked.
+
+    :raises ReplayError: ``bad_config``, or the checkpoint's kind (``checkpoint_missing``,
+        ``checkpoint_corrupt``, ``checkpoint_unsafe``, ``checkpoint_incompatible``)
+    """
+    from l3rocc_core.refiner.checkpoint import CheckpointError
+    try:
+        return OccupancyPipeline(config)
+    except ValueError as exc:
+        raise ReplayError('bad_config', f'the pipeline refuses this configuration: {exc}')
+    except CheckpointError as exc:
+        if not config.refiner.refiner_fallback:
+            raise ReplayError(exc.kind, f'{exc}; set refiner_fallback=true to run geometry '
+                              'only instead, or refiner=none')
+        print(f'l3rocc replay: refiner_fallback: geometry only, the refiner checkpoint cannot be '
+              f'used ({exc.kind}: {exc})', file=sys.stderr)
+        return OccupancyPipeline(config.with_values({'refiner': 'none'}))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -428,6 +477,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-frames', type=int, metavar='N',
                         help='stop after N processed frames')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--save-depth', action='store_true',
+                        help="also write depth.npz: every frame's estimated depth (for render)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -445,7 +496,8 @@ def run(args: argparse.Namespace) -> int:
                         intrinsics=args.intrinsics, poses=args.poses, fps=args.fps,
                         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                         odom_topic=args.odom_topic, tf_topic=args.tf_topic,
-                        tf_static_topic=args.tf_static_topic, frame_id=args.frame_id)
+                        tf_static_topic=args.tf_static_topic, frame_id=args.frame_id,
+                        save_depth=args.save_depth)
     except SourceError as exc:
         print(f'l3rocc replay: {exc} [{exc.kind}]', file=sys.stderr)
         return 1
