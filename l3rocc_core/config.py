@@ -113,10 +113,18 @@ class FusionConfig:
         1.0, 'the last voxels (in voxel lengths) of every ray before its depth endpoint are not '
         'counted free, so surfaces seen at grazing angles do not carve themselves', 0.0, 10.0)
     ray_stride_px: int = param(
-        0, 'free space is ray cast from every n-th depth pixel in x and y (hits use every pixel); '
-        '0 = automatic (rays about one voxel apart at max_depth / 2)', 0, 32)
+        0, 'free space counts the rays of every n-th depth pixel in x and y (raycast: rays '
+        'marched from those pixels; projective: a voxel counts the strided pixels it covers); '
+        'hits use every pixel; 0 = automatic (rays about one voxel apart at max_depth / 2)',
+        0, 32)
     clear_no_return: bool = param(
         False, 'depth pixels without a return clear space up to max_depth')
+    fusion_mode: str = param(
+        'projective', 'how free space and the observed mask are computed: projective = every '
+        'voxel of the camera frustum is projected into the depth map and compared with the '
+        'depth there (fast: the cost grows with the grid, not the image); raycast = rays are '
+        'marched from every ray_stride_px-th pixel (the exact reference, slower)',
+        choices=('projective', 'raycast'))
 
 
 @dataclass
@@ -129,6 +137,10 @@ class RefinerConfig:
                             read_only=True)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
+    refiner_fallback: bool = param(
+        False, 'when the network checkpoint cannot be used (missing, corrupt, unsafe or '
+        'incompatible), run geometry only and report it in /diagnostics instead of refusing to '
+        'start', read_only=True)
 
 
 @dataclass
@@ -138,6 +150,9 @@ class OutputConfig:
     occupancy_threshold: float = param(0.5, 'voxels with p >= this are occupied', 0.0, 1.0)
     publish_markers: bool = param(True, 'publish the CUBE_LIST MarkerArray')
     publish_history: bool = param(False, 'also publish older slices as markers (ns history)')
+    log_period_s: float = param(
+        3.0, 'a repeated problem of one kind is logged at most once per this many seconds; the '
+        'next line counts the suppressed repeats (0 = log every occurrence)', 0.0, 3600.0)
 
 
 @dataclass
@@ -155,6 +170,9 @@ class InputConfig:
                                 '(seconds)', 0.0, 10.0)
     queue_size: int = param(2, 'frames waiting for the worker (latest wins)', 1, 100,
                             read_only=True)
+    max_future_stamp_s: float = param(
+        5.0, 'images stamped more than this ahead of the node clock are dropped (seconds; 0 = '
+        'no check)', 0.0, 1e6)
 
 
 STAGES: Tuple[Tuple[str, type], ...] = (

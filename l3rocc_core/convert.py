@@ -24,6 +24,7 @@ ENCODINGS: Dict[str, Tuple[int, Optional[int]]] = {
     'mono8': (1, cv2.COLOR_GRAY2RGB),
 }
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K; larger frames are refused
+OPENCV_D_SIZES = (4, 5, 8, 12, 14)  # distortion vector lengths cv2 undistortion accepts
 
 
 class ConversionError(ValueError):
@@ -111,12 +112,17 @@ def camera_from_info(msg: Any) -> PinholeCamera:
     """
     roi = msg.roi
     try:
-        return PinholeCamera.from_camera_info(
+        camera = PinholeCamera.from_camera_info(
             int(msg.width), int(msg.height), list(msg.k), list(msg.d),
             str(msg.distortion_model), int(msg.binning_x), int(msg.binning_y),
             (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
     except CameraModelError as exc:
         raise ConversionError('bad_camera_info', f'camera_info: {exc}') from exc
+    if camera.has_distortion and len(camera.D) not in OPENCV_D_SIZES:
+        raise ConversionError(
+            'bad_camera_info', f'camera_info: D has {len(camera.D)} coefficients for '
+            f'{camera.distortion_model!r}; expected 5 (plumb_bob) or 8 (rational_polynomial)')
+    return camera
 
 
 def transform_to_matrix(transform: Any) -> np.ndarray:
@@ -156,7 +162,7 @@ class FrameBuilder:
         self._undistorter: Optional[Undistorter] = None
 
     def camera_for(self, camera: PinholeCamera) -> Undistorter:
-        """The cached undistorter of ``camera`` (rebuilt when the model changes)."""
+        """Return the cached undistorter of ``camera`` (rebuilt when the model changes)."""
         if self._undistorter is None or self._undistorter.source != camera:
             self._undistorter = Undistorter(camera, self.config.working_width,
                                             self.config.undistort)

@@ -8,7 +8,7 @@ age of the image stamp when its result is published, over the last ``latency_sam
 from collections import Counter, deque
 import threading
 import time
-from typing import Any, Deque, Dict, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, Mapping, Optional, Sequence, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
@@ -105,12 +105,14 @@ class NodeStats:
         return snap
 
 
-def assess(snap: Mapping[str, Any], waiting_for: str = '') -> Tuple[bytes, str]:
+def assess(snap: Mapping[str, Any], waiting_for: str = '',
+           degraded: Sequence[str] = ()) -> Tuple[bytes, str]:
     """Level and one-line message of a :meth:`NodeStats.snapshot`.
 
     - WARN: waiting for an input (``waiting_for``, e.g. camera_info).
     - ERROR: frames arrive but none was processed in the window, and errors explain why.
-    - WARN: errors in the window, or no images at all.
+    - WARN: the node runs degraded (``degraded``: e.g. geometry only after a checkpoint failed,
+      CPU after CUDA ran out of memory), errors in the window, or no images at all.
     - OK otherwise (frames replaced in the queue under load are reported, not a warning).
     """
     recent = snap['recent_errors']
@@ -120,11 +122,14 @@ def assess(snap: Mapping[str, Any], waiting_for: str = '') -> Tuple[bytes, str]:
         worst = recent.most_common(1)[0][0]
         return ERROR, f'no frame processed in the last seconds; failing with {worst} ' \
                       f'({snap["last_error"]})'
+    parts = [f'degraded: {d}' for d in degraded]
     if not snap['recent_received']:
-        return WARN, 'no images received in the last seconds'
+        parts.append('no images received in the last seconds')
     if recent:
-        kinds = ', '.join(f'{k} x{n}' for k, n in sorted(recent.items()))
-        return WARN, f'recent problems: {kinds}'
+        parts.append('recent problems: ' + ', '.join(f'{k} x{n}'
+                                                     for k, n in sorted(recent.items())))
+    if parts:
+        return WARN, '; '.join(parts)
     return OK, f'{snap["processed_rate_hz"]:.1f} Hz processed'
 
 
@@ -137,7 +142,8 @@ def _fmt(value: Any) -> str:
 
 
 def diagnostic_array(header: Header, name: str, hardware_id: str, snap: Mapping[str, Any],
-                     extra: Mapping[str, Any], waiting_for: str = '') -> DiagnosticArray:
+                     extra: Mapping[str, Any], waiting_for: str = '',
+                     degraded: Sequence[str] = ()) -> DiagnosticArray:
     """One DiagnosticStatus with the node's figures as key/values.
 
     Keys: ``input_rate_hz``, ``processed_rate_hz``, ``frames_received``, ``frames_processed``,
@@ -148,8 +154,10 @@ def diagnostic_array(header: Header, name: str, hardware_id: str, snap: Mapping[
     :param header: stamp of the report
     :param name: status name, e.g. ``'l3rocc: pipeline'``
     :param hardware_id: e.g. the node's full name
+    :param waiting_for: an input the node waits for (WARN)
+    :param degraded: reasons the node runs degraded (WARN, and key ``degraded``)
     """
-    level, message = assess(snap, waiting_for)
+    level, message = assess(snap, waiting_for, degraded)
     values = [KeyValue(key=k, value=_fmt(snap[k])) for k in (
         'input_rate_hz', 'processed_rate_hz', 'frames_received', 'frames_processed',
         'results_published', 'dropped_frames', 'dropped_queue_full', 'latency_p50_ms',
@@ -157,6 +165,7 @@ def diagnostic_array(header: Header, name: str, hardware_id: str, snap: Mapping[
     values.append(KeyValue(key='errors_total', value=str(sum(snap['errors'].values()))))
     values += [KeyValue(key=f'error.{k}', value=str(n)) for k, n in sorted(snap['errors'].items())]
     values.append(KeyValue(key='last_error', value=snap['last_error']))
+    values.append(KeyValue(key='degraded', value='; '.join(degraded)))
     values += [KeyValue(key=str(k), value=_fmt(v)) for k, v in extra.items()]
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                               values=values)

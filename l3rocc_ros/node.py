@@ -10,8 +10,10 @@ seconds per kind, and costs only the frame it concerns.
 """
 
 from collections import deque
+import gc
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -42,14 +44,15 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 try:  # Iron and later
-    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
 # Stages whose change needs a new pipeline (the window restarts); output/input apply at once.
 PIPELINE_STAGES = ('camera', 'window', 'depth', 'grid', 'fusion', 'refiner')
 JUMP_BACK_NS = 1_000_000_000  # an image this much older than the previous: time jumped back
 LOG_PERIOD_S = 3.0
+STOP_BUDGET_S = 1.5  # shutdown waits this long for the frame in hand, then leaves it
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                         reliability=ReliabilityPolicy.RELIABLE)
 
@@ -86,9 +89,16 @@ class RateLimitedLog:
     def __init__(self, logger: Any, period_s: float = LOG_PERIOD_S):
         """Log through ``logger`` (an rclpy logger)."""
         self._logger = logger
-        self._period = period_s
+        self.period_s = float(period_s)
         self._state: Dict[str, Tuple[float, int]] = {}
         self._lock = threading.Lock()
+
+    def set_period(self, period_s: float) -> None:
+        """Use a new period; the next problem of every key is logged at once."""
+        with self._lock:
+            if float(period_s) != self.period_s:
+                self.period_s = float(period_s)
+                self._state = {k: (-math.inf, n) for k, (_, n) in self._state.items()}
 
     def log(self, key: str, text: str, level: str = 'warning') -> bool:
         """Log ``text`` unless ``key`` was logged less than a period ago; return whether logged.
@@ -98,7 +108,7 @@ class RateLimitedLog:
         now = time.monotonic()
         with self._lock:
             last, suppressed = self._state.get(key, (-math.inf, 0))
-            if now - last < self._period:
+            if now - last < self.period_s:
                 self._state[key] = (last, suppressed + 1)
                 return False
             self._state[key] = (now, 0)
@@ -133,6 +143,21 @@ class RosLogHandler(logging.Handler):
             self._logger.info(text)
 
 
+def is_cuda_oom(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is, or wraps (``StageError``, ``__cause__``), a CUDA OOM error."""
+    import torch
+    oom = getattr(torch.cuda, 'OutOfMemoryError', None)
+    if oom is None:
+        return False
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, oom):
+            return True
+        exc = getattr(exc, 'error', None) or exc.__cause__
+        seen += 1
+    return False
+
+
 class FrameDropped(Exception):
     """A frame that cannot be processed; ``kind`` is its diagnostics counter."""
 
@@ -153,24 +178,33 @@ class L3roccNode(Node):
     def __init__(self, node_name: str = 'l3rocc', **kwargs: Any):
         """Declare parameters, build the pipeline, create publishers and subscriptions."""
         super().__init__(node_name, **kwargs)
+        self._core_log = RosLogHandler(self.get_logger())
+        try:
+            self._setup()
+        except BaseException:
+            # a node that cannot start leaves nothing behind: no handler, no rcl node
+            logging.getLogger('l3rocc_core').removeHandler(self._core_log)
+            Node.destroy_node(self)
+            raise
+
+    def _setup(self) -> None:
         self._stopping = False
         self._idle = threading.Event()
         self._idle.set()
         self._rebuild = False
+        self._device_override: Optional[str] = None
+        self._degraded: Dict[str, str] = {}
         self._log = RateLimitedLog(self.get_logger())
-        self._core_log = RosLogHandler(self.get_logger())
         core_logger = logging.getLogger('l3rocc_core')
         if core_logger.level == logging.NOTSET:
             core_logger.setLevel(logging.INFO)
         core_logger.addHandler(self._core_log)
         self.stats = NodeStats()
-        try:
-            self._params = NodeParameters(self, on_change=self._on_config_change)
-            cfg = self._params.config
-            self._pipeline = self._make_pipeline(cfg)
-        except ValueError:
-            core_logger.removeHandler(self._core_log)
-            raise
+        self._params = NodeParameters(self, on_change=self._on_config_change,
+                                      on_reject=self._on_parameters_rejected)
+        cfg = self._params.config
+        self._log.period_s = cfg.output.log_period_s
+        self._pipeline = self._make_pipeline(cfg)
         self._builder = FrameBuilder(cfg.camera)
         self._queue = FrameQueue(cfg.input.queue_size)
         self._camera_info: Optional[CameraInfo] = None
@@ -178,6 +212,7 @@ class L3roccNode(Node):
         self._camera = None
         self._last_frame_camera = None
         self._last_stamp_ns: Optional[int] = None
+        self._jump_candidate_ns: Optional[int] = None
         self._static_pose_warned = False
         self._odom_children = set()
         self._last_occ: Optional[Occupancy4D] = None
@@ -191,23 +226,30 @@ class L3roccNode(Node):
         self._input_group = MutuallyExclusiveCallbackGroup()
         steady = Clock(clock_type=ClockType.STEADY_TIME)
 
-        self.pub_occupancy = self.create_publisher(Occupancy4DMsg, '~/occupancy', OUTPUT_QOS)
-        self.pub_points = self.create_publisher(PointCloud2, '~/points', OUTPUT_QOS)
-        self.pub_markers = self.create_publisher(MarkerArray, '~/markers', OUTPUT_QOS)
+        self.pub_occupancy = self.create_publisher(
+            Occupancy4DMsg, '~/occupancy', OUTPUT_QOS,
+            event_callbacks=self._qos_events('~/occupancy', publisher=True))
+        self.pub_points = self.create_publisher(
+            PointCloud2, '~/points', OUTPUT_QOS,
+            event_callbacks=self._qos_events('~/points', publisher=True))
+        self.pub_markers = self.create_publisher(
+            MarkerArray, '~/markers', OUTPUT_QOS,
+            event_callbacks=self._qos_events('~/markers', publisher=True))
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
         qos = self._input_qos(cfg)
         if cfg.input.image_transport == 'compressed':
             self.sub_image = self.create_subscription(
                 CompressedImage, 'image/compressed', self._on_image, qos,
-                callback_group=self._input_group, event_callbacks=self._qos_events())
+                callback_group=self._input_group,
+                event_callbacks=self._qos_events('image/compressed'))
         else:
             self.sub_image = self.create_subscription(
                 Image, 'image', self._on_image, qos, callback_group=self._input_group,
-                event_callbacks=self._qos_events())
+                event_callbacks=self._qos_events('image'))
         self.sub_camera_info = self.create_subscription(
             CameraInfo, 'camera_info', self._on_camera_info, qos,
-            callback_group=self._input_group, event_callbacks=self._qos_events())
+            callback_group=self._input_group, event_callbacks=self._qos_events('camera_info'))
         self.image_topic = self.sub_image.topic_name
         self.camera_info_topic = self.sub_camera_info.topic_name
         self._poses: Optional[PoseLookup] = None
@@ -216,6 +258,7 @@ class L3roccNode(Node):
             self._poses = make_pose_lookup(
                 self, subscribe_dynamic=cfg.input.pose_source != 'odometry',
                 callback_group=self._input_group, on_error=self._input_error)
+            self._poses.max_future_ns = int(cfg.input.max_future_stamp_s * 1e9)
         if cfg.input.pose_source == 'odometry':
             self.sub_odometry = self.create_subscription(
                 Odometry, 'odometry', self._on_odometry,
@@ -241,12 +284,49 @@ class L3roccNode(Node):
         """The configuration in force."""
         return self._params.config
 
+    @property
+    def pipeline(self) -> Any:
+        """The ``OccupancyPipeline`` in use (replaced on a rebuild or a CUDA OOM fallback)."""
+        return self._pipeline
+
+    @property
+    def degraded(self) -> Dict[str, str]:
+        """Why the node runs degraded, by cause ('refiner', 'device'); empty when it does not."""
+        return dict(self._degraded)
+
     def _make_pipeline(self, cfg: PipelineConfig) -> Any:
+        """Build the pipeline of ``cfg`` (on the CPU after a CUDA OOM).
+
+        A refiner checkpoint that cannot be used is an error, unless ``refiner_fallback`` asks
+        for geometry only; then the checkpoint's kind is counted and the node reports itself
+        degraded.
+
+        :raises ValueError: the pipeline cannot be built (the message says why)
+        """
         from l3rocc_core.pipeline import OccupancyPipeline
+        from l3rocc_core.refiner.checkpoint import CheckpointError
+        if self._device_override is not None:
+            cfg = cfg.with_values({'device': self._device_override})
         try:
-            return OccupancyPipeline(cfg)
+            pipeline = OccupancyPipeline(cfg)
+        except CheckpointError as exc:
+            if not cfg.refiner.refiner_fallback:
+                raise ValueError(f'cannot use the refiner checkpoint ({exc.kind}): {exc}; set '
+                                 'refiner_fallback: true to run geometry only instead, or '
+                                 'refiner: none') from exc
+            reason = f'geometry only, the refiner checkpoint cannot be used ({exc.kind}: {exc})'
+            self.stats.error(exc.kind, str(exc), dropped=False)
+            self.get_logger().error(f'refiner_fallback: {reason}')
+            try:
+                pipeline = OccupancyPipeline(cfg.with_values({'refiner': 'none'}))
+            except (ValueError, OSError, RuntimeError) as exc2:
+                raise ValueError(f'cannot build the occupancy pipeline: {exc2}') from exc2
+            self._degraded['refiner'] = reason
+            return pipeline
         except (ValueError, OSError, RuntimeError) as exc:
             raise ValueError(f'cannot build the occupancy pipeline: {exc}') from exc
+        self._degraded.pop('refiner', None)
+        return pipeline
 
     def _refiner_name(self) -> str:
         return str(getattr(self._pipeline, 'refiner_name', self.config.refiner.refiner))
@@ -258,12 +338,24 @@ class L3roccNode(Node):
                               reliability=ReliabilityPolicy.RELIABLE)
         return qos_profile_sensor_data
 
-    def _qos_events(self) -> SubscriptionEventCallbacks:
-        return SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+    def _qos_events(self, topic: str, publisher: bool = False) -> Any:
+        """Event callbacks reporting QoS incompatible with the peers of ``topic``."""
+        def on_event(event: Any) -> None:
+            self._on_incompatible_qos(topic, event, publisher)
+        if publisher:
+            return PublisherEventCallbacks(incompatible_qos=on_event)
+        return SubscriptionEventCallbacks(incompatible_qos=on_event)
 
     def _on_config_change(self, old: PipelineConfig, new: PipelineConfig) -> None:
+        self._log.set_period(new.output.log_period_s)
+        if self._poses is not None:
+            self._poses.max_future_ns = int(new.input.max_future_stamp_s * 1e9)
         if set(changed_stages(old, new)) & set(PIPELINE_STAGES):
             self._rebuild = True  # the worker rebuilds before its next frame
+
+    def _on_parameters_rejected(self, reason: str) -> None:
+        self.stats.error('param_rejected', reason, dropped=False)
+        self._log.log('param_rejected', f'parameter change rejected, nothing applied: {reason}')
 
     # ------------------------------------------------------------------------ input callbacks
     def _on_image(self, msg: Any) -> None:
@@ -281,14 +373,22 @@ class L3roccNode(Node):
         if msg.child_frame_id:
             self._odom_children.add(msg.child_frame_id.lstrip('/'))
 
-    def _on_incompatible_qos(self, event: Any) -> None:
-        self.stats.error('qos_incompatible', 'a publisher with incompatible QoS', dropped=False)
-        self._log.log('qos_incompatible',
-                      f'a publisher offers QoS incompatible with input_qos '
-                      f'{self.config.input.input_qos!r} (policy {event.last_policy_kind}); '
-                      'its messages are not received')
+    def _on_incompatible_qos(self, topic: str, event: Any, publisher: bool) -> None:
+        name = self.resolve_topic_name(topic)
+        policy = getattr(event.last_policy_kind, 'name', str(event.last_policy_kind))
+        if publisher:
+            text = (f'{name}: a subscriber requests QoS this output does not offer (policy '
+                    f'{policy}; the node publishes reliable, volatile); it receives nothing')
+        else:
+            text = (f'{name}: a publisher offers QoS incompatible with input_qos '
+                    f'{self.config.input.input_qos!r} (policy {policy}); its messages are not '
+                    'received')
+        self.stats.error('qos_incompatible', text, dropped=False)
+        self._log.log(f'qos_incompatible {name}', text)
 
     def _input_error(self, kind: str, topic: str, message: str) -> None:
+        if not topic.startswith('/'):
+            topic = self.resolve_topic_name(topic)
         self.stats.error(kind, message, dropped=False)
         self._log.log(kind, f'{topic}: {message}')
 
@@ -323,8 +423,12 @@ class L3roccNode(Node):
         try:
             occ = self._pipeline.push(frame)
         except Exception as exc:  # noqa: B902 - the stage boundary: count, log, keep running
-            self._drop('pipeline_error', f'{type(exc).__name__}: {exc}')
-            return
+            if not is_cuda_oom(exc):
+                self._drop('pipeline_error', f'{type(exc).__name__}: {exc}')
+                return
+            occ = self._recover_from_oom(frame, exc, cfg)
+            if occ is None:
+                return
         self.stats.processed()
         if occ is None or self._stopping:
             return
@@ -336,10 +440,48 @@ class L3roccNode(Node):
             self._log.log('publish_error', f'publishing failed: {type(exc).__name__}: {exc}',
                           'error')
 
+    def _recover_from_oom(self, frame: Frame, exc: BaseException, cfg: PipelineConfig
+                          ) -> Optional[Occupancy4D]:
+        """CUDA ran out of memory: free it, rebuild the pipeline on the CPU, retry the frame.
+
+        The window restarts (its buffers lived on the GPU). The node stays on the CPU until it
+        is restarted, and says so in /diagnostics.
+
+        :return: the retried frame's result, or None when the retry failed too (counted)
+        """
+        self.stats.error('cuda_oom', f'{type(exc).__name__}: {exc}', dropped=False)
+        first = 'device' not in self._degraded
+        self._device_override = 'cpu'
+        try:
+            cpu_pipeline = self._make_pipeline(cfg)
+        except ValueError as exc2:
+            self._drop('cuda_oom', f'CUDA out of memory and no CPU pipeline either: {exc2}')
+            return None
+        old, self._pipeline = self._pipeline, cpu_pipeline
+        del old
+        gc.collect()
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self._degraded['device'] = 'running on the CPU since CUDA ran out of memory'
+        text = (f'{self.image_topic}: CUDA out of memory ({str(exc).splitlines()[0][:200]}); '
+                'GPU memory freed, pipeline rebuilt on the CPU (window restarted), frame '
+                'retried; the node stays on the CPU until restarted')
+        if first:
+            self.get_logger().warning(text)
+        else:
+            self._log.log('cuda_oom', text)
+        try:
+            return self._pipeline.push(frame)
+        except Exception as exc2:  # noqa: B902 - the stage boundary, as in _process
+            self._drop('pipeline_error', f'{type(exc2).__name__}: {exc2}')
+            return None
+
     def _drop(self, kind: str, message: str) -> None:
         self.stats.error(kind, message)
-        self._log.log(kind, f'{self.image_topic}: frame dropped ({kind}): {message}',
-                      'error' if kind == 'pipeline_error' else 'warning')
+        topic = self.camera_info_topic if kind == 'bad_camera_info' else self.image_topic
+        self._log.log(kind, f'{topic}: frame dropped ({kind}): {message}',
+                      'error' if kind in ('pipeline_error', 'cuda_oom') else 'warning')
 
     def _rebuild_pipeline(self, cfg: PipelineConfig) -> None:
         self._rebuild = False
@@ -371,7 +513,7 @@ class L3roccNode(Node):
             self._camera = camera_from_info(info)
             self._camera_info_used = info
         rgb = image_msg_to_rgb(msg)
-        stamp_ns = self._check_stamp(stamp_to_ns(msg.header.stamp))
+        stamp_ns = self._check_stamp(stamp_to_ns(msg.header.stamp), cfg)
         frame_id = msg.header.frame_id or info.header.frame_id
         if info.header.frame_id and frame_id != info.header.frame_id:
             self.stats.error('frame_id_mismatch', 'image and camera_info frames differ',
@@ -385,33 +527,59 @@ class L3roccNode(Node):
         frame = self._builder.build(rgb, self._camera, stamp_ns, T_world_cam, frame_id)
         if self._last_frame_camera is not None and frame.camera != self._last_frame_camera:
             # the pipeline restarts its window itself on a new camera model
-            self.get_logger().warning(
-                f'{self.camera_info_topic}: camera model changed '
-                f'({self._last_frame_camera.width}x{self._last_frame_camera.height} -> '
-                f'{frame.camera.width}x{frame.camera.height} at working resolution); '
-                'window restarted')
+            text = (f'{self.camera_info_topic}: camera model changed '
+                    f'({self._last_frame_camera.width}x{self._last_frame_camera.height} -> '
+                    f'{frame.camera.width}x{frame.camera.height} at working resolution); '
+                    'window restarted')
+            self.stats.error('camera_changed', text, dropped=False)
+            self._log.log('camera_changed', text)
         self._last_frame_camera = frame.camera
         self._last_stamp_ns = stamp_ns
         return frame
 
-    def _check_stamp(self, stamp_ns: int) -> int:
+    def _check_stamp(self, stamp_ns: int, cfg: PipelineConfig) -> int:
+        """Return ``stamp_ns`` when a frame with it may be processed.
+
+        A stamp ``JUMP_BACK_NS`` or more older than the previous frame's is a jump back in
+        time. It restarts the window and the transforms when the node's clock went back too
+        (``use_sim_time`` and a bag loop), or when the next frame confirms the new time line
+        (a bag replayed on wall time); a single stray frame is dropped and the window kept.
+
+        :raises FrameDropped: zero, far-future, duplicate, out-of-order or stray stamp
+        """
         if stamp_ns <= 0:
             raise FrameDropped('bad_stamp', f'image stamp {stamp_ns} ns is zero or negative')
+        now_ns = self.get_clock().now().nanoseconds
+        ahead_s = (stamp_ns - now_ns) / 1e9
+        if cfg.input.max_future_stamp_s > 0 and now_ns > 0 and \
+                ahead_s > cfg.input.max_future_stamp_s:
+            raise FrameDropped('stamp_future', f'image stamp {stamp_ns / 1e9:.6f} s is '
+                               f'{ahead_s:.1f} s ahead of the node clock (max_future_stamp_s '
+                               f'{cfg.input.max_future_stamp_s})')
         last = self._last_stamp_ns
-        if last is not None and stamp_ns <= last:
-            if last - stamp_ns >= JUMP_BACK_NS:
-                self.get_logger().warning(
-                    f'{self.image_topic}: time jumped back by {(last - stamp_ns) / 1e9:.1f} s '
-                    '(bag loop or clock reset); window and transforms restarted')
-                self._pipeline.reset()
-                if self._poses is not None:
-                    self._poses.reset()
-                self._last_stamp_ns = None
-                return stamp_ns
+        candidate, self._jump_candidate_ns = self._jump_candidate_ns, None
+        if last is None or stamp_ns > last:
+            return stamp_ns
+        if last - stamp_ns < JUMP_BACK_NS:
             kind = 'stamp_duplicate' if stamp_ns == last else 'stamp_out_of_order'
             raise FrameDropped(kind, f'image stamp {stamp_ns / 1e9:.6f} s is not newer than '
                                f'the previous frame stamp {last / 1e9:.6f} s')
-        return stamp_ns
+        clock_went_back = 0 < now_ns < last - JUMP_BACK_NS
+        if clock_went_back or (candidate is not None and candidate < stamp_ns < last):
+            back = (last - stamp_ns) / 1e9
+            text = (f'{self.image_topic}: time jumped back by {back:.1f} s (bag loop or clock '
+                    'reset); window restarted')
+            self.stats.error('time_jump_back', text, dropped=False)
+            self._log.log('time_jump_back', text)
+            self._pipeline.reset()
+            if self._poses is not None:
+                self._poses.on_time_jump()
+            self._last_stamp_ns = None
+            return stamp_ns
+        self._jump_candidate_ns = stamp_ns
+        raise FrameDropped('stamp_jump_back', f'image stamp {stamp_ns / 1e9:.6f} s is '
+                           f'{(last - stamp_ns) / 1e9:.1f} s older than the previous frame; '
+                           'dropped unless the next frame confirms that time jumped back')
 
     def _pose(self, frame_id: str, stamp_ns: int, received: float,
               cfg: PipelineConfig) -> Optional[np.ndarray]:
@@ -495,7 +663,7 @@ class L3roccNode(Node):
         header = Header(stamp=self.get_clock().now().to_msg())
         self.pub_diagnostics.publish(diagnostic_array(
             header, f'{self.get_name()}: occupancy pipeline', self.get_fully_qualified_name(),
-            snap, self.diagnostics_extra(), waiting))
+            snap, self.diagnostics_extra(), waiting, list(self._degraded.values())))
 
     def stop(self) -> None:
         """Ask the worker to stop after the frame in hand (a waiting TF lookup ends at once)."""
@@ -503,19 +671,31 @@ class L3roccNode(Node):
         if self._poses is not None:
             self._poses.stopping = True
 
-    def destroy_node(self) -> None:
-        """Stop the worker (it finishes the frame in hand, up to 1.5 s), then destroy."""
+    def destroy_node(self, timeout_s: float = STOP_BUDGET_S) -> bool:
+        """Stop the worker (it finishes the frame in hand, up to ``timeout_s``), then destroy.
+
+        :return: whether the worker was idle when the node was destroyed (False: a frame was
+            still being computed; its result is discarded)
+        """
         self.stop()
-        self._idle.wait(timeout=1.5)
+        idle = self._idle.wait(timeout=timeout_s)
         logging.getLogger('l3rocc_core').removeHandler(self._core_log)
         super().destroy_node()
+        return idle
+
+    @property
+    def busy(self) -> bool:
+        """Tell whether the worker is computing a frame right now."""
+        return not self._idle.is_set()
 
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point of ``l3rocc_node``: spin the node on a MultiThreadedExecutor until shutdown.
 
     SIGINT and SIGTERM (rclpy's signal handlers) end the spin; the node is destroyed and rclpy
-    shut down in every case.
+    shut down in every case. Shutdown waits at most ``STOP_BUDGET_S`` for a frame being
+    computed; when the frame is still not done, the process exits at once without waiting for
+    it (its result would be discarded anyway).
 
     :return: 0 on a clean exit, 1 when the node could not start
     """
@@ -534,14 +714,29 @@ def main(args: Optional[List[str]] = None) -> int:
         rclpy.logging.get_logger('l3rocc').fatal(str(exc))
         status = 1
     finally:
+        stop_start = time.monotonic()
+        idle = True
         if node is not None:
-            node.get_logger().info('shutting down')
+            node.get_logger().info('shutting down' + (' (the worker is computing a frame)'
+                                                      if node.busy else ''))
             node.stop()
         if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
+            try:
+                executor.shutdown(timeout_sec=0.0, wait_for_threads=False)
+            except TypeError:  # Humble: no wait_for_threads
+                executor.shutdown(timeout_sec=STOP_BUDGET_S)
         if node is not None:
-            node.destroy_node()
+            logger = node.get_logger()
+            idle = node.destroy_node(STOP_BUDGET_S)
+            logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s'
+                        + ('' if idle else ' (a frame was still being computed; not waited for)'))
         rclpy.try_shutdown()
+    if not idle:
+        # the worker thread is inside a long computation whose result is discarded; the
+        # interpreter would join it before exiting
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     return status
 
 

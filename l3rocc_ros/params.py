@@ -77,16 +77,20 @@ class NodeParameters:
     :param node: the node to declare the parameters on
     :param on_change: called with ``(old, new)`` configuration after an accepted run-time change
         (from the parameter service thread)
+    :param on_reject: called with the reason of every rejected run-time change, whether rclpy's
+        descriptor checks (range, type, read-only) or the whole-configuration check refused it
     :raises ValueError: when the start-up values (parameter file, overrides) are invalid; the
         message names every problem
     """
 
     def __init__(self, node: Node,
-                 on_change: Optional[Callable[[PipelineConfig, PipelineConfig], None]] = None):
-        """Declare every parameter, validate the start-up values and install the callback."""
+                 on_change: Optional[Callable[[PipelineConfig, PipelineConfig], None]] = None,
+                 on_reject: Optional[Callable[[str], None]] = None):
+        """Declare every parameter, validate the start-up values and install the callbacks."""
         self._node = node
         self._lock = threading.Lock()
         self._on_change = on_change
+        self._on_reject = on_reject
         self.specs: Dict[str, ParamSpec] = {s.name: s for s in PipelineConfig.specs()}
         values = {}
         for spec in self.specs.values():
@@ -103,6 +107,40 @@ class NodeParameters:
         except ValueError as exc:
             raise ValueError(f'invalid l3rocc parameters: {exc}') from exc
         node.add_on_set_parameters_callback(self._validate_and_apply)
+        # rclpy's descriptor checks (range, read-only) refuse before the callback above runs;
+        # the pre-set hook (Iron and later) sees every request, so every refusal is reported.
+        self._pre_set = hasattr(node, 'add_pre_set_parameters_callback')
+        if self._pre_set:
+            node.add_pre_set_parameters_callback(self._report_rejection)
+
+    def check(self, params: List[Parameter]) -> Optional[str]:
+        """Return why setting ``params`` together would be refused, or None when it is valid.
+
+        :param params: the requested parameters (names outside the pipeline are ignored)
+        """
+        updates = {}
+        for p in params:
+            if p.name not in self.specs:
+                continue
+            if p.type_ == Parameter.Type.NOT_SET:
+                return f'{p.name} cannot be undeclared'
+            if self.specs[p.name].read_only:
+                return (f'{p.name} is read-only: set it at start-up (parameter file or '
+                        '--ros-args -p)')
+            updates[p.name] = parameter_value(p.value)
+        if not updates:
+            return None
+        try:
+            self.config.with_values(updates)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _report_rejection(self, params: List[Parameter]) -> List[Parameter]:
+        reason = self.check(params)
+        if reason is not None and self._on_reject is not None:
+            self._on_reject(reason)
+        return params
 
     @property
     def config(self) -> PipelineConfig:
@@ -127,6 +165,8 @@ class NodeParameters:
             try:
                 new = old.with_values(updates)
             except ValueError as exc:
+                if not self._pre_set and self._on_reject is not None:
+                    self._on_reject(str(exc))
                 return SetParametersResult(successful=False, reason=str(exc))
             self._config = new
         self._node.get_logger().info(

@@ -16,7 +16,7 @@ raises :class:`l3rocc_core.tf_tree.TransformUnavailable` with its ``kind``.
 
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from l3rocc_core.convert import ConversionError, pose_to_matrix, stamp_to_ns, transform_to_matrix
 from l3rocc_core.tf_tree import TransformBuffer, TransformUnavailable
@@ -46,6 +46,8 @@ class PoseLookup:
         self._cond = threading.Condition()
         self._on_error = on_error
         self.stopping = False
+        # transforms stamped more than this ahead of the node clock are refused (0 = no check)
+        self.max_future_ns = 0
 
     def _lookup(self, target: str, source: str, stamp_ns: Optional[int]) -> np.ndarray:
         raise NotImplementedError
@@ -95,6 +97,10 @@ class PoseLookup:
         """Forget every dynamic transform (time jumped back); static ones stay."""
         raise NotImplementedError
 
+    def on_time_jump(self) -> None:
+        """Images jumped back in time: drop transforms of the old time line where needed."""
+        raise NotImplementedError
+
     def _error(self, kind: str, topic: str, message: str) -> None:
         if self._on_error is not None:
             self._on_error(kind, topic, message)
@@ -118,7 +124,10 @@ class TopicPoseLookup(PoseLookup):
         self._buffer = TransformBuffer(cache_time_s=cache_time_s)
         self._static: Dict[str, Tuple[str, np.ndarray]] = {}
         self._newest_ns = 0
+        # transforms far older than the newest, held until more confirm that time jumped back
+        self._jump_candidates: List[Tuple[str, str, int, np.ndarray]] = []
         self._logger = node.get_logger()
+        self._clock = node.get_clock()
         self.subscriptions = [node.create_subscription(
             TFMessage, '/tf_static', lambda m: self.add_tf(m, True, '/tf_static'),
             TF_STATIC_QOS, callback_group=callback_group)]
@@ -153,16 +162,44 @@ class TopicPoseLookup(PoseLookup):
 
     def _store(self, parent: str, child: str, stamp: Any, value: Any, static: bool,
                topic: str, to_matrix: Callable[[Any], np.ndarray], kind: str) -> None:
+        """Store one transform; a stamp far older than the newest is a jump back in time.
+
+        Such a transform is held back: when a later one continues the older time line (bag
+        loop, clock reset) the dynamic transforms are cleared and the held ones stored; when
+        the stream goes on at the newest time instead, it was a stray stamp (e.g. zero) and is
+        reported as ``tf_stamp_jump_back`` without touching the buffer.
+        """
         try:
             T = to_matrix(value)
             stamp_ns = stamp_to_ns(stamp)
             if not static:
+                now_ns = self._clock.now().nanoseconds
+                if self.max_future_ns > 0 and now_ns > 0 and \
+                        stamp_ns > now_ns + self.max_future_ns:
+                    self._error('tf_stamp_future', topic,
+                                f'{parent!r} -> {child!r}: stamp {stamp_ns / 1e9:.3f} s is '
+                                f'{(stamp_ns - now_ns) / 1e9:.1f} s ahead of the node clock; '
+                                'ignored (max_future_stamp_s)')
+                    return
                 if stamp_ns < self._newest_ns - JUMP_BACK_NS:
+                    held = self._jump_candidates
+                    if not held or stamp_ns <= min(c[2] for c in held):
+                        held.append((parent, child, stamp_ns, T))
+                        self._error('tf_stamp_jump_back', topic,
+                                    f'{parent!r} -> {child!r}: stamp {stamp_ns / 1e9:.3f} s is '
+                                    f'{(self._newest_ns - stamp_ns) / 1e9:.1f} s older than the '
+                                    'newest transform; ignored unless the next transforms '
+                                    'confirm that time jumped back')
+                        return
                     self._logger.warning(
-                        f'{topic}: transform stamp {stamp_ns / 1e9:.3f} s is '
-                        f'{(self._newest_ns - stamp_ns) / 1e9:.1f} s older than the newest; '
-                        'time jumped back (bag loop?), dynamic transforms cleared')
+                        f'{topic}: transform stamps went back by '
+                        f'{(self._newest_ns - stamp_ns) / 1e9:.1f} s (bag loop or clock '
+                        'reset); dynamic transforms cleared')
                     self._reset_locked()
+                    for c_parent, c_child, c_stamp, c_T in held:
+                        self._buffer.set_transform(c_parent, c_child, c_stamp, c_T, False)
+                        self._newest_ns = max(self._newest_ns, c_stamp)
+                self._jump_candidates = []
                 self._newest_ns = max(self._newest_ns, stamp_ns)
             self._buffer.set_transform(parent, child, stamp_ns, T, static)
             if static:
@@ -175,9 +212,17 @@ class TopicPoseLookup(PoseLookup):
         with self._cond:
             self._reset_locked()
 
+    def on_time_jump(self) -> None:
+        """Nothing to do: the buffer restarts itself when /tf stamps jump back (``_store``).
+
+        Clearing here as well would throw away the new time line's transforms that arrived
+        before the images that revealed the jump.
+        """
+
     def _reset_locked(self) -> None:
         self._buffer.clear()
         self._newest_ns = 0
+        self._jump_candidates = []
         for child, (parent, T) in self._static.items():
             self._buffer.set_transform(parent, child, 0, T, static=True)
 
@@ -255,6 +300,10 @@ class Tf2PoseLookup(PoseLookup):
 
     def reset(self) -> None:
         """Clear the tf2 buffer (tf2 keeps static transforms)."""
+        self._buffer.clear()
+
+    def on_time_jump(self) -> None:
+        """Clear the tf2 buffer: it keeps the old time line's transforms otherwise."""
         self._buffer.clear()
 
 

@@ -128,9 +128,22 @@ def test_time_jump_back_clears_dynamic_keeps_static(tf_setup) -> None:
     assert wait_until(lambda: lookup.wait_lookup('odom', 'base', 100 * S,
                                                  time.monotonic() + 1.0) is not None)
     publish(tf_pub, transform('odom', 'base', 1 * S, xyz=(7.0, 0.0, 0.0)))  # bag loop
+    publish(tf_pub, transform('odom', 'base', 1 * S + S // 10, xyz=(7.0, 0.0, 0.0)))
     assert wait_until(lambda: not _resolves(lookup, 100 * S))
     T = lookup.wait_lookup('odom', 'cam', 1 * S, time.monotonic() + 1.0)
     np.testing.assert_allclose(T[:3, 3], [7.0, 0.0, 1.0], atol=1e-6)
+
+
+def test_stray_old_stamp_is_reported_and_keeps_the_buffer(tf_setup) -> None:
+    """One transform stamped zero in a stream at 200 s is not a bag loop: nothing is cleared."""
+    lookup, tf_pub, errors = tf_setup
+    publish(tf_pub, transform('odom', 'base', 200 * S, xyz=(2.0, 0.0, 0.0)))
+    assert wait_until(lambda: _resolves(lookup, 200 * S))
+    publish(tf_pub, transform('odom', 'base', 0, xyz=(5.0, 0.0, 0.0)))  # uninitialised stamp
+    assert wait_until(lambda: any(e[0] == 'tf_stamp_jump_back' for e in errors))
+    publish(tf_pub, transform('odom', 'base', 201 * S, xyz=(3.0, 0.0, 0.0)))
+    T = lookup.wait_lookup('odom', 'base', 200 * S + S // 2, time.monotonic() + 2.0)
+    np.testing.assert_allclose(T[:3, 3], [2.5, 0.0, 0.0], atol=1e-6)
 
 
 def _resolves(lookup: TopicPoseLookup, stamp_ns: int) -> bool:

@@ -69,9 +69,11 @@ class Client:
     :param context: rclpy context
     :param inputs: namespace of the node's inputs ('' -> /image, /camera_info)
     :param node_name: the node under test (outputs /<node_name>/points etc.)
+    :param camera_qos: QoS of the image and camera_info publishers (default: sensor data)
     """
 
-    def __init__(self, context: Any, inputs: str = '', node_name: str = 'l3rocc'):
+    def __init__(self, context: Any, inputs: str = '', node_name: str = 'l3rocc',
+                 camera_qos: Any = None):
         """Create publishers and subscriptions."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
@@ -86,11 +88,11 @@ class Client:
         self.received: Dict[str, List[Any]] = {'points': [], 'markers': [], 'occupancy': [],
                                                'diagnostics': []}
         n = self.node
-        self.pub_image = n.create_publisher(Image, f'{inputs}/image', qos_profile_sensor_data)
+        qos = qos_profile_sensor_data if camera_qos is None else camera_qos
+        self.pub_image = n.create_publisher(Image, f'{inputs}/image', qos)
         self.pub_compressed = n.create_publisher(CompressedImage, f'{inputs}/image/compressed',
-                                                 qos_profile_sensor_data)
-        self.pub_info = n.create_publisher(CameraInfo, f'{inputs}/camera_info',
-                                           qos_profile_sensor_data)
+                                                 qos)
+        self.pub_info = n.create_publisher(CameraInfo, f'{inputs}/camera_info', qos)
         self.pub_tf = n.create_publisher(TFMessage, '/tf', 100)
         self.pub_clock = n.create_publisher(Clock, '/clock', 10)
         for key, msg_type, topic in (('points', PointCloud2, f'/{node_name}/points'),
@@ -248,10 +250,11 @@ class Running:
     :param overrides: node parameters (``OVERRIDES`` updated with these)
     :param node_name: name of the node under test
     :param inputs: namespace its image and camera_info are remapped into ('' = none)
+    :param camera_qos: QoS of the client's camera publishers (default: sensor data)
     """
 
     def __init__(self, context: Any, overrides: Optional[Dict[str, Any]] = None,
-                 node_name: str = 'l3rocc', inputs: str = ''):
+                 node_name: str = 'l3rocc', inputs: str = '', camera_qos: Any = None):
         """Start both nodes and wait until their topics are matched."""
         from l3rocc_ros.node import L3roccNode
         from rclpy.executors import MultiThreadedExecutor
@@ -265,7 +268,7 @@ class Running:
         self.node = L3roccNode(node_name, context=context, cli_args=cli_args,
                                parameter_overrides=[Parameter(k, value=v)
                                                     for k, v in params.items()])
-        self.client = Client(context, inputs, node_name)
+        self.client = Client(context, inputs, node_name, camera_qos)
         self.executor = MultiThreadedExecutor(num_threads=4, context=context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.client.node)
@@ -284,3 +287,104 @@ class Running:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         self.client.node.destroy_node()
+
+
+# --------------------------------------------------------------------- reliability test helpers
+def image_msg(stamp_ns: int, k: int = 0, frame_id: str = CAMERA, **fields: Any) -> Any:
+    """Return a sensor_msgs/Image of view ``k`` with any field overridden (bad inputs).
+
+    :param fields: Image fields to set instead of the good ones (``encoding``, ``step``,
+        ``data`` as bytes, ``width``, ``height``, ``is_bigendian``)
+    """
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    data = fields.pop('data', None)
+    if data is None:
+        data = render(-0.1 + STEP_M * k).tobytes()
+    msg = Image(header=h, height=H, width=W, encoding='rgb8', is_bigendian=0, step=W * 3)
+    for key, value in fields.items():
+        setattr(msg, key, value)
+    buf = array.array('B')
+    buf.frombytes(bytes(data))
+    msg.data = buf
+    return msg
+
+
+def tf_msg(stamp_ns: int, k: int = 0, parent: str = WORLD, child: str = CAMERA,
+           t: Optional[Sequence[float]] = None, q: Optional[Sequence[float]] = None) -> Any:
+    """Return a tf2_msgs/TFMessage with the camera pose of view ``k`` (or ``t``/``q`` given)."""
+    from geometry_msgs.msg import TransformStamped
+    from l3rocc_core.transforms import matrix_to_quat
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+    h = Header(frame_id=parent)
+    h.stamp.sec, h.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    ts = TransformStamped(header=h, child_frame_id=child)
+    t = (-0.1 + STEP_M * k, 0.0, 0.0) if t is None else t
+    q = matrix_to_quat(R_WORLD_CAM) if q is None else q
+    ts.transform.translation.x, ts.transform.translation.y = float(t[0]), float(t[1])
+    ts.transform.translation.z = float(t[2])
+    ts.transform.rotation.x, ts.transform.rotation.y = float(q[0]), float(q[1])
+    ts.transform.rotation.z, ts.transform.rotation.w = float(q[2]), float(q[3])
+    return TFMessage(transforms=[ts])
+
+
+class RosoutCollector:
+    """Collects the /rosout lines of one logger (the node under test) through a real subscription.
+
+    :param node: the node that subscribes (the test client)
+    :param logger_name: ``Log.name`` to keep (the node's name)
+    """
+
+    def __init__(self, node: Any, logger_name: str):
+        """Subscribe to /rosout (reliable, transient local: late joiners get recent lines)."""
+        from rcl_interfaces.msg import Log
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        self.lock = threading.Lock()
+        self.lines: List[Any] = []
+        self.name = logger_name
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.sub = node.create_subscription(Log, '/rosout', self._on_log, qos)
+
+    def _on_log(self, msg: Any) -> None:
+        if msg.name == self.name:
+            with self.lock:
+                self.lines.append(msg)
+
+    def mark(self) -> int:
+        """Return the number of lines so far (pass it to :meth:`wait` as ``since``)."""
+        with self.lock:
+            return len(self.lines)
+
+    def since(self, mark: int) -> List[Any]:
+        """Return the lines after ``mark``."""
+        with self.lock:
+            return list(self.lines[mark:])
+
+    def wait(self, since: int, *parts: str, timeout: float = 5.0) -> Optional[Any]:
+        """Return the first line after ``since`` containing every one of ``parts``, or None."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for line in self.since(since):
+                if all(p in line.msg for p in parts):
+                    return line
+            time.sleep(0.05)
+        return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed; return its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def errors_of(node: Any) -> Dict[str, int]:
+    """Return a copy of the node's error counters by kind (to wait on them, not to assert)."""
+    return dict(node.stats.snapshot()['errors'])

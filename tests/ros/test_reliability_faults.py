@@ -1,0 +1,193 @@
+"""Faults around a running node: driver restart, QoS mismatch, TF pause, CUDA OOM, restarts.
+
+Each test checks that the node stayed alive, that /diagnostics and /rosout said what happened,
+and that the following good frame produced output. An exception inside the model is proven in
+test_node_inputs.py (``test_exception_inside_the_pipeline_counted_node_alive``).
+"""
+
+import logging
+import threading
+import time
+
+import pytest
+
+pytest.importorskip('rclpy')
+pytest.importorskip('l3rocc.msg', reason='the l3rocc messages are not built (make setup)')
+torch = pytest.importorskip('torch')
+
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from l3rocc_core.refiner.geometry import GeometryRefiner  # noqa: E402
+import rclpy  # noqa: E402
+from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+NAME = 'l3rocc_rel_faults'
+
+
+@pytest.fixture(scope='module')
+def flt(ros_context, wall):
+    """Return the running node (tf_timeout_s 0.3 s, every problem logged) and its client."""
+    run = wall.Running(ros_context, {'tf_timeout_s': 0.3, 'log_period_s': 0.0},
+                       node_name=NAME, inputs='/flt')
+    run.context = ros_context
+    run.log = wall.RosoutCollector(run.client.node, NAME)
+    assert wall.wait_until(lambda: run.log.sub.get_publisher_count() > 0, 10.0)
+    last = run.client.feed(range(2))
+    assert run.client.wait_for('points', lambda m: wall.stamp_of(m) == last, 60.0)
+    yield run
+    run.close()
+
+
+def processed(run, wall, frames, timeout: float = 30.0) -> int:
+    """Feed ``frames`` (view indices) at 10 Hz; assert the last one's ~/points arrive."""
+    last = run.client.feed(frames)
+    got = run.client.wait_for('points', lambda m: wall.stamp_of(m) == last, timeout)
+    assert got is not None, f'frame {last} not processed; {run.node.stats.snapshot()}'
+    return last
+
+
+def status_of(run, wall, predicate, timeout: float = 5.0):
+    """Return the node's first DiagnosticStatus (and values) for which ``predicate`` holds."""
+    hw = run.node.get_fully_qualified_name()
+
+    def ok(msg) -> bool:
+        mine = [s for s in msg.status if s.hardware_id == hw]
+        return bool(mine) and predicate(mine[0], wall.diagnostic_values(msg, hw))
+    msg = run.client.wait_for('diagnostics', ok, timeout)
+    assert msg is not None, [(s.message, wall.diagnostic_values(m, hw).get('degraded'))
+                             for m in run.client.get('diagnostics')[-3:] for s in m.status
+                             if s.hardware_id == hw]
+    return [s for s in msg.status if s.hardware_id == hw][0]
+
+
+def test_camera_driver_restart(flt, wall) -> None:
+    """The publishing node dies and a new one comes up: frames flow again."""
+    node = flt.node
+    processed(flt, wall, [2, 3])
+    old = flt.client
+    flt.executor.remove_node(old.node)
+    old.node.destroy_node()
+    assert wall.wait_until(lambda: node.sub_image.get_publisher_count() == 0, 10.0)
+    flt.client = wall.Client(flt.context, '/flt', NAME)  # the driver's node is back, silent
+    flt.executor.add_node(flt.client.node)
+    status_of(flt, wall, lambda s, v: s.level == DiagnosticStatus.WARN
+              and 'no images received' in s.message, timeout=10.0)
+    assert wall.wait_until(lambda: node.sub_image.get_publisher_count() == 1
+                           and flt.client.pub_image.get_subscription_count() == 1
+                           and node.pub_points.get_subscription_count() == 1, 10.0)
+    flt.log = wall.RosoutCollector(flt.client.node, NAME)
+    processed(flt, wall, [4, 5, 6])
+
+
+def test_output_qos_mismatch_reported(flt, wall) -> None:
+    """A subscriber asking for transient-local points (the node offers volatile) is reported."""
+    node, client = flt.node, flt.client
+    before = wall.errors_of(node).get('qos_incompatible', 0)
+    mark = flt.log.mark()
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    told = []  # the subscriber is told too (and rclpy's default handler stays quiet)
+    sub = client.node.create_subscription(
+        PointCloud2, f'/{NAME}/points', lambda m: None, qos,
+        event_callbacks=SubscriptionEventCallbacks(incompatible_qos=told.append))
+    try:
+        assert wall.wait_until(lambda: wall.errors_of(node).get('qos_incompatible', 0) > before,
+                               10.0), 'no incompatible-QoS event on ~/points'
+        line = flt.log.wait(mark, f'/{NAME}/points', 'DURABILITY', 'receives nothing')
+        assert line is not None, [m.msg for m in flt.log.since(mark)]
+        processed(flt, wall, [7, 8])  # the compatible subscriber still gets everything
+        status = status_of(flt, wall, lambda s, v: int(v.get('error.qos_incompatible', 0))
+                           > before)
+        assert status.level == DiagnosticStatus.WARN and 'qos_incompatible' in status.message
+        assert told
+    finally:
+        client.node.destroy_subscription(sub)
+
+
+def test_tf_publisher_pause(flt, wall) -> None:
+    """/tf stops for a second: frames dropped with a reason, then the stream recovers."""
+    node, client = flt.node, flt.client
+    before = wall.errors_of(node).get('tf_extrapolation', 0)
+    mark = flt.log.mark()
+    for k in range(9, 19):  # one second of images without /tf
+        client.publish_frame(k, tf=False)
+        time.sleep(0.1)
+    assert wall.wait_until(lambda: wall.errors_of(node).get('tf_extrapolation', 0) > before,
+                           10.0)
+    status_of(flt, wall, lambda s, v: s.level in (DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
+              and 'tf_extrapolation' in s.message)
+    assert flt.log.wait(mark, '/flt/image', 'tf_extrapolation', 'within tf_timeout_s 0.3 s')
+    start = time.monotonic()
+    processed(flt, wall, [19, 20])
+    # each frame waited at most tf_timeout_s: the worker was not stuck on the pause
+    assert time.monotonic() - start < 20.0
+    assert wall.wait_until(lambda: not node.busy and node.diagnostics_extra()['queued'] == 0,
+                           10.0)
+    snap = node.stats.snapshot()
+    accounted = (snap['frames_processed'] + snap['dropped_frames'] + snap['dropped_queue_full'])
+    assert accounted == snap['frames_received'], snap
+
+
+class OutOfMemoryRefiner(GeometryRefiner):
+    """A real refiner whose GPU allocation fails: raises a real ``torch.cuda.OutOfMemoryError``."""
+
+    calls = 0
+
+    def refine(self, features, logodds, observed):
+        """Fail like a CUDA allocation of a too large buffer."""
+        OutOfMemoryRefiner.calls += 1
+        raise torch.cuda.OutOfMemoryError(
+            'CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.11 GiB total capacity)')
+
+
+def test_cuda_oom_falls_back_to_cpu(flt, wall) -> None:
+    """CUDA OOM inside the model: memory freed, pipeline rebuilt on the CPU, frame retried.
+
+    There is no GPU here: the error is a real ``torch.cuda.OutOfMemoryError`` raised by a real
+    refiner object put into the running pipeline through its public ``refiner`` attribute.
+    """
+    node, client = flt.node, flt.client
+    old = node.pipeline
+    old.refiner = OutOfMemoryRefiner()
+    mark = flt.log.mark()
+    stamp = client.publish_frame(21)
+    assert client.wait_for('points', lambda m: wall.stamp_of(m) == stamp, 30.0) is not None, \
+        f'the frame that hit the OOM was not retried; {node.stats.snapshot()}'
+    assert OutOfMemoryRefiner.calls == 1
+    assert node.pipeline is not old and str(node.pipeline.device) == 'cpu'
+    assert not isinstance(node.pipeline.refiner, OutOfMemoryRefiner)
+    assert 'device' in node.degraded
+    line = flt.log.wait(mark, '/flt/image', 'CUDA out of memory', 'rebuilt on the CPU')
+    assert line is not None and line.level == 30  # WARN
+    status = status_of(flt, wall, lambda s, v: int(v.get('error.cuda_oom', 0)) == 1
+                       and 'degraded' in s.message)
+    assert status.level == DiagnosticStatus.WARN and 'CPU' in status.message
+    processed(flt, wall, [22, 23])
+
+
+def test_restart_safe_in_fresh_contexts(wall) -> None:
+    """Start, use and stop the node twice, each in a new rclpy context: nothing accumulates."""
+    core_handlers = len(logging.getLogger('l3rocc_core').handlers)
+    threads = None
+    for i in range(2):
+        context = rclpy.context.Context()
+        rclpy.init(context=context)
+        try:
+            run = wall.Running(context, {'tf_timeout_s': 0.3}, node_name='l3rocc_rel_restart',
+                               inputs='/rst')
+            try:
+                assert len(logging.getLogger('l3rocc_core').handlers) == core_handlers + 1
+                last = run.client.feed(range(3))
+                assert run.client.wait_for('points', lambda m: wall.stamp_of(m) == last, 60.0)
+            finally:
+                run.close()
+        finally:
+            rclpy.try_shutdown(context=context)
+        assert len(logging.getLogger('l3rocc_core').handlers) == core_handlers
+        time.sleep(0.5)
+        if threads is None:
+            threads = threading.active_count()
+    assert threading.active_count() <= threads, 'threads left behind by a stopped node'
