@@ -291,7 +291,7 @@ def summarise(pub: Publisher, col: Collector, samples: List[Dict[str, float]], t
     threads = [s['threads'] for s in samples if 'threads' in s]
     out: Dict[str, Any] = {
         'measure_s': dur,
-        'sent_frames': len(sent), 'sent_fps': len(sent) / dur,
+        'sent_frames': len(sent), 'sent_fps': len(sent) / dur, 'sent_total': len(pub.sent),
         'publisher_skipped_ticks': pub.skipped_ticks,
         'ingest_fps': _diag_delta(diags, 'frames_received', t_measure, t_end),
         'processed_fps': _diag_delta(diags, 'frames_processed', t_measure, t_end),
@@ -387,7 +387,9 @@ def publish_cost(occupancy_path: str, window: int = 16, repeats: int = 5) -> Dic
 
 def run_bench(args: argparse.Namespace) -> Dict[str, Any]:
     """Start the node, stream, measure, stop; return the result dict."""
-    env = ros_environment()
+    log_dir = args.log_dir or os.path.splitext(args.out)[0] + '_ros_log'
+    os.makedirs(log_dir, exist_ok=True)
+    env = ros_environment(log_dir=os.path.abspath(log_dir))
     os.environ.update({k: env[k] for k in ('FASTDDS_DEFAULT_PROFILES_FILE',
                                            'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID',
                                            'ROS_LOG_DIR', 'RMW_IMPLEMENTATION')})
@@ -497,6 +499,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seconds to wait for the node to come up')
     parser.add_argument('--sample-period', type=float, default=1.0,
                         help='seconds between RSS samples of the node')
+    parser.add_argument('--log-dir', help='ROS_LOG_DIR and the node output log (default: '
+                        'beside --out, OUT_ros_log/)')
     parser.add_argument('--progress', action='store_true', help='print progress lines')
 
 

@@ -1,0 +1,266 @@
+"""Accuracy of one benchmark sequence: replay it through the node's pipeline and score every push.
+
+The replay is :func:`l3rocc_core.tools.replay.replay` itself (same conversion, TF lookups and
+``OccupancyPipeline.push`` as ``l3rocc replay``), with :class:`BenchPipeline` in place of the
+plain pipeline: it behaves identically and, after each ``push`` has returned, hands the result
+and the depth map the plane sweep made for that frame to a sink. The sink scores
+
+- occupancy with :func:`l3rocc_core.metrics.add_occupancy`: the newest slice as a row and all
+  slices of the window, each against the ground truth at that slice's stamp (static and dynamic
+  voxels separately where the ground truth knows them), and flicker between rows;
+- depth of the geometry stage with :func:`l3rocc_core.metrics.depth_metrics` against GT depth
+  brought into the estimate's camera (:func:`l3rocc_core.metrics.reproject_depth`).
+
+The time the sink takes is measured and reported (``bench_hooks_s``) next to the replay's own
+``fps``; it is outside every stage timing.
+"""
+
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from l3rocc_core import metrics as M
+from l3rocc_core.bench.report import clean
+from l3rocc_core.bench.suite import Prepared
+from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.config import PipelineConfig
+from l3rocc_core.frame import Frame
+from l3rocc_core.occupancy import Occupancy4D
+from l3rocc_core.pipeline import OccupancyPipeline
+
+Sink = Callable[[Frame, Occupancy4D, Any], None]
+
+
+class _DepthTap:
+    """Wraps a depth estimator and keeps its last result."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.last: Any = None
+
+    def estimate(self, ref: Frame, sources: Any) -> Any:
+        self.last = self.inner.estimate(ref, sources)
+        return self.last
+
+
+class BenchPipeline(OccupancyPipeline):
+    """:class:`~l3rocc_core.pipeline.OccupancyPipeline` that reports each result to a sink.
+
+    Processing is the base class's, unchanged; after ``push`` returns a result the sink gets
+    ``(frame, occupancy, depth_result_or_None)``. Time spent in the sink adds up in
+    :attr:`hook_s`.
+
+    :param config: the pipeline configuration
+    :param sink: called once per processed frame
+    """
+
+    def __init__(self, config: PipelineConfig, sink: Optional[Sink] = None):
+        """Build the pipeline (see the base class)."""
+        super().__init__(config)
+        self.sink = sink
+        self.hook_s = 0.0
+        self._tap: Optional[_DepthTap] = None
+
+    @property
+    def depth_estimator(self) -> Any:
+        """Return the base class's estimator, wrapped so that its result can be read after push."""
+        inner = OccupancyPipeline.depth_estimator.fget(self)
+        if self._tap is None or self._tap.inner is not inner:
+            self._tap = _DepthTap(inner)
+        return self._tap
+
+    def push(self, frame: Frame) -> Optional[Occupancy4D]:
+        """Process ``frame`` as the base class does, then report the result to the sink."""
+        if self._tap is not None:
+            self._tap.last = None
+        occ = super().push(frame)
+        if occ is not None and self.sink is not None:
+            t0 = time.perf_counter()
+            self.sink(frame, occ, self._tap.last if self._tap is not None else None)
+            self.hook_s += time.perf_counter() - t0
+        return occ
+
+
+# --------------------------------------------------------------------------------------------
+# Ground-truth depth
+# --------------------------------------------------------------------------------------------
+
+class DepthTruth:
+    """GT depth by image stamp, rendered into any camera at the frame's pose.
+
+    :param depth: per stamp: (float [H, W] metres, its undistorted pinhole camera,
+        T_world_cam float64 [4, 4] of that depth map)
+    """
+
+    def __init__(self, depth: Dict[int, tuple]):
+        """Index the maps by stamp (ns)."""
+        self.depth = depth
+
+    @classmethod
+    def from_synth(cls, path: str) -> 'DepthTruth':
+        """Load ``depth.npz`` of ``l3rocc synth``.
+
+        The maps belong to the undistorted pinhole camera (``K``) at the frame's own pose, so
+        the stamp alone pairs them with replayed frames.
+        """
+        with np.load(path, allow_pickle=False) as z:
+            depth = z['depth']
+            stamps = z['stamps'].astype(np.int64)
+            K = z['K'].astype(np.float64)
+            w, h = int(z['width']), int(z['height'])
+        cam = PinholeCamera(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]),
+                            float(K[1, 2]))
+        return cls({int(s): (depth[i], cam, None) for i, s in enumerate(stamps)})
+
+    @classmethod
+    def from_tum(cls, path: Optional[str] = None) -> 'DepthTruth':
+        """TUM registered depth with TUM's depth-camera model, at the depth image's own pose."""
+        from l3rocc_core.datasets.tum import load_tum
+        seq = load_tum(path)
+        return cls({int(f.stamp_ns): (f.depth_m, seq.depth_camera, f.T_world_depth)
+                    for f in seq.frames})
+
+    def render(self, stamp_ns: int, camera: PinholeCamera,
+               T_world_cam: np.ndarray) -> Optional[np.ndarray]:
+        """Return GT depth float32 [camera.height, camera.width] (0 = none), or None without GT."""
+        item = self.depth.get(int(stamp_ns))
+        if item is None:
+            return None
+        d, cam, T = item
+        T = T_world_cam if T is None else T
+        return M.reproject_depth(np.asarray(d, np.float32), cam, T, camera, T_world_cam)
+
+
+# --------------------------------------------------------------------------------------------
+# The sink
+# --------------------------------------------------------------------------------------------
+
+class CaseScorer:
+    """Scores every push of a replay (the :class:`BenchPipeline` sink).
+
+    :param gt: occupancy ground truth
+    :param depth_truth: GT depth, or None
+    :param max_depth: GT depth beyond this is ignored (metres)
+    """
+
+    def __init__(self, gt: M.GroundTruth, depth_truth: Optional[DepthTruth], max_depth: float):
+        """Start empty."""
+        self.gt = gt
+        self.depth_truth = depth_truth
+        self.max_depth = float(max_depth)
+        self.scorer = M.SequenceScorer()
+        self.depth_rows: List[Dict[str, float]] = []
+        self.depth_missing = 0
+
+    def __call__(self, frame: Frame, occ: Occupancy4D, depth: Any) -> None:
+        """Score one pipeline result and its depth map."""
+        M.add_occupancy(self.scorer, occ, self.gt)
+        if self.depth_truth is None:
+            return
+        if depth is None:
+            self.depth_missing += 1
+            return
+        gt = self.depth_truth.render(frame.stamp_ns, depth.camera, frame.T_world_cam)
+        if gt is None:
+            return
+        row = M.depth_metrics(depth.depth, gt, depth.valid, self.max_depth)
+        row['stamp'] = int(frame.stamp_ns)
+        self.depth_rows.append(row)
+
+    def depth_summary(self) -> Dict[str, Any]:
+        """Return pixel-pooled AbsRel, delta < 1.25 and completeness over every scored frame."""
+        rows = [r for r in self.depth_rows if r['n_valid'] > 0]
+        n = np.asarray([r['n_valid'] for r in rows], np.float64)
+        out: Dict[str, Any] = {'frames': len(self.depth_rows),
+                               'frames_without_depth': self.depth_missing}
+        if not rows:
+            out.update(abs_rel=None, delta_1_25=None, median_abs_rel=None, completeness=None)
+            return out
+        n_gt = np.asarray([r['n_valid'] / r['completeness'] for r in rows], np.float64)
+        out.update(
+            abs_rel=float(np.sum(n * [r['abs_rel'] for r in rows]) / n.sum()),
+            delta_1_25=float(np.sum(n * [r['delta_1_25'] for r in rows]) / n.sum()),
+            median_abs_rel=float(np.median([r['median_abs_rel'] for r in rows])),
+            completeness=float(n.sum() / n_gt.sum()) if n_gt.sum() > 0 else None)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# One case
+# --------------------------------------------------------------------------------------------
+
+def network_available(config: PipelineConfig) -> Optional[str]:
+    """Return why ``refiner: network`` cannot run with ``config``, or None when it can."""
+    try:
+        from l3rocc_core.refiner.network import BUNDLED_CHECKPOINT
+    except ImportError as exc:
+        return f'l3rocc_core.refiner.network does not import ({exc})'
+    path = config.refiner.checkpoint or BUNDLED_CHECKPOINT
+    if not os.path.isfile(path):
+        return f'no checkpoint at {path}'
+    return None
+
+
+def case_config(prep: Prepared, refiner: str, device: str,
+                extra: Optional[Dict[str, Any]] = None) -> PipelineConfig:
+    """Return the configuration of a case (its overlay and parameters, ``refiner``, device)."""
+    cfg = PipelineConfig.from_yaml(prep.params_file) if prep.params_file else PipelineConfig()
+    values = dict(prep.parameters)
+    values.update({'refiner': refiner, 'device': device})
+    values.update(extra or {})
+    return cfg.with_values(values)
+
+
+def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
+             progress: bool = True, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Replay one case with ``refiner`` and score it.
+
+    :param prep: the prepared sequence
+    :param refiner: 'none' or 'network'
+    :param out_dir: where the replay writes occupancy.npz and timing.json
+    :param device: pipeline device
+    :param extra: further parameter values
+    :return: JSON-ready dict: ``occupancy`` (sequence summary of
+        :meth:`~l3rocc_core.metrics.SequenceScorer.summary`), ``depth``, ``timing``
+        (timing.json + ``bench_hooks_s``, ``fps_without_hooks``), ``per_frame``
+    """
+    from l3rocc_core.tools.replay import replay
+    config = case_config(prep, refiner, device, extra)
+    sink_holder: Dict[str, CaseScorer] = {}
+
+    def sink(frame: Frame, occ: Occupancy4D, depth: Any) -> None:
+        sink_holder['scorer'](frame, occ, depth)
+
+    t_gt = time.perf_counter()
+    pipeline = BenchPipeline(config, sink)
+    max_depth = config.depth.max_depth
+    if prep.gt is not None:
+        gt = M.ground_truth_from_file(prep.gt)
+        depth_truth = DepthTruth.from_synth(prep.depth) if prep.depth else None
+    else:
+        gt = M.ground_truth_from_tum(None, pipeline.base_grid, None, max_depth=max_depth,
+                                     progress=progress)
+        depth_truth = DepthTruth.from_tum()
+    sink_holder['scorer'] = CaseScorer(gt, depth_truth, max_depth)
+    gt_s = time.perf_counter() - t_gt
+    result = replay(prep.bag, out_dir, config, progress=progress, pipeline=pipeline)
+    scorer = sink_holder['scorer']
+    timing = result.timing()
+    busy = result.wall_s - pipeline.hook_s
+    timing.update(bench_hooks_s=round(pipeline.hook_s, 3),
+                  fps_without_hooks=round(result.frames / busy, 4) if busy > 0 else None,
+                  ground_truth_s=round(gt_s, 3))
+    per_frame = [{k: r.get(k) for k in ('stamp', 'iou', 'precision', 'recall', 'flicker',
+                                        'static_iou', 'dynamic_iou')}
+                 for r in scorer.scorer.per_frame()]
+    return clean({
+        'sequence': prep.case.name, 'kind': prep.case.kind, 'family': prep.case.family,
+        'camera': prep.case.camera, 'seed': prep.case.seed if prep.case.kind == 'synth' else None,
+        'refiner': refiner, 'refiner_used': pipeline.refiner_name, 'device': str(pipeline.device),
+        'grid_dims': list(pipeline.base_grid.dims), 'frames': result.frames,
+        'parameters': dict(prep.parameters), 'params_file': (
+            os.path.basename(prep.params_file) if prep.params_file else None),
+        'occupancy': scorer.scorer.summary(), 'depth': scorer.depth_summary(),
+        'timing': timing, 'per_frame': per_frame})

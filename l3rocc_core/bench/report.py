@@ -1,0 +1,448 @@
+"""Benchmark report: ``results.json`` → ``results.md`` (Markdown tables) and PNG plots.
+
+Everything in ``results.md`` is rendered from the results dictionary, so the Markdown can be
+regenerated from ``results.json`` alone (:func:`write_report`).
+"""
+
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+STAGES = ('decode', 'pose', 'window', 'depth', 'fusion', 'refiner', 'output', 'publish')
+PLOTS = {'iou': 'iou_per_sequence.png', 'tum': 'tum_iou_over_time.png',
+         'stages': 'stage_timings.png', 'soak': 'soak.png'}
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """Return a number formatted for a table ('–' for missing)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return '–'
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return f'{float(v):.{digits}f}'
+    return str(v)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
+    """Return the lines of a Markdown table."""
+    out = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    out += ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows]
+    return out
+
+
+def mean_figures(runs: Sequence[Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    """Return means over sequences of the occupancy and depth figures (missing values left out)."""
+    keys = ('iou', 'precision', 'recall', 'window_iou', 'static_iou', 'dynamic_iou',
+            'window_static_iou', 'window_dynamic_iou', 'flicker')
+    out: Dict[str, Optional[float]] = {}
+    for k in keys:
+        v = [r['occupancy'].get(k) for r in runs if r['occupancy'].get(k) is not None]
+        out[k] = float(np.mean(v)) if v else None
+    for k in ('abs_rel', 'delta_1_25', 'completeness'):
+        v = [r['depth'].get(k) for r in runs if (r.get('depth') or {}).get(k) is not None]
+        out['depth_' + k] = float(np.mean(v)) if v else None
+    out['sequences'] = len(runs)
+    return out
+
+
+def _accuracy_rows(runs: Sequence[Dict[str, Any]]) -> List[List[str]]:
+    rows = []
+    for r in runs:
+        o, d = r['occupancy'], r.get('depth') or {}
+        rows.append([r['sequence'], r.get('camera') or 'handheld (real)', r['refiner_used'],
+                     fmt(r['frames']), fmt(o.get('iou')), fmt(o.get('window_iou')),
+                     fmt(o.get('precision')), fmt(o.get('recall')), fmt(o.get('static_iou')),
+                     fmt(o.get('dynamic_iou')), fmt(o.get('flicker'), 4),
+                     fmt(d.get('abs_rel')), fmt(d.get('delta_1_25')),
+                     fmt(d.get('completeness'))])
+    return rows
+
+
+def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
+    """Return the whole ``results.md``."""
+    meta = results.get('meta', {})
+    lines = ['# l3rocc benchmark results', '',
+             f'Command: `{meta.get("command", "l3rocc bench")}`  ',
+             f'Date: {meta.get("date", "?")} · commit {meta.get("commit", "?")} · '
+             f'{meta.get("cpu_cores", "?")} CPU cores ({meta.get("cpu_model", "?")}) · '
+             f'device {meta.get("device", "?")} ({meta.get("device_name", "")}) · '
+             f'torch {meta.get("torch", "?")}, {meta.get("torch_threads", "?")} threads  ',
+             f'Load average (1/5/15 min) at start {meta.get("load_average_start")}, at end '
+             f'{meta.get("load_average_end")}: the machine is shared, so timings are '
+             'upper bounds of what the code needs; every figure is a median, never asserted.',
+             f'Wall time of the whole run: {fmt(meta.get("wall_s"), 0)} s.', '']
+    speed = results.get('speed') or {}
+    if speed.get('targets'):
+        lines += ['## Speed targets (issue 2)', '',
+                  'On 2 CPU cores, 640x480 input, default grid: the node under a 30 Hz camera '
+                  '(TUM fr1/xyz images, `config/tum.yaml`), and `l3rocc replay` of a 640x480 '
+                  '10 fps bag.', '']
+        lines += table(['target', 'goal', 'measured', 'status', 'note'],
+                       [[t['name'], t['target'], f'{fmt(t["measured"], 2)} {t["unit"]}',
+                         t['status'], t.get('note', '')] for t in speed['targets']])
+        lines.append('')
+    acc = results.get('accuracy') or {}
+    runs = acc.get('runs') or []
+    if runs:
+        lines += ['## Accuracy', '',
+                  'Per sequence, scored per the contract (observed voxels only): `IoU` = '
+                  'newest slice (mean over frames), `window` = all slices of each window '
+                  'against the GT at their stamps, static/dynamic = over GT static / moving '
+                  'voxels (synthetic only), flicker = share of observed static voxels that '
+                  'change between consecutive frames; depth of the geometry stage (plane '
+                  'sweep) against GT depth: AbsRel, δ<1.25 and completeness (share of GT '
+                  'pixels with a valid estimate). Synthetic sequences: `l3rocc synth` test-split '
+                  'seeds (never trained on).', '']
+        header = ['sequence', 'camera', 'refiner', 'frames', 'IoU', 'window IoU', 'precision',
+                  'recall', 'static IoU', 'dynamic IoU', 'flicker', 'depth AbsRel', 'δ<1.25',
+                  'depth compl.']
+        rows = _accuracy_rows(runs)
+        for refiner, m in (acc.get('means') or {}).items():
+            rows.append([f'**mean ({m["sequences"]} seq.)**', '', refiner, '',
+                         fmt(m['iou']), fmt(m['window_iou']), fmt(m['precision']),
+                         fmt(m['recall']), fmt(m['static_iou']), fmt(m['dynamic_iou']),
+                         fmt(m['flicker'], 4), fmt(m['depth_abs_rel']),
+                         fmt(m['depth_delta_1_25']), fmt(m['depth_completeness'])])
+        lines += table(header, rows)
+        lines.append('')
+        if acc.get('network_pending'):
+            lines += [f'`refiner: network`: pending ({acc["network_pending"]}); the '
+                      'geometry-only rows are the baseline the network must beat.', '']
+        if acc.get('network_targets'):
+            lines += ['### Network against geometry only (issue 4)', '']
+            lines += table(['target', 'goal', 'measured', 'status'],
+                           [[t['name'], t['target'], fmt(t['measured']), t['status']]
+                            for t in acc['network_targets']])
+            lines.append('')
+        for key in ('iou', 'tum'):
+            if key in plots:
+                lines += [f'![{key}]({plots[key]})', '']
+    stage_rows = _stage_rows(results)
+    if stage_rows:
+        lines += ['## Per-stage timings', '',
+                  'Median milliseconds per frame (`total` = the push of the pipeline). `fps` = '
+                  'frames / wall time of the whole replay (loading included); for the accuracy '
+                  'runs the scoring hooks are excluded. `publish` = building the messages of '
+                  'the node (points, occupancy, markers) for one window.', '']
+        lines += table(['run', 'device'] + list(STAGES) + ['total', 'fps', 'peak RSS MB'],
+                       stage_rows)
+        lines.append('')
+        if 'stages' in plots:
+            lines += [f'![stages]({plots["stages"]})', '']
+    node = speed.get('node')
+    if node and 'error' not in node:
+        lines += ['## Node under a 30 Hz camera', '', _node_sentence(node), '']
+        lines += table(['sent fps', 'ingested fps', 'processed fps', 'published Hz',
+                        'latency p50 ms', 'latency p95 ms', 'dropped (queue full)',
+                        'peak RSS MB', 'threads', 'SIGINT → exit s'],
+                       [[fmt(node.get('sent_fps'), 1), fmt(node.get('ingest_fps'), 1),
+                         fmt(node.get('processed_fps'), 2), fmt(node.get('publish_hz'), 2),
+                         fmt((node.get('latency_ms') or {}).get('p50'), 0),
+                         fmt((node.get('latency_ms') or {}).get('p95'), 0),
+                         fmt(node.get('dropped_queue_full'), 0), fmt(node.get('peak_rss_mb'), 0),
+                         fmt(node.get('threads_max'), 0), fmt(node.get('shutdown_s'), 2)]])
+        lines.append('')
+    elif node:
+        lines += ['## Node under a 30 Hz camera', '', f'Not measured: {node["error"]}', '']
+    octo = results.get('octomap')
+    if octo and 'error' not in octo:
+        lines += _octomap_lines(octo)
+    elif octo:
+        lines += ['## Fusion vs OctoMap', '', f'Not measured: {octo["error"]}', '']
+    soak = results.get('soak')
+    if soak:
+        lines += _soak_lines(soak, plots.get('soak'))
+    return '\n'.join(lines) + '\n'
+
+
+def _node_sentence(node: Dict[str, Any]) -> str:
+    return (f'`l3rocc_node` ({node.get("refiner")}, {node.get("device")}) in its own process, '
+            f'{node.get("image")} images + CameraInfo + /tf at {fmt(node.get("rate_hz"), 0)} Hz '
+            f'(stamps = now) for {fmt(node.get("measure_s"), 0)} s after '
+            f'{fmt(node.get("warmup_s"), 0)} s warm-up; latency = receive time of '
+            '`~/points` − its header stamp. Frames replaced in the input queue (latest wins) '
+            'are the designed behaviour of a pipeline slower than the camera.')
+
+
+def _stage_rows(results: Dict[str, Any]) -> List[List[str]]:
+    rows = []
+    for r in (results.get('accuracy') or {}).get('runs') or []:
+        t = r.get('timing') or {}
+        st = t.get('stages_ms') or {}
+        rows.append([f'replay {r["sequence"]} ({r["refiner_used"]})', r.get('device', '')]
+                    + [fmt(st.get(s), 1) for s in STAGES]
+                    + [fmt(st.get('total'), 1), fmt(t.get('fps_without_hooks'), 2), '–'])
+    speed = results.get('speed') or {}
+    rep = speed.get('replay')
+    if rep and rep.get('timing'):
+        st = rep['timing'].get('stages_ms') or {}
+        rows.append([f'**`l3rocc replay` {rep["sequence"]} ({rep["refiner"]})**',
+                     rep.get('device', '')] + [fmt(st.get(s), 1) for s in STAGES]
+                    + [fmt(st.get('total'), 1), fmt(rep['timing'].get('fps'), 2),
+                       fmt(rep.get('peak_rss_mb'), 0)])
+    node = speed.get('node')
+    if node and 'error' not in node:
+        st = dict(node.get('stage_ms') or {})
+        cost = node.get('publish_cost_ms') or {}
+        if cost and 'publish' not in st:
+            st['publish'] = cost.get('total')      # offline message building, when the node
+            # does not report its own publish time
+        rows.append([f'node ({node.get("refiner")})', node.get('device') or '']
+                    + [fmt(st.get(s), 1) for s in STAGES]
+                    + [fmt(st.get('total'), 1), fmt(node.get('processed_fps'), 2),
+                       fmt(node.get('peak_rss_mb'), 0)])
+    return rows
+
+
+def _octomap_lines(octo: Dict[str, Any]) -> List[str]:
+    lines = ['## Fusion vs OctoMap', '',
+             f'The same TUM fr1/xyz GT depth maps ({octo["resolution"]}, '
+             f'{fmt(octo["points_per_frame"], 0)} valid points per frame) and GT poses, voxel '
+             f'{octo["voxel_size"]} m, max range {octo["max_range_m"]} m, '
+             f'{octo.get("rounds", 1)} interleaved rounds (median per frame; the first '
+             f'{octo.get("warmup_frames", "?")} frames of each round untimed); device '
+             f'{octo["device"]}, '
+             f'{octo.get("torch_threads")} torch threads. OctoMap: `pyoctomap` '
+             '`insertPointCloud` (every point a ray, unbounded tree). Points/s = valid depth '
+             'points / integration time, the same numerator for every row.', '']
+    rows = []
+    base = (octo.get('octomap') or {}).get('points_per_s')
+    for label, v in octo['ours'].items():
+        ratio = (octo.get('ratio') or {}).get(label)
+        rows.append([f'ours: {label}', 'x'.join(str(d) for d in v['grid_dims']),
+                     fmt(v.get('timed_frames', octo.get('timed_frames'))),
+                     fmt(v['ms_per_frame'], 1), f'{v["points_per_s"]:,.0f}',
+                     f'{ratio:.2f}x' if ratio is not None else '–'])
+    if base:
+        rows.append(['OctoMap', 'unbounded', fmt(octo.get('timed_frames')),
+                     fmt(octo['octomap']['ms_per_frame'], 1),
+                     f'{base:,.0f}', '1.00x'])
+    lines += table(['fusion', 'grid', 'timed frames', 'ms / frame', 'points / s',
+                    'vs OctoMap'], rows)
+    ratio = (octo.get('ratio') or {}).get('default')
+    if ratio is not None:
+        lines += ['', f'    fusion vs OctoMap: {ratio:.1f}x', '']
+    return lines + ['']
+
+
+def _soak_lines(soak: Dict[str, Any], plot: Optional[str]) -> List[str]:
+    if 'error' in soak:
+        return ['## Soak (`l3rocc bench --soak`)', '', f'Not measured: {soak["error"]}', '']
+    lines = ['## Soak (`l3rocc bench --soak`)', '', _node_sentence(soak), '',
+             f'Frames sent in the measured {fmt(soak.get("measure_s"), 0)} s: '
+             f'{fmt(soak.get("sent_frames"))}; whole run (warm-up included): sent '
+             f'{fmt(soak.get("sent_total"))}, '
+             f'ingested by the node {fmt((soak.get("totals") or {}).get("frames_received"), 0)}'
+             f', processed '
+             f'{fmt((soak.get("totals") or {}).get("frames_processed"), 0)}, replaced in the '
+             f'queue {fmt(soak.get("dropped_queue_full"), 0)}, dropped for errors '
+             f'{fmt(soak.get("dropped_frames"), 0)}; RSS slope '
+             f'{fmt(soak.get("rss_slope_mb_per_min"), 2)} MB/min (after warm-up), threads '
+             f'{fmt(soak.get("threads_start"), 0)} → {fmt(soak.get("threads_end"), 0)}, node '
+             f'alive at the end: {soak.get("node_alive_at_end")}, SIGINT → exit '
+             f'{fmt(soak.get("shutdown_s"), 2)} s.', '']
+    rows = [[fmt(r['t_s'], 0), fmt(r['sent_fps'], 1), fmt(r['ingest_fps'], 1),
+             fmt(r['processed_fps'], 2), fmt(r['published_hz'], 2),
+             fmt(r['latency_p50_ms'], 0), fmt(r['latency_p95_ms'], 0), fmt(r['rss_mb'], 0),
+             fmt(r['threads'], 0)] for r in soak.get('series') or []]
+    lines += table(['t s', 'sent fps', 'ingested fps', 'processed fps', 'published Hz',
+                    'latency p50 ms', 'latency p95 ms', 'RSS MB', 'threads'], rows)
+    lines.append('')
+    if plot:
+        lines += [f'![soak]({plot})', '']
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+def _plt() -> Any:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_iou_per_sequence(runs: Sequence[Dict[str, Any]], path: str) -> None:
+    """Plot grouped bars: newest-slice and window IoU per sequence, geometry vs network."""
+    plt = _plt()
+    names = list(dict.fromkeys(r['sequence'] for r in runs))
+    refiners = list(dict.fromkeys(r['refiner_used'] for r in runs))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4))
+    width = 0.8 / max(1, 2 * len(refiners))
+    x = np.arange(len(names))
+    k = 0
+    for ref in refiners:
+        for key, hatch in (('iou', ''), ('window_iou', '//')):
+            vals = []
+            for n in names:
+                r = next((r for r in runs if r['sequence'] == n and r['refiner_used'] == ref),
+                         None)
+                v = r['occupancy'].get(key) if r else None
+                vals.append(np.nan if v is None else v)
+            ax.bar(x + (k - (2 * len(refiners) - 1) / 2) * width, vals, width,
+                   label=f'{ref}: {"newest" if key == "iou" else "window"}', hatch=hatch,
+                   color=f'C{refiners.index(ref)}', alpha=1.0 if key == 'iou' else 0.6)
+            k += 1
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=20, ha='right')
+    ax.set_ylabel('IoU (observed voxels)')
+    ax.set_ylim(0, 1)
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title('Occupancy IoU per sequence')
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_tum_over_time(runs: Sequence[Dict[str, Any]], path: str) -> None:
+    """Plot newest-slice IoU over time on TUM fr1/xyz, one line per refiner."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for r in runs:
+        rows = r.get('per_frame') or []
+        if not rows:
+            continue
+        t = (np.asarray([x['stamp'] for x in rows], np.int64) - rows[0]['stamp']) / 1e9
+        iou = np.asarray([np.nan if x['iou'] is None else x['iou'] for x in rows], float)
+        ax.plot(t, iou, marker='.', label=f'{r["refiner_used"]} (mean '
+                f'{fmt(r["occupancy"].get("iou"))})')
+    ax.set_xlabel('time (s)')
+    ax.set_ylabel('IoU newest slice')
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title('TUM fr1/xyz: IoU over time')
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_stages(results: Dict[str, Any], path: str) -> None:
+    """Plot horizontal stacked bars of the median stage times of every run."""
+    plt = _plt()
+    rows = _stage_rows(results)
+    if not rows:
+        return
+    labels = [r[0].replace('*', '').replace('`', '') for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+    left = np.zeros(len(rows))
+    for i, stage in enumerate(STAGES):
+        vals = np.asarray([float(r[2 + i]) if r[2 + i] != '–' else 0.0 for r in rows])
+        ax.barh(labels, vals, left=left, label=stage, color=f'C{i}')
+        left += vals
+    ax.set_xlabel('median ms per frame')
+    ax.invert_yaxis()
+    ax.grid(axis='x', alpha=0.3)
+    ax.set_title('Per-stage timings')
+    fig.tight_layout()
+    ax.legend(ncol=4, fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.12),
+              frameon=False)
+    fig.subplots_adjust(bottom=0.25)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_soak(soak: Dict[str, Any], path: str) -> None:
+    """Plot three panels over time: rates, latency p50/p95, RSS and threads."""
+    plt = _plt()
+    series = soak.get('series') or []
+    if not series:
+        return
+
+    def col(k: str) -> np.ndarray:
+        return np.asarray([np.nan if r.get(k) is None else r[k] for r in series], float)
+
+    t = col('t_s')
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    for k in ('sent_fps', 'ingest_fps', 'processed_fps', 'published_hz'):
+        axes[0].plot(t, col(k), marker='.', label=k)
+    axes[0].set_ylabel('per second')
+    axes[0].legend(fontsize=8, ncol=2)
+    axes[1].plot(t, col('latency_p50_ms'), marker='.', label='p50')
+    axes[1].plot(t, col('latency_p95_ms'), marker='.', label='p95')
+    axes[1].set_ylabel('latency ms')
+    axes[1].legend(fontsize=8)
+    axes[2].plot(t, col('rss_mb'), 'k', marker='.', label='RSS MB')
+    axes[2].set_ylabel('RSS MB')
+    ax2 = axes[2].twinx()
+    ax2.plot(t, col('threads'), 'C3--', label='threads')
+    ax2.set_ylabel('threads')
+    axes[2].set_xlabel('time (s)')
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f'Soak: {soak.get("rate_hz")} Hz camera into l3rocc_node '
+                      f'({soak.get("refiner")}); RSS slope '
+                      f'{fmt(soak.get("rss_slope_mb_per_min"), 2)} MB/min')
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(results: Dict[str, Any], out_dir: str) -> Dict[str, str]:
+    """Write ``results.json``, the plots and ``results.md`` into ``out_dir``.
+
+    :return: plot name -> file name (relative to ``out_dir``)
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    plots: Dict[str, str] = {}
+    runs = (results.get('accuracy') or {}).get('runs') or []
+    if runs:
+        plot_iou_per_sequence(runs, os.path.join(out_dir, PLOTS['iou']))
+        plots['iou'] = PLOTS['iou']
+        tum = [r for r in runs if r.get('kind') == 'tum']
+        if tum:
+            plot_tum_over_time(tum, os.path.join(out_dir, PLOTS['tum']))
+            plots['tum'] = PLOTS['tum']
+    if _stage_rows(results):
+        plot_stages(results, os.path.join(out_dir, PLOTS['stages']))
+        plots['stages'] = PLOTS['stages']
+    soak = results.get('soak')
+    if soak and soak.get('series'):
+        plot_soak(soak, os.path.join(out_dir, PLOTS['soak']))
+        plots['soak'] = PLOTS['soak']
+    _write_atomic(os.path.join(out_dir, 'results.json'),
+                  json.dumps(clean(results, 6), indent=1, default=_json_default) + '\n')
+    _write_atomic(os.path.join(out_dir, 'results.md'), markdown(results, plots))
+    return plots
+
+
+def clean(v: Any, digits: Optional[int] = None) -> Any:
+    """Return ``v`` with NaN/inf floats as None and numpy scalars as Python numbers (JSON).
+
+    :param digits: round floats to this many decimals (None: keep them)
+    """
+    if isinstance(v, dict):
+        return {k: clean(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean(x, digits) for x in v]
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(float(v)):
+            return None
+        return float(v) if digits is None else round(float(v), digits)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f'not JSON serialisable: {type(v).__name__}')
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + '.partial'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
+    os.replace(tmp, path)

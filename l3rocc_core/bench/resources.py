@@ -1,0 +1,137 @@
+"""Resource figures of processes: RSS, peak RSS, threads (Linux ``/proc``), load average.
+
+:class:`ProcessMonitor` samples ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM`` = peak RSS,
+``Threads``) from a background thread; :func:`run_monitored` runs a command under it.
+"""
+
+import os
+import subprocess
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+MB = 1024.0 * 1024.0
+
+
+def proc_status(pid: int) -> Optional[Dict[str, float]]:
+    """RSS and peak RSS (MB) and thread count of a live process, or None when it is gone.
+
+    :param pid: process id
+    """
+    try:
+        with open(f'/proc/{pid}/status', 'r', encoding='utf-8') as f:
+            text = f.read()
+    except OSError:
+        return None
+    out: Dict[str, float] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        if key in ('VmRSS', 'VmHWM'):
+            out['rss_mb' if key == 'VmRSS' else 'peak_rss_mb'] = int(value.split()[0]) / 1024.0
+        elif key == 'Threads':
+            out['threads'] = float(value.strip())
+    return out or None
+
+
+def load_average() -> List[float]:
+    """Return the 1, 5 and 15 minute load averages (empty where unknown)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class ProcessMonitor:
+    """Samples a process every ``period_s`` seconds until :meth:`stop`.
+
+    :param pid: process id
+    :param period_s: sampling period
+    """
+
+    def __init__(self, pid: int, period_s: float = 0.5):
+        """Start sampling at once."""
+        self.pid = pid
+        self.period_s = float(period_s)
+        self.samples: List[Dict[str, float]] = []
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f'monitor-{pid}', daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.period_s)
+
+    def sample(self) -> Optional[Dict[str, float]]:
+        """Take one sample now (also called by the thread); None when the process is gone."""
+        st = proc_status(self.pid)
+        if st is not None:
+            st['t_s'] = time.monotonic() - self.t0
+            self.samples.append(st)
+        return st
+
+    def stop(self) -> None:
+        """Stop sampling (waits for the thread)."""
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+    @property
+    def peak_rss_mb(self) -> Optional[float]:
+        """Largest VmHWM seen (the kernel's peak RSS), in MB."""
+        vals = [s['peak_rss_mb'] for s in self.samples if 'peak_rss_mb' in s]
+        return max(vals) if vals else None
+
+    @property
+    def max_threads(self) -> Optional[int]:
+        """Largest thread count seen."""
+        vals = [s['threads'] for s in self.samples if 'threads' in s]
+        return int(max(vals)) if vals else None
+
+
+def run_monitored(cmd: Sequence[str], env: Optional[Dict[str, str]] = None,
+                  timeout_s: Optional[float] = None, cwd: Optional[str] = None,
+                  stdout: Any = None) -> Dict[str, Any]:
+    """Run ``cmd`` to completion while sampling its memory.
+
+    :param cmd: argument list (never a shell string)
+    :param env: environment (default: this one)
+    :param timeout_s: kill after this many seconds
+    :param stdout: where the child's stdout goes (default: inherited)
+    :return: ``rc``, ``wall_s``, ``peak_rss_mb`` (VmHWM, or ru_maxrss of the child when it
+        ended between samples), ``max_threads``, ``timed_out``
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=stdout)
+    mon = ProcessMonitor(proc.pid, 0.25)
+    timed_out = False
+    ru_maxrss_mb = None
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                # Reaped here (for its rusage): tell Popen so it does not wait again.
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                ru_maxrss_mb = usage.ru_maxrss / 1024.0      # Linux: kilobytes
+                break
+            if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+                timed_out = True
+                proc.kill()
+            time.sleep(0.1)
+    finally:
+        mon.stop()
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    peaks = [v for v in (mon.peak_rss_mb, ru_maxrss_mb) if v is not None]
+    return {'rc': proc.returncode, 'wall_s': time.perf_counter() - t0,
+            'peak_rss_mb': max(peaks) if peaks else None, 'max_threads': mon.max_threads,
+            'timed_out': timed_out}

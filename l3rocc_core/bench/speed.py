@@ -1,0 +1,177 @@
+"""Speed runs and the targets of issue 2 (measured and reported, never asserted).
+
+- :func:`replay_speed`: ``l3rocc replay`` itself, in a subprocess, on a 640x480 bag; its
+  ``timing.json`` (``fps``, stage medians) and its peak RSS;
+- :func:`node_bench`: ``python -m l3rocc_ros.bench_node`` in a subprocess (the core never
+  imports rclpy) and its JSON;
+- :func:`speed_targets` / :func:`network_targets`: the targets beside the measured values.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from l3rocc_core.bench.resources import load_average, run_monitored
+from l3rocc_core.bench.suite import Prepared
+
+#: Issue 2's targets (2 CPU cores, 640x480 input, default grid).
+TARGETS = {
+    'ingest_fps': 15.0,          # frames ingested by the node, >=
+    'publish_hz': 2.0,           # occupancy published, >=
+    'latency_p95_s': 0.5,        # image stamp -> publish, p95, <=
+    'peak_rss_gb': 2.5,          # node peak RSS, <=
+    'replay_fps': 10.0,          # l3rocc replay of a 640x480 10 fps bag, >=
+    'octomap_ratio': 20.0,       # fusion vs OctoMap points/s, >= (issue 3)
+}
+
+
+def _set_args(values: Dict[str, Any]) -> List[str]:
+    out = []
+    for k, v in values.items():
+        if isinstance(v, bool):
+            v = 'true' if v else 'false'
+        elif isinstance(v, (list, tuple)):
+            v = '[' + ','.join(repr(float(x)) for x in v) + ']'
+        out.append(f'{k}={v}')
+    return out
+
+
+def replay_speed(prep: Prepared, out_dir: str, refiner: str, device: str,
+                 timeout_s: float = 1800.0) -> Dict[str, Any]:
+    """Run ``l3rocc replay`` on ``prep``'s bag in a subprocess; return timing.json + memory.
+
+    :param prep: the sequence (its parameters are passed with ``--set``)
+    :param out_dir: the replay's output folder
+    :param refiner: 'none' or 'network'
+    :param device: 'cpu', 'cuda' or 'auto'
+    """
+    values = dict(prep.parameters)
+    values.update(refiner=refiner, device=device)
+    cmd = [sys.executable, '-m', 'l3rocc_core.cli', 'replay', prep.bag, '--out', out_dir,
+           '--no-progress']
+    if prep.params_file:
+        cmd += ['--params-file', prep.params_file]
+    cmd += ['--set'] + _set_args(values)
+    load = load_average()
+    with open(os.devnull, 'wb') as devnull:
+        run = run_monitored(cmd, timeout_s=timeout_s, stdout=devnull)
+    out: Dict[str, Any] = {'sequence': prep.case.name, 'refiner': refiner, 'device': device,
+                           'command': 'l3rocc ' + ' '.join(cmd[3:]), 'rc': run['rc'],
+                           'peak_rss_mb': run['peak_rss_mb'], 'max_threads': run['max_threads'],
+                           'process_wall_s': run['wall_s'], 'load_average_start': load,
+                           'load_average_end': load_average()}
+    path = os.path.join(out_dir, 'timing.json')
+    if run['rc'] == 0 and os.path.isfile(path):
+        with open(path, 'r', encoding='utf-8') as f:
+            out['timing'] = json.load(f)
+    else:
+        out['error'] = f'l3rocc replay exited with {run["rc"]}'
+    return out
+
+
+def node_bench(out_json: str, seconds: float, warmup: float, sets: Sequence[str],
+               publish_cost: Optional[str] = None, bucket_s: float = 5.0,
+               timeout_s: Optional[float] = None) -> Dict[str, Any]:
+    """Run ``l3rocc_ros.bench_node`` in a subprocess and return its JSON.
+
+    :param out_json: where it writes its result
+    :param seconds: measured seconds
+    :param warmup: seconds streamed before measuring
+    :param sets: node parameter overrides ``name=value``
+    :param publish_cost: occupancy.npz whose window is used to time message building
+    :param bucket_s: time-series bucket (seconds)
+    :return: the node benchmark's dict, or ``{'error': ...}``
+    """
+    cmd = [sys.executable, '-m', 'l3rocc_ros.bench_node', '--out', out_json,
+           '--seconds', str(seconds), '--warmup', str(warmup), '--bucket', str(bucket_s),
+           '--progress']
+    if sets:
+        cmd += ['--set'] + list(sets)
+    if publish_cost:
+        cmd += ['--publish-cost', publish_cost]
+    if os.path.exists(out_json):
+        os.remove(out_json)
+    limit = timeout_s if timeout_s is not None else seconds + warmup + 300.0
+    try:
+        proc = subprocess.run(cmd, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        return {'error': f'bench_node did not finish within {limit:.0f} s'}
+    if not os.path.isfile(out_json):
+        return {'error': f'bench_node exited with {proc.returncode} and wrote nothing '
+                         '(is rclpy importable? run make setup)'}
+    with open(out_json, 'r', encoding='utf-8') as f:
+        return json.load(f)
+
+
+def _row(name: str, target: str, value: Optional[float], ok: Optional[bool],
+         unit: str = '', note: str = '') -> Dict[str, Any]:
+    status = 'n/a' if ok is None else ('PASS' if ok else 'MISS')
+    return {'name': name, 'target': target, 'measured': value, 'unit': unit,
+            'status': status, 'note': note}
+
+
+def _ok(value: Optional[float], test: Any) -> Optional[bool]:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return bool(test(value))
+
+
+def speed_targets(replay: Optional[Dict[str, Any]], node: Optional[Dict[str, Any]],
+                  octomap: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Rows target / measured / PASS|MISS|n/a for issue 2's speed targets and the OctoMap goal."""
+    T = TARGETS
+    rows = []
+    node_ok = node is not None and 'error' not in node
+    ingest = node.get('ingest_fps') if node_ok else None
+    rows.append(_row('frames ingested (node)', f'>= {T["ingest_fps"]:g} fps', ingest,
+                     _ok(ingest, lambda v: v >= T['ingest_fps']), 'fps',
+                     f'{node.get("sent_fps", 0):.1f} fps sent' if node_ok else ''))
+    pub = node.get('publish_hz') if node_ok else None
+    rows.append(_row('occupancy published (node)', f'>= {T["publish_hz"]:g} Hz', pub,
+                     _ok(pub, lambda v: v >= T['publish_hz']), 'Hz'))
+    p95 = (node.get('latency_ms') or {}).get('p95') if node_ok else None
+    p95_s = p95 / 1e3 if p95 is not None else None
+    rows.append(_row('latency stamp -> publish p95 (node)', f'<= {T["latency_p95_s"]:g} s',
+                     p95_s, _ok(p95_s, lambda v: v <= T['latency_p95_s']), 's',
+                     f'p50 {(node.get("latency_ms") or {}).get("p50") or 0:.0f} ms'
+                     if node_ok else ''))
+    rss = node.get('peak_rss_mb') if node_ok else None
+    rss_gb = rss / 1024.0 if rss is not None else None
+    rows.append(_row('peak RSS (node)', f'<= {T["peak_rss_gb"]:g} GB', rss_gb,
+                     _ok(rss_gb, lambda v: v <= T['peak_rss_gb']), 'GB'))
+    fps = (replay or {}).get('timing', {}).get('fps')
+    rows.append(_row('l3rocc replay 640x480 10 fps bag', f'>= {T["replay_fps"]:g} frames/s',
+                     fps, _ok(fps, lambda v: v >= T['replay_fps']), 'frames/s',
+                     f'{replay["sequence"]}, refiner {replay["refiner"]}' if replay else ''))
+    ratio = ((octomap or {}).get('ratio') or {}).get('default')
+    rows.append(_row('fusion vs OctoMap (points/s)', f'>= {T["octomap_ratio"]:g}x', ratio,
+                     _ok(ratio, lambda v: v >= T['octomap_ratio']), 'x'))
+    return rows
+
+
+def network_targets(none: Dict[str, Any], network: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Issue 4's accuracy targets of ``network`` against geometry only (means over sequences).
+
+    :param none: mean occupancy figures with ``refiner: none`` (``iou``, ``window_iou``,
+        ``flicker``, ``static_iou``)
+    :param network: the same with ``refiner: network``
+    """
+    def diff(key: str) -> Optional[float]:
+        a, b = none.get(key), network.get(key)
+        return None if a is None or b is None else b - a
+
+    rows = []
+    d = diff('iou')
+    rows.append(_row('newest-slice IoU gain', '>= +0.05', d, _ok(d, lambda v: v >= 0.05)))
+    d = diff('window_iou')
+    rows.append(_row('window IoU gain', '>= +0.05', d, _ok(d, lambda v: v >= 0.05)))
+    fa, fb = none.get('flicker'), network.get('flicker')
+    r = fb / fa if fa and fb is not None else None
+    rows.append(_row('flicker ratio network / geometry', '<= 0.7', r,
+                     _ok(r, lambda v: v <= 0.7)))
+    d = diff('static_iou')
+    rows.append(_row('static-voxel IoU change', '>= 0', d, _ok(d, lambda v: v >= 0.0)))
+    return rows

@@ -1,0 +1,163 @@
+"""Smoke tests of the benchmark machinery on tiny inputs (no timing is ever asserted)."""
+
+import json
+import os
+from pathlib import Path
+import sys
+
+import numpy as np
+import pytest
+
+from l3rocc_core.bench import report, speed
+from l3rocc_core.bench.accuracy import CaseScorer, DepthTruth, run_case
+from l3rocc_core.bench.resources import proc_status, run_monitored
+from l3rocc_core.bench.suite import Case, DEFAULT_SET, prepare, QUICK_SET, select
+from l3rocc_core.camera import PinholeCamera
+
+
+def test_sets_are_seeded_held_out_and_cover_families_and_cameras() -> None:
+    for cases in (QUICK_SET, DEFAULT_SET):
+        synth = [c for c in cases if c.kind == 'synth']
+        assert {c.family for c in synth} == {'industrial', 'driving'}
+        assert any(c.moving_camera for c in synth) and any(not c.moving_camera for c in synth)
+        assert all(c.seed >= 200_000 for c in synth)       # the synth test split
+        assert any(c.kind == 'tum' for c in cases)
+        assert len({c.name for c in cases}) == len(cases)
+    assert [c.name for c in select(QUICK_SET, ['tum_fr1_xyz'])] == ['tum_fr1_xyz']
+    with pytest.raises(ValueError, match='unknown sequence'):
+        select(QUICK_SET, ['nope'])
+
+
+def test_depth_truth_renders_a_plane_into_a_smaller_camera() -> None:
+    cam = PinholeCamera(64, 48, 60.0, 60.0, 31.5, 23.5)
+    small = cam.scaled(32)
+    truth = DepthTruth({7: (np.full((48, 64), 2.0, np.float32), cam, None)})
+    gt = truth.render(7, small, np.eye(4))
+    assert gt.shape == (small.height, small.width)
+    assert np.allclose(gt[gt > 0], 2.0) and (gt > 0).mean() > 0.95
+    assert truth.render(8, small, np.eye(4)) is None
+
+
+def test_resources_measure_a_child_and_this_process() -> None:
+    me = proc_status(os.getpid())
+    assert me['rss_mb'] > 10 and me['peak_rss_mb'] >= me['rss_mb'] and me['threads'] >= 1
+    run = run_monitored([sys.executable, '-c', 'b = bytearray(80_000_000); b[::4096] = '
+                         'b"x" * len(b[::4096])'])
+    assert run['rc'] == 0 and not run['timed_out']
+    assert run['peak_rss_mb'] >= 75, run
+
+
+def test_targets_pass_miss_and_missing() -> None:
+    node = {'ingest_fps': 20.0, 'sent_fps': 30.0, 'publish_hz': 1.0,
+            'latency_ms': {'p50': 100.0, 'p95': 400.0}, 'peak_rss_mb': 3000.0}
+    rows = {r['name']: r for r in speed.speed_targets(None, node, {'ratio': {'default': 25.0}})}
+    assert rows['frames ingested (node)']['status'] == 'PASS'
+    assert rows['occupancy published (node)']['status'] == 'MISS'
+    assert rows['latency stamp -> publish p95 (node)']['status'] == 'PASS'
+    assert rows['peak RSS (node)']['status'] == 'MISS'
+    assert rows['l3rocc replay 640x480 10 fps bag']['status'] == 'n/a'
+    assert rows['fusion vs OctoMap (points/s)']['status'] == 'PASS'
+    net = {r['name']: r for r in speed.network_targets(
+        {'iou': 0.4, 'window_iou': 0.3, 'flicker': 0.1, 'static_iou': 0.5},
+        {'iou': 0.47, 'window_iou': 0.32, 'flicker': 0.05, 'static_iou': 0.49})}
+    assert net['newest-slice IoU gain']['status'] == 'PASS'
+    assert net['window IoU gain']['status'] == 'MISS'
+    assert net['flicker ratio network / geometry']['status'] == 'PASS'
+    assert net['static-voxel IoU change']['status'] == 'MISS'
+
+
+@pytest.fixture(scope='module')
+def tiny_case(tmp_path_factory) -> object:
+    """Return a 6-frame 96x72 synthetic sequence made by ``l3rocc synth`` (a subprocess)."""
+    case = Case('tiny', 'synth', 'industrial', 'handheld', 200_123, 6, 10.0, 96)
+    return prepare(case, str(tmp_path_factory.mktemp('bench_cache')), progress=False)
+
+
+def test_bench_pipeline_changes_nothing_and_scores_every_push(tiny_case, tmp_path: Path):
+    from l3rocc_core.occupancy import load_sequence
+    from l3rocc_core.tools.replay import replay
+    extra = {'working_width': 96, 'num_depth_planes': 16}
+    res = run_case(tiny_case, 'none', str(tmp_path / 'bench'), 'cpu', False, extra)
+    assert res['frames'] == 6 and res['refiner_used'] == 'geometry'
+    occ = res['occupancy']
+    assert occ['frames'] == 6
+    for key in ('iou', 'window_iou', 'static_iou', 'precision', 'recall', 'flicker'):
+        assert key in occ and (occ[key] is None or 0.0 <= occ[key] <= 1.0), key
+    assert res['depth']['frames'] + res['depth']['frames_without_depth'] == 6
+    assert res['timing']['bench_hooks_s'] >= 0 and len(res['per_frame']) == 6
+    json.dumps(res, allow_nan=False)
+    # The same replay with the plain pipeline writes the very same occupancy.
+    from l3rocc_core.bench.accuracy import case_config
+    replay(tiny_case.bag, str(tmp_path / 'plain'), case_config(tiny_case, 'none', 'cpu', extra),
+           progress=False)
+    a = load_sequence(str(tmp_path / 'bench' / 'occupancy.npz'))
+    b = load_sequence(str(tmp_path / 'plain' / 'occupancy.npz'))
+    assert np.array_equal(a.stamps_ns, b.stamps_ns) and np.array_equal(a.indptr, b.indptr)
+    assert np.array_equal(a.indices, b.indices) and np.allclose(a.prob, b.prob)
+
+
+def test_case_scorer_is_perfect_on_ground_truth_itself(tiny_case) -> None:
+    from l3rocc_core import metrics as M
+    from l3rocc_core.occupancy import Occupancy4D
+    gt = M.ground_truth_from_file(tiny_case.gt)
+    scorer = CaseScorer(gt, None, 6.0)
+    for n in range(len(gt.stamps_ns)):
+        rows = list(range(max(0, n - 3), n + 1))
+        prob = np.stack([gt.occupied_at(m) for m in rows]).astype(np.float32)
+        occ = Occupancy4D(gt.grid, gt.stamps_ns[rows], prob, None, 0.5)
+        scorer(None, occ, None)
+    s = scorer.scorer.summary()
+    assert s['iou'] == pytest.approx(1.0) and s['window_iou'] == pytest.approx(1.0)
+    assert s['flicker'] == pytest.approx(0.0, abs=0.01)
+
+
+def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
+    run = {'sequence': 'tum_fr1_xyz', 'kind': 'tum', 'camera': '', 'refiner': 'none',
+           'refiner_used': 'geometry', 'device': 'cpu', 'frames': 3,
+           'occupancy': {'iou': 0.5, 'window_iou': 0.4, 'precision': 0.6, 'recall': 0.7,
+                         'flicker': 0.01, 'static_iou': None},
+           'depth': {'abs_rel': 0.1, 'delta_1_25': 0.9, 'completeness': 0.5},
+           'timing': {'stages_ms': {'depth': 10.0, 'fusion': 5.0, 'total': 16.0},
+                      'fps_without_hooks': 5.0},
+           'per_frame': [{'stamp': i * 10 ** 8, 'iou': 0.5} for i in range(3)]}
+    results = {'meta': {'command': 'l3rocc bench --quick'},
+               'accuracy': {'runs': [run], 'means': {'geometry': report.mean_figures([run])},
+                            'network_pending': 'no checkpoint'},
+               'speed': {'targets': speed.speed_targets(None, None, None)},
+               'octomap': {'resolution': '8x6', 'points_per_frame': 48, 'voxel_size': 0.05,
+                           'max_range_m': 4.0, 'device': 'cpu', 'timed_frames': 2,
+                           'ours': {'default': {
+                               'ms_per_frame': 1.0, 'points_per_s': 4.8e4,
+                               'grid_dims': [4, 4, 4]}},
+                           'octomap': {'ms_per_frame': 2.0, 'points_per_s': 2.4e4},
+                           'ratio': {'default': 2.0}},
+               'soak': {'series': [{'t_s': 10.0, 'sent_fps': 30.0, 'ingest_fps': 29.0,
+                                    'processed_fps': 2.0, 'published_hz': 2.0,
+                                    'latency_p50_ms': 200.0, 'latency_p95_ms': float('nan'),
+                                    'rss_mb': 500.0, 'threads': 20}],
+                        'latency_ms': {}, 'totals': {}}}
+    plots = report.write_report(results, str(tmp_path))
+    md = (tmp_path / 'results.md').read_text()
+    assert 'fusion vs OctoMap: 2.0x' in md and 'pending (no checkpoint)' in md
+    assert '| tum_fr1_xyz |' in md and 'n/a' in md
+    for name in plots.values():
+        assert (tmp_path / name).stat().st_size > 1000
+    assert set(plots) == {'iou', 'tum', 'stages', 'soak'}
+    loaded = json.loads((tmp_path / 'results.json').read_text())   # strict: no NaN
+    assert loaded['soak']['series'][0]['latency_p95_ms'] is None
+
+
+def test_octomap_comparison_structure() -> None:
+    pytest.importorskip('pyoctomap')
+    from l3rocc_core.bench_octomap import compare_with_octomap, default_variants
+    from l3rocc_core.grid import VoxelGrid
+    cam = PinholeCamera(16, 12, 14.0, 14.0, 7.5, 5.5)
+    depths = [np.full((12, 16), 1.0 + 0.1 * i, np.float32) for i in range(3)]
+    poses = [np.eye(4) for _ in range(3)]
+    grid = VoxelGrid.from_bounds([-1.0, -1.0, 0.0], [1.0, 1.0, 2.0], 0.1, 'world')
+    variants = default_variants(quick=True)
+    out = compare_with_octomap(depths, cam, poses, grid, 4.0, 'cpu', warmup=1,
+                               variants=variants, rounds=1)
+    assert out['points_per_frame'] == 16 * 12 and out['timed_frames'] == 2
+    assert set(out['ours']) == {v[0] for v in variants}
+    assert all(v > 0 for v in out['ratio'].values())
