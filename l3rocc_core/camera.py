@@ -110,7 +110,7 @@ class PinholeCamera:
         return self.distortion_model != 'none' and any(abs(v) > 0 for v in self.D)
 
     def scaled(self, width: int, height: Optional[int] = None) -> 'PinholeCamera':
-        """The same camera at another resolution (pixel centres kept consistent).
+        """Return the same camera at another resolution (pixel centres kept consistent).
 
         :param width: new width in pixels
         :param height: new height; default keeps the aspect ratio

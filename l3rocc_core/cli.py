@@ -23,7 +23,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser; subcommand arguments are added lazily in :func:`main`."""
+    """Build the top-level parser; subcommand arguments are added lazily in :func:`main`."""
     parser = argparse.ArgumentParser(
         prog='l3rocc', description='l3rocc offline tools: monocular camera to 4D occupancy.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')

@@ -106,7 +106,7 @@ class FusionConfig:
     logodds_max: float = param(3.5, 'upper clamp, so that moved-away parts clear quickly',
                                0.0, 20.0)
     evidence_max_rays: float = param(
-        4.0, 'rays of one frame that count in a voxel\'s update: hit voxels add logodds_hit * '
+        4.0, "rays of one frame that count in a voxel's update: hit voxels add logodds_hit * "
         'min(hits, this), voxels only passed through add logodds_miss * min(rays, this)',
         1.0, 1000.0)
     free_margin_voxels: float = param(

@@ -74,7 +74,7 @@ class VoxelGrid:
         return np.asarray(self.origin) + np.asarray(self.dims) * self.voxel_size
 
     def shifted(self, offset_voxels: Sequence[int]) -> 'VoxelGrid':
-        """Same grid moved by whole voxels (used by the camera-anchored grid)."""
+        """Return the same grid moved by whole voxels (used by the camera-anchored grid)."""
         o = np.asarray(self.origin) + np.asarray(offset_voxels, dtype=np.float64) * self.voxel_size
         return VoxelGrid(tuple(float(v) for v in o), self.voxel_size, self.dims, self.frame_id)
 
@@ -90,7 +90,7 @@ class VoxelGrid:
         return ijk.long() if xp is torch else ijk.astype(np.int64)
 
     def in_bounds(self, ijk: Array) -> Array:
-        """bool [...]: whether integer coordinates ``ijk`` [..., 3] lie inside the grid."""
+        """Return bool [...]: whether integer coordinates ``ijk`` [..., 3] lie inside the grid."""
         d = self.dims
         return ((ijk[..., 0] >= 0) & (ijk[..., 0] < d[0]) & (ijk[..., 1] >= 0)
                 & (ijk[..., 1] < d[1]) & (ijk[..., 2] >= 0) & (ijk[..., 2] < d[2]))

@@ -77,7 +77,7 @@ class OccupancySequence:
     visible: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
-        """Number of rows (processed frames)."""
+        """Return the number of rows (processed frames)."""
         return len(self.stamps_ns)
 
     def dense(self, n: int) -> np.ndarray:
@@ -88,7 +88,7 @@ class OccupancySequence:
         return out.reshape(self.grid.dims)
 
     def occupied_mask(self, n: int) -> np.ndarray:
-        """bool [X, Y, Z]: voxels listed in row ``n``."""
+        """Return bool [X, Y, Z]: the voxels listed in row ``n``."""
         out = np.zeros(self.grid.num_voxels, bool)
         out[self.indices[self.indptr[n]:self.indptr[n + 1]]] = True
         return out.reshape(self.grid.dims)

@@ -1,1 +1,1 @@
-"""The ``l3rocc`` subcommands, one module each (``add_arguments(parser)``, ``run(args) -> int``)."""
+"""The ``l3rocc`` subcommands: one module each, with ``add_arguments`` and ``run``."""

@@ -1,5 +1,8 @@
-"""OccupancyPipeline end to end: the real plane sweep on a rendered textured plane, the fusion
-path with exact depth, stream rules (no pose, resets, duplicates) and failure recovery."""
+"""OccupancyPipeline end to end.
+
+The real plane sweep on a rendered textured plane, the fusion path with exact depth, stream rules
+(no pose, resets, duplicates) and failure recovery.
+"""
 
 import logging
 

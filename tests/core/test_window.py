@@ -13,7 +13,7 @@ IMAGE = np.zeros((24, 32, 3), np.uint8)
 
 
 def frame(stamp: int, x: float = 0.0, y: float = 0.0, yaw_deg: float = 0.0) -> Frame:
-    """A frame at (x, y, 0) turned by ``yaw_deg`` about the optical axis."""
+    """Return a frame at (x, y, 0) turned by ``yaw_deg`` about the optical axis."""
     half = np.radians(yaw_deg) / 2
     T = make_transform([x, y, 0.0], [0.0, 0.0, np.sin(half), np.cos(half)])
     return Frame(IMAGE, stamp, CAM, T)
