@@ -127,7 +127,7 @@ class PinholeCamera:
         u = (np.arange(self.width, dtype=np.float32) - self.cx) / self.fx
         v = (np.arange(self.height, dtype=np.float32) - self.cy) / self.fy
         uu, vv = np.meshgrid(u, v)
-        return np.stack([uu, vv, np.ones_like(uu)], -1)
+        return np.stack([uu, vv, np.ones_like(uu)], -1).astype(np.float32, copy=False)
 
     def project(self, p_cam: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Project camera-frame points (undistorted model).

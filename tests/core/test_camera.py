@@ -76,3 +76,8 @@ def test_undistorter_rejects_wrong_size():
     cam = PinholeCamera(640, 480, 500.0, 500.0, 320.0, 240.0)
     with pytest.raises(CameraModelError):
         Undistorter(cam, 320)(np.zeros((240, 320, 3), np.uint8))
+
+
+def test_pixel_rays_are_float32_for_numpy_intrinsics():
+    cam = PinholeCamera(4, 3, np.float64(2.0), np.float64(2.0), np.float64(1.5), np.float64(1.0))
+    assert cam.pixel_rays().dtype == np.float32
