@@ -1,7 +1,12 @@
 """Evidence fusion: one log-odds grid per time slice of the sliding window.
 
-Each new frame's depth map is ray cast (:mod:`l3rocc_core.raycast`) into per-voxel hit and free
-counts. The frame's slice starts from the previous slice's log-odds and adds, per voxel,
+Each new frame's depth map becomes per-voxel hit and free counts, with ``fusion_mode``
+``projective`` (default: every voxel of the camera frustum is projected into the depth map,
+:mod:`l3rocc_core.projective`) or ``raycast`` (rays marched from every ``ray_stride_px``-th
+pixel, :mod:`l3rocc_core.raycast`, the exact reference and several times slower). Both scatter
+every valid depth point into its voxel as a hit; both count free space as the rays of every
+``ray_stride_px``-th pixel (automatic by default) that cross a voxel before the margin. The
+frame's slice starts from the previous slice's log-odds and adds, per voxel,
 
     delta = logodds_hit * min(hits, evidence_max_rays)     where this frame hit the voxel,
     delta = logodds_miss * min(free, evidence_max_rays)    where its rays only passed through,
@@ -34,6 +39,7 @@ import torch
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import FusionConfig
 from l3rocc_core.grid import VoxelGrid
+from l3rocc_core.projective import ProjectiveIntegrator
 from l3rocc_core.raycast import cast_depth
 
 #: Feature channels of :meth:`EvidenceFusion.features`, in order (the refiner's input).
@@ -45,6 +51,7 @@ from l3rocc_core.raycast import cast_depth
 FEATURE_NAMES: Tuple[str, ...] = ('logodds', 'hits', 'free', 'observed', 'confidence')
 
 ANCHORS = ('world', 'camera')
+MODES = ('projective', 'raycast')
 
 
 def auto_ray_stride(camera: PinholeCamera, voxel_size: float, max_depth: float) -> int:
@@ -81,6 +88,9 @@ class EvidenceFusion:
             raise ValueError(f'window_size must be >= 1, got {window_size}')
         if fusion.logodds_min >= fusion.logodds_max:
             raise ValueError('logodds_min must be < logodds_max')
+        if fusion.fusion_mode not in MODES:
+            raise ValueError(f'fusion_mode must be one of {list(MODES)}, got '
+                             f'{fusion.fusion_mode!r}')
         self.config = fusion
         self.window_size = int(window_size)
         self.max_depth = float(max_depth)
@@ -95,13 +105,17 @@ class EvidenceFusion:
         self._hits = torch.zeros((T, N), dtype=torch.float16, device=dev)      # log1p(hits)
         self._free = torch.zeros((T, N), dtype=torch.float16, device=dev)      # log1p(free)
         self._conf = torch.zeros((T, N), dtype=torch.float16, device=dev)      # mean confidence
-        self._frame_obs = torch.zeros((T, N), dtype=torch.bool, device=dev)   # this frame's rays
+        self._frame_obs = torch.zeros((T, N), dtype=torch.uint8, device=dev)  # this frame's rays
         self._obs = torch.zeros((T, N), dtype=torch.bool, device=dev)         # window union
         self._obs_count = torch.zeros(N, dtype=torch.int16, device=dev)       # frames observing
+        self._work = torch.empty((3, N), dtype=torch.float32, device=dev)     # per frame
         self._stamps = np.zeros(T, np.int64)
         self._count = 0          # slices filled since reset (<= T)
         self._head = -1          # slot of the newest slice
         self.last_ray_stride = 0
+        self._projective: Optional[ProjectiveIntegrator] = None
+        if fusion.fusion_mode == 'projective':
+            self._projective = ProjectiveIntegrator(grid.dims, dev)
         #: Increments whenever stored slices change after being written (camera-anchor shifts,
         #: resets): caches of per-slice results must then be rebuilt.
         self.generation = 0
@@ -175,25 +189,29 @@ class EvidenceFusion:
         # Everything is computed; now commit (a failure above leaves the state untouched).
         prev = self._head
         slot = (self._head + 1) % self.window_size
-        if self._count > 0:
-            self._logodds[slot].copy_(self._logodds[prev])
-        else:
-            self._logodds[slot].zero_()
+        lo = self._logodds[slot]
         if self._count == self.window_size:
             # The slot's previous frame leaves the window.
-            self._obs_count.sub_(self._frame_obs[slot].to(torch.int16))
+            self._obs_count.sub_(self._frame_obs[slot])
         if evidence is None:
+            if self._count > 0:
+                lo.copy_(self._logodds[prev])
+            else:
+                lo.zero_()
             for buf in (self._hits, self._free, self._conf, self._frame_obs):
                 buf[slot].zero_()
         else:
             delta, hits, free, conf, obs = evidence
-            self._logodds[slot].add_(delta).clamp_(self.config.logodds_min,
-                                                   self.config.logodds_max)
-            self._hits[slot].copy_(torch.log1p(hits))
-            self._free[slot].copy_(torch.log1p(free))
+            if self._count > 0:
+                torch.add(self._logodds[prev], delta, out=lo)
+            else:
+                lo.copy_(delta)
+            lo.clamp_(self.config.logodds_min, self.config.logodds_max)
+            torch.log1p(hits, out=self._hits[slot])
+            torch.log1p(free, out=self._free[slot])
             self._conf[slot].copy_(conf)
             self._frame_obs[slot].copy_(obs)
-            self._obs_count.add_(obs.to(torch.int16))
+            self._obs_count.add_(self._frame_obs[slot])
         torch.gt(self._obs_count, 0, out=self._obs[slot])
         self._stamps[slot] = int(stamp_ns)
         self._head = slot
@@ -216,20 +234,34 @@ class EvidenceFusion:
             d = torch.where(torch.as_tensor(valid, device=self.device), d,
                             torch.zeros((), device=self.device))
         conf = getattr(depth, 'confidence', None)
-        if conf is None:
-            conf = (d > 0).to(torch.float32)
-        conf = torch.as_tensor(conf, dtype=torch.float32, device=self.device)
+        if conf is not None:
+            conf = torch.as_tensor(conf, dtype=torch.float32, device=self.device)
         cfg = self.config
-        stride = cfg.ray_stride_px or auto_ray_stride(cam, self.grid.voxel_size, self.max_depth)
+        vs = self.grid.voxel_size
+        stride = cfg.ray_stride_px or auto_ray_stride(cam, vs, self.max_depth)
         self.last_ray_stride = stride
-        res = cast_depth(self.grid, d, cam, T_world_cam, self.max_depth, ray_stride=stride,
-                         free_margin_m=cfg.free_margin_voxels * self.grid.voxel_size,
-                         clear_no_return=cfg.clear_no_return, hit_weights=conf,
-                         device=self.device)
+        if self._projective is not None:
+            res = self._projective.integrate(
+                self.grid, d, cam, T_world_cam, self.max_depth, ray_stride=stride,
+                free_margin_m=cfg.free_margin_voxels * vs, clear_no_return=cfg.clear_no_return,
+                hit_weights=conf)
+        else:
+            res = cast_depth(self.grid, d, cam, T_world_cam, self.max_depth, ray_stride=stride,
+                             free_margin_m=cfg.free_margin_voxels * vs,
+                             clear_no_return=cfg.clear_no_return, hit_weights=conf,
+                             device=self.device)
+        # delta = logodds_hit * min(hits, cap) where hit, else logodds_miss * min(free, cap),
+        # as float arithmetic into preallocated buffers (no boolean masks, no allocation).
         cap = cfg.evidence_max_rays
-        delta = torch.where(res.hits > 0, res.hits.clamp_max(cap) * cfg.logodds_hit,
-                            res.free.clamp_max(cap) * cfg.logodds_miss)
-        mean_conf = res.hit_weight / res.hits.clamp_min(1.0)
+        delta, hit_share, tmp = self._work
+        torch.clamp(res.hits, max=1.0, out=hit_share)              # 1 where hit, else 0
+        torch.clamp(res.free, max=cap, out=delta).mul_(cfg.logodds_miss)
+        delta.mul_(torch.sub(1.0, hit_share, out=tmp))
+        delta.add_(torch.clamp(res.hits, max=cap, out=tmp), alpha=cfg.logodds_hit)
+        if res.hit_weight is None:                                  # confidence 1 per endpoint
+            mean_conf = hit_share
+        else:
+            mean_conf = torch.div(res.hit_weight, res.hits.clamp_min(1.0), out=tmp)
         return delta, res.hits, res.free, mean_conf, res.observed
 
     def _follow_camera(self, p_world: np.ndarray) -> None:

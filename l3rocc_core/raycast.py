@@ -19,7 +19,7 @@ Everything runs as a handful of tensor operations: no Python loop over pixels or
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -152,6 +152,90 @@ def _traverse_block(grid: VoxelGrid, o_vox: List[float], dir_vox: torch.Tensor,
     return visits, frees
 
 
+def pixel_directions(camera: PinholeCamera, T_world_cam: np.ndarray, voxel_size: float,
+                     device: Union[str, torch.device],
+                     out: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+    """Per-pixel ray directions in voxel units per metre of depth (z), one tensor per world axis.
+
+    The voxel coordinate of a pixel's point at depth z is ``o_vox + z * dirs[a][v, u]`` with
+    ``o_vox`` the camera centre in voxel units. The pixel grid is separable:
+    ``dirs[a][v, u] = (R[a, 0] x[u] + R[a, 1] y[v] + R[a, 2]) / voxel_size`` (float64, then
+    rounded to float32).
+
+    :param camera: undistorted pinhole model
+    :param T_world_cam: float64 [4, 4] camera to world
+    :param voxel_size: metres
+    :param device: torch device
+    :param out: optional 3 float32 [H, W] tensors to write into (no allocation)
+    :return: 3 float32 tensors [H, W] (``out`` when given)
+    """
+    x, y = _pixel_coords(camera, str(torch.device(device)))
+    R = (np.asarray(T_world_cam, np.float64)[:3, :3] / voxel_size).tolist()
+    if out is None:
+        return [((x * R[a][0])[None, :] + (y * R[a][1] + R[a][2])[:, None]).to(torch.float32)
+                for a in range(3)]
+    for a in range(3):
+        # Summed in float64, rounded once when stored: the same values as above.
+        torch.add((x * R[a][0])[None, :], (y * R[a][1] + R[a][2])[:, None], out=out[a])
+    return list(out)
+
+
+#: Depth given to pixels that must not count as endpoints (see :func:`scatter_endpoints`).
+NO_ENDPOINT = -1e9
+
+
+def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor, dirs: Sequence[torch.Tensor],
+                      o_vox: Sequence[float], hit_weights: Optional[Array] = None,
+                      work: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+    """Count the depth endpoints per voxel.
+
+    :param grid: the voxel grid
+    :param depth: float32 [H, W] metres (z); pixels that do not count (no return, beyond the
+        maximum depth) hold :data:`NO_ENDPOINT`, far behind the camera
+    :param dirs: :func:`pixel_directions` of the camera and pose
+    :param o_vox: 3 floats, the camera centre in voxel units
+    :param hit_weights: optional float [H, W] summed per hit voxel
+    :param work: optional buffers to work in instead of allocating: (float32 [(X + 2) * (Y + 2)
+        * (Z + 2)] bins, float32 [H * W] ones, float32 [N] hit counts); ``dirs`` are then
+        overwritten and the hit counts returned are the third buffer
+    :return: (hits float32 [N], hit_weight float32 [N] or None, endpoints inside the grid)
+    """
+    X, Y, Z = grid.dims
+    device = depth.device
+    # Bins of the grid padded by one voxel on every side: coordinates off the grid are clamped
+    # into the padding (no masks), and so are the pixels at NO_ENDPOINT (on at least one axis).
+    # Flat indices are computed in floating point: float32 is exact below 2**24.
+    padded = (X + 2, Y + 2, Z + 2)
+    n_pad = padded[0] * padded[1] * padded[2]
+    fdt = torch.float32 if n_pad < _FLOAT_EXACT else torch.float64
+    # Voxel coordinates clamped to [-1, dims] (-1 and dims: the padding); flat index in the
+    # padded grid = ((x + 1) * (Y + 2) + y + 1) * (Z + 2) + z + 1, all exact integers.
+    c = []
+    for a in range(3):
+        ca = dirs[a].mul_(depth) if work is not None else dirs[a] * depth
+        c.append(ca.add_(o_vox[a]).floor_().clamp_(-1.0, padded[a] - 2.0).to(fdt))
+    flat = c[2].add_(c[1], alpha=padded[2]).add_(c[0], alpha=padded[1] * padded[2])
+    flat.add_(padded[1] * padded[2] + padded[2] + 1)
+    idx = flat.reshape(-1).to(torch.int32 if n_pad < 2 ** 31 else torch.int64)
+    interior = (slice(1, -1),) * 3
+    if work is None:
+        hits = torch.bincount(idx, minlength=n_pad).view(padded)[interior].reshape(-1)
+        num_hits = int(hits.sum())
+        hits = hits.to(torch.float32)
+    else:
+        bins, ones, hits = work
+        bins.zero_().index_add_(0, idx, ones)
+        hits.view(grid.dims).copy_(bins.view(padded)[interior])
+        num_hits = int(hits.sum())
+    hit_weight = None
+    if hit_weights is not None:
+        w = _as_tensor(hit_weights, device, torch.float32).reshape(-1)
+        hit_weight = torch.bincount(idx, weights=w, minlength=n_pad).view(padded)[interior]
+        hit_weight = hit_weight.reshape(-1).to(torch.float32)
+    return hits, hit_weight, num_hits
+
+
 def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam: Array,
                max_depth: float, ray_stride: int = 1, step_fraction: float = 0.5,
                free_margin_m: Optional[float] = None, clear_no_return: bool = False,
@@ -211,26 +295,11 @@ def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam
     o_vox = torch.tensor(o_list, dtype=torch.float32, device=device)
     # Ray directions per axis in voxel units per metre of depth z (p_vox = o + z * dir). The
     # pixel grid is separable: dir_a[v, u] = (R[a, 0] x[u] + R[a, 1] y[v] + R[a, 2]) / vs.
-    x, y = _pixel_coords(camera, str(device))
-    R = T[:3, :3] / vs
-    dirs = [((x * R[a, 0])[None, :] + (y * R[a, 1] + R[a, 2])[:, None]).to(torch.float32)
-            for a in range(3)]                                     # 3 x [H, W]
+    dirs = pixel_directions(camera, T, vs, device)                 # 3 x [H, W]
 
-    # Hits: every pixel with a return; the others go to a dump bin past the grid.
-    inside = has_return.clone()
-    flat = None
-    for a in range(3):
-        c = (dirs[a] * d).add_(o_list[a]).floor_().to(fdt)
-        inside &= (c >= 0) & (c < dims[a])
-        flat = c if flat is None else flat.mul_(dims[a]).add_(c)
-    hit_flat = torch.where(inside, flat, float(n_vox)).to(torch.int64).reshape(-1)
-    hits = torch.bincount(hit_flat, minlength=n_vox + 1)[:n_vox].to(torch.float32)
-    hit_weight = None
-    if hit_weights is not None:
-        w = _as_tensor(hit_weights, device, torch.float32).reshape(-1)
-        hit_weight = torch.bincount(hit_flat, weights=w, minlength=n_vox + 1)[:n_vox].to(
-            torch.float32)
-    num_hits = int(inside.sum())
+    # Hits: every pixel with a return.
+    hits, hit_weight, num_hits = scatter_endpoints(
+        grid, torch.where(has_return, d, NO_ENDPOINT), dirs, o_list, hit_weights)
 
     # Traversal: strided pixels, parameterised by z (depth along the optical axis).
     s = int(ray_stride)
