@@ -90,7 +90,7 @@ def _voxel_corner_ranges(grid: VoxelGrid) -> Tuple[np.ndarray, np.ndarray]:
 
 def surface_voxels(grid: VoxelGrid, boxes: Sequence[Tuple[np.ndarray, np.ndarray]] = (),
                    sphere: bool = True, walls: bool = True) -> np.ndarray:
-    """bool [X, Y, Z]: voxels that intersect a surface of the scene (closed form)."""
+    """Return bool [X, Y, Z]: voxels that intersect a surface of the scene (closed form)."""
     lo, hi = _voxel_corner_ranges(grid)
     occ = np.zeros(grid.dims, bool)
     # Room walls: the voxel's interval contains the wall coordinate on one axis.

@@ -1,5 +1,7 @@
-"""Ray casting and projective integration against closed forms: one ray along an axis, a
-fronto-parallel wall, no returns."""
+"""Ray casting and projective integration against closed forms.
+
+One ray along an axis, a fronto-parallel wall, no returns.
+"""
 
 import numpy as np
 import pytest
