@@ -66,14 +66,18 @@ class DepthConfig:
     min_depth: float = param(0.3, 'nearest depth hypothesis (metres)', 0.05, 100.0)
     max_depth: float = param(4.0, 'farthest depth used for depth and fusion (metres)', 0.1, 200.0)
     num_depth_planes: int = param(48, 'plane-sweep hypotheses, uniform in inverse depth', 8, 256)
-    match_window_px: int = param(5, 'side of the square matching window (pixels, odd)', 3, 15)
+    match_window_px: int = param(7, 'side of the square matching window (pixels, odd)', 3, 15)
     min_confidence: float = param(
-        0.3, 'depth pixels below this confidence are invalid (0..1)', 0.0, 1.0)
+        0.02, 'depth pixels below this confidence are invalid (0..1)', 0.0, 1.0)
     min_texture: float = param(
-        0.01, 'image intensity std (0..1) under which a pixel is untextured and invalid', 0.0, 1.0)
+        0.002, 'image intensity std (0..1) under which a pixel is untextured and invalid', 0.0,
+        1.0)
     depth_downsample: int = param(
         2, 'the plane sweep runs at the working resolution divided by this and returns depth at '
         'that resolution (1 = full working resolution)', 1, 8)
+    blur_reject_ratio: float = param(
+        0.6, 'a reference image whose sharpness (mean squared Laplacian) is below this share of '
+        'the median of the last 16 references gets no depth (motion blur; 0 = off)', 0.0, 1.0)
 
 
 @dataclass

@@ -19,7 +19,7 @@ optical frame x right, y down, z forward), every pixel of the reference image is
    costs 1, the same as a mismatch, so an occluded or out-of-view source cannot veto a plane.
 5. The costs of the sources are averaged, leaving out the worst source of every plane and pixel
    when there are three or more (a source occluded there cannot spoil the match), then smoothed
-   per plane by a 5x5 box filter (cost aggregation).
+   per plane by a 7x7 box filter (cost aggregation).
 6. Winner-take-all in inverse depth with a parabola fit around the minimum (sub-plane depth).
 7. Confidence = distinctiveness of the minimum (cost gap to the best plane outside its
    neighbours; a gap of ``_GAP_FULL`` counts as certain) x (1 + multi-view consistency) / 2, where
@@ -29,14 +29,20 @@ optical frame x right, y down, z forward), every pixel of the reference image is
    below ``_MIN_ZNCC`` (no real match: e.g. a surface beyond ``max_depth``), where
    the refined minimum lies within one plane of either end of the range (the true depth may be
    outside it), or where the confidence is below ``min_confidence``.
+8. Motion blur: a reference whose sharpness (mean squared Laplacian of the grey working image)
+   falls below ``blur_reject_ratio`` times the median of the last ``_SHARPNESS_HISTORY``
+   references gets an all-invalid result. A blurred image matches its sharp sources at wrong
+   depths over whole regions (on TUM fr1/xyz the blurred frames 31-33 dropped the newest-slice
+   IoU of frames 33-36 from ~0.6 to ~0.5; skipping their depth keeps the fused map instead).
+   The history restarts when the stamp goes back or the camera changes.
 
 Everything is torch on the estimator's device (float32; the 4x4 relative poses are formed in
 float64 numpy); loops run over sources and window offsets only.
 """
 
-from collections import OrderedDict
+from collections import deque, OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -51,12 +57,14 @@ __all__ = ['DepthInputError', 'DepthResult', 'PlaneSweepDepth', 'box_mean', 'box
 
 _GREY = (0.299, 0.587, 0.114)
 _CACHE_FRAMES = 48          # prepared frames kept (sources are reused across calls)
-_AGG_RADIUS = 2             # cost aggregation box radius (pixels of the depth map)
+_AGG_RADIUS = 3             # cost aggregation box radius (pixels of the depth map)
 _AGREE_PLANES = 2           # a source agrees when its own minimum is within this many planes
 _PEAK_EXCLUDE = 1           # planes either side of the minimum left out of the second-best cost
 _GAP_FULL = 0.16            # cost gap to the second-best plane that counts as full confidence
 _MIN_PARALLAX_PX = 1.0      # sources shifting the image by less across all planes are not used
 _MIN_ZNCC = 0.5             # the chosen plane's mean ZNCC must reach this (a real match)
+_SHARPNESS_HISTORY = 16     # references whose median sharpness is the blur test's reference
+_SHARPNESS_MIN_HISTORY = 3  # with fewer references in the history no frame counts as blurred
 _EPS = 1e-6
 
 
@@ -69,6 +77,7 @@ class _Prepared:
     std: torch.Tensor       # float32 [h, w] window standard deviation of the grey image
     norm: torch.Tensor      # float32 [h, w] (grey - window mean) / std, std >= min_texture
     energy: torch.Tensor    # float32 [h, w] window mean of norm^2
+    sharpness: float        # mean squared Laplacian of the grey working image (blur test)
 
 
 def box_sum(x: torch.Tensor, radius: int, out: Optional[torch.Tensor] = None,
@@ -150,6 +159,10 @@ class PlaneSweepDepth:
         self._rays: Dict[Tuple, torch.Tensor] = {}
         self._counts: Dict[Tuple, torch.Tensor] = {}
         self._buffers: Dict[str, torch.Tensor] = {}
+        self._sharpness: Deque[float] = deque(maxlen=_SHARPNESS_HISTORY)
+        self._last_ref: Optional[Tuple[int, PinholeCamera, bool]] = None
+        #: references rejected as motion-blurred since construction
+        self.blurred_frames = 0
 
     def estimate(self, ref: Frame, sources: Sequence[Frame]) -> DepthResult:
         """Depth of ``ref`` from its photo-consistency with ``sources``.
@@ -163,6 +176,8 @@ class PlaneSweepDepth:
         self._check(ref, sources)
         r = self._prepare(ref)
         cam = r.camera
+        if self._is_blurred(ref, r):
+            return DepthResult.invalid(cam, self.device)
         h, w = cam.height, cam.width
         D = self.config.num_depth_planes
         rays = self._pixel_rays(cam)                                  # [3, N]
@@ -256,6 +271,26 @@ class PlaneSweepDepth:
         depth = torch.where(valid, depth, zero)
         return DepthResult(depth, confidence, valid, cam)
 
+    def _is_blurred(self, ref: Frame, r: _Prepared) -> bool:
+        """Whether ``ref`` is much blurrier than the recent references (see step 8).
+
+        The same reference again (same stamp) gets the same answer and is not counted twice.
+        """
+        last = self._last_ref
+        if last is not None:
+            if ref.stamp_ns == last[0] and r.camera == last[1]:
+                return last[2]
+            if ref.stamp_ns < last[0] or r.camera != last[1]:
+                self._sharpness.clear()
+        ratio = self.config.blur_reject_ratio
+        history = self._sharpness
+        blurred = (ratio > 0.0 and len(history) >= _SHARPNESS_MIN_HISTORY
+                   and r.sharpness < ratio * float(np.median(np.asarray(history))))
+        history.append(r.sharpness)
+        self._last_ref = (int(ref.stamp_ns), r.camera, blurred)
+        self.blurred_frames += int(blurred)
+        return blurred
+
     def _warp_grid(self, ref: Frame, src: Frame, cam_s: PinholeCamera, rays: torch.Tensor,
                    out: torch.Tensor, den: torch.Tensor) -> Optional[torch.Tensor]:
         """Return the sampling grid of ``src`` for every plane and pixel of ``ref``.
@@ -327,6 +362,9 @@ class PlaneSweepDepth:
         rgb = torch.as_tensor(frame.image[:H, :W], device=self.device)
         weights = torch.tensor(_GREY, dtype=torch.float32, device=self.device) / 255.0
         gray = (rgb.float() @ weights)[None, None]
+        lap = (gray[..., 1:-1, :-2] + gray[..., 1:-1, 2:] + gray[..., :-2, 1:-1]
+               + gray[..., 2:, 1:-1] - 4.0 * gray[..., 1:-1, 1:-1])
+        sharpness = float(lap.square().mean()) if lap.numel() else 0.0
         if f > 1:
             gray = F.avg_pool2d(gray, f)
         gray = gray[0, 0].contiguous()
@@ -337,7 +375,7 @@ class PlaneSweepDepth:
         std = (stats[1] - stats[0] * stats[0]).clamp_min(0.0).sqrt()
         norm = (gray - stats[0]) / std.clamp_min(max(self.config.min_texture, _EPS))
         energy = box_mean(norm * norm, self.radius).clamp_min(_EPS)
-        prepared = _Prepared(frame.image, small, std, norm, energy)
+        prepared = _Prepared(frame.image, small, std, norm, energy, sharpness)
         self._frames[key] = prepared
         while len(self._frames) > _CACHE_FRAMES:
             self._frames.popitem(last=False)

@@ -226,6 +226,42 @@ def test_no_source_or_no_baseline_is_all_invalid(fronto) -> None:
         assert not bool(result.valid.any()) and float(result.depth.abs().max()) == 0.0
 
 
+def _at(frame: Frame, stamp_ns: int, blur_sigma: float = 0.0) -> Frame:
+    """Return a copy of ``frame`` at another stamp, optionally blurred (Gaussian sigma, px)."""
+    image = frame.image.copy()
+    if blur_sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), blur_sigma)
+    return Frame(image, stamp_ns, frame.camera, frame.T_world_cam)
+
+
+def test_motion_blurred_reference_gets_no_depth(fronto) -> None:
+    ref, sources, _ = fronto
+    est = PlaneSweepDepth(DepthConfig(), 'cpu')
+    for k in range(4):
+        assert est.estimate(_at(ref, 100 + k), sources).valid.float().mean() > 0.9
+    blurred = _at(ref, 200, blur_sigma=1.5)
+    result = est.estimate(blurred, sources)
+    assert not bool(result.valid.any()) and est.blurred_frames == 1
+    assert est.estimate(blurred, sources).valid.sum() == 0 and est.blurred_frames == 1
+    # A sharp frame again is matched; with the test off the blurred frame is matched too.
+    assert est.estimate(_at(ref, 300), sources).valid.float().mean() > 0.9
+    off = PlaneSweepDepth(DepthConfig(blur_reject_ratio=0.0), 'cpu')
+    for k in range(4):
+        off.estimate(_at(ref, 100 + k), sources)
+    assert off.estimate(blurred, sources).valid.float().mean() > 0.5
+    assert off.blurred_frames == 0
+
+
+def test_blur_history_restarts_when_time_goes_back(fronto) -> None:
+    ref, sources, _ = fronto
+    est = PlaneSweepDepth(DepthConfig(), 'cpu')
+    for k in range(4):
+        est.estimate(_at(ref, 100 + k), sources)
+    # A replay restarting (stamp back) must not judge its first frame against the old history.
+    assert est.estimate(_at(ref, 50, blur_sigma=1.5), sources).valid.any()
+    assert est.blurred_frames == 0
+
+
 def test_wrong_inputs_raise(fronto) -> None:
     ref, sources, _ = fronto
     est = PlaneSweepDepth(DepthConfig())
@@ -253,7 +289,7 @@ def test_box_mean_matches_avg_pool() -> None:
 # --- Real data: TUM fr1/xyz -------------------------------------------------------------------
 
 # (reference, sources): sources around the reference, and sources all in the past (as the
-# sliding window provides them). Measured: median AbsRel 0.030 / 0.036, valid 47 % / 45 %.
+# sliding window provides them). Measured figures: at the test below.
 TUM_CASES = [(18, (6, 12, 24, 30)), (36, (12, 18, 24, 30))]
 
 
@@ -290,11 +326,21 @@ def _tum_gt(depth_m: np.ndarray, T_world_depth: np.ndarray, T_world_cam: np.ndar
     return out.reshape(camera.height, camera.width).astype(np.float32)
 
 
+# The defaults gate lightly (min_confidence 0.02, min_texture 0.002): the fusion's log-odds over
+# the window reject outliers better than per-pixel gating, and the occupancy gains from dense depth
+# (TUM newest-slice IoU 0.30 -> 0.38). The confident subset (min_confidence 0.3, min_texture 0.01)
+# is checked for accuracy, the default map for density. Measured (ref 18 / 36, 7x7 window):
+# confident median AbsRel 0.028 / 0.034, valid 46 % / 44 %; defaults median 0.044 / 0.050,
+# valid 87 % / 88 %, within 10 % 0.75 / 0.73.
+STRICT = {'min_confidence': 0.3, 'min_texture': 0.01}
+
+
+@pytest.mark.parametrize('gate', ['strict', 'default'])
 @pytest.mark.parametrize('ref, sources', TUM_CASES)
-def test_tum_fr1_xyz_against_gt_depth(tum, ref: int, sources: Tuple[int, ...],
+def test_tum_fr1_xyz_against_gt_depth(tum, ref: int, sources: Tuple[int, ...], gate: str,
                                       device: str) -> None:
     seq, frames = tum
-    est = PlaneSweepDepth(DepthConfig(), device)
+    est = PlaneSweepDepth(DepthConfig(**STRICT) if gate == 'strict' else DepthConfig(), device)
     result = est.estimate(frames[ref], [frames[i] for i in sources])
     f = seq.frames[ref]
     gt = _tum_gt(f.depth_m, f.T_world_depth, f.T_world_cam, result.camera, seq.camera)
@@ -303,9 +349,14 @@ def test_tum_fr1_xyz_against_gt_depth(tum, ref: int, sources: Tuple[int, ...],
     rel = np.abs(d[sel] - gt[sel]) / gt[sel]
     med, share = float(np.median(rel)), float(sel.sum() / (gt > 0).sum())
     within10 = float((rel < 0.10).mean())
-    print(f'TUM fr1/xyz ref {ref} sources {sources}: median AbsRel {med:.4f}, '
+    print(f'TUM fr1/xyz ref {ref} sources {sources} ({gate} gate): median AbsRel {med:.4f}, '
           f'valid {share:.3f} of GT pixels, within 5 % {(rel < 0.05).mean():.3f}, '
           f'within 10 % {within10:.3f}')
-    assert med < 0.045, med
-    assert share > 0.38, share
-    assert within10 > 0.8, within10
+    if gate == 'strict':
+        assert med < 0.045, med
+        assert share > 0.38, share
+        assert within10 > 0.8, within10
+    else:
+        assert med < 0.06, med
+        assert share > 0.7, share
+        assert within10 > 0.65, within10
