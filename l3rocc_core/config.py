@@ -172,7 +172,8 @@ class InputConfig:
                            choices=('sensor_data', 'reliable'), read_only=True)
     tf_timeout_s: float = param(0.2, 'how long a frame waits for its TF before it is dropped '
                                 '(seconds)', 0.0, 10.0)
-    queue_size: int = param(2, 'frames waiting for the worker (latest wins)', 1, 100,
+    queue_size: int = param(1, 'frames waiting for the worker (latest wins; 1 = lowest latency '
+                            'when the pipeline is slower than the camera)', 1, 100,
                             read_only=True)
     max_future_stamp_s: float = param(
         5.0, 'images stamped more than this ahead of the node clock are dropped (seconds; 0 = '
