@@ -1,0 +1,256 @@
+"""Training windows from ``l3rocc synth --dataset`` shards.
+
+Layout (written by :mod:`l3rocc_core.synth.dataset`)::
+
+    DIR/<split>/meta.json                feature_names, voxel_size, seed_range (or DIR/meta.json)
+    DIR/{train,val,test}/shard_XXXX.npz  per sample i:
+        features         float16 [N, T, C, x, y, z]  evidence (channels meta['feature_names'])
+        occupancy        bool [N, T, x, y, z]  exact ground truth at each slice's time
+        observed         bool [N, T, x, y, z]  observed by that slice's frame (the contract's
+                                               scoring mask)
+        observed_window  bool [N, T, x, y, z]  observed by any window frame up to the slice
+                                               (optional; the loss mask when present)
+        dynamic          bool [N, T, x, y, z]  voxels of moving objects (optional)
+        known            bool [N, T, x, y, z]  ground truth defined (optional; default all)
+
+Shards are read lazily with a small cache, and :class:`ShardBatches` visits one shard at a time
+in a seeded order (shards shuffled, samples shuffled inside each shard), so memory stays at a few
+shards whatever the dataset size. Training augmentation flips x and y and swaps them (gravity,
+z, is kept), chosen per sample from ``(seed, step)`` so a resumed run sees the same batches.
+"""
+
+from collections import OrderedDict
+import glob
+import json
+import os
+import zipfile
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+ARRAYS = ('features', 'occupancy', 'observed', 'observed_window', 'dynamic', 'known')
+
+
+class DatasetError(ValueError):
+    """The training data cannot be used (missing files, wrong layout, inconsistent shapes)."""
+
+    kind = 'bad_dataset'
+
+
+def read_meta(root: str, split: str = '') -> Dict[str, Any]:
+    """Read ``DIR/<split>/meta.json``, else ``DIR/meta.json`` (an empty dict when absent).
+
+    :raises DatasetError: when the file exists but is not a JSON object
+    """
+    path = os.path.join(root, split, 'meta.json')
+    if not os.path.isfile(path):
+        path = os.path.join(root, 'meta.json')
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, 'r', encoding='utf-8') as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f'{path}: unreadable meta.json: {exc}') from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f'{path}: meta.json must hold an object')
+    return meta
+
+
+def _bool(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.bool_ else a != 0
+
+
+class ShardDataset:
+    """The samples of one split, read shard by shard.
+
+    :param root: dataset folder (holding ``meta.json`` and the split folders)
+    :param split: 'train', 'val' or 'test'
+    :param seq_len: T used for training; longer samples are cut to their newest ``seq_len``
+        slices, shorter ones are an error
+    :param cache_shards: shards kept in memory
+    :param max_samples: use at most this many samples (0 = all), evenly spaced over the split
+    """
+
+    def __init__(self, root: str, split: str, seq_len: int = 16, cache_shards: int = 2,
+                 max_samples: int = 0) -> None:
+        """Index the shards (reads only their array headers)."""
+        self.root = str(root)
+        self.split = split
+        self.seq_len = int(seq_len)
+        self.meta = read_meta(self.root, split)
+        self.files = sorted(glob.glob(os.path.join(self.root, split, 'shard_*.npz')))
+        if not self.files:
+            raise DatasetError(f'no shards in {os.path.join(self.root, split)} '
+                               '(expected shard_XXXX.npz from `l3rocc synth --dataset`)')
+        self.cache_shards = max(1, int(cache_shards))
+        self._cache: 'OrderedDict[int, Dict[str, np.ndarray]]' = OrderedDict()
+        self.index: List[Tuple[int, int]] = []
+        shape = None
+        for f_i, path in enumerate(self.files):
+            n, s = self._peek(path)
+            shape = shape or s
+            if s != shape:
+                raise DatasetError(f'{path}: sample shape {s} differs from {shape}')
+            self.index.extend((f_i, j) for j in range(n))
+        if 0 < max_samples < len(self.index):  # evenly spread over every shard, in order
+            keep = np.unique(np.linspace(0, len(self.index) - 1, int(max_samples)).round())
+            self.index = [self.index[int(k)] for k in keep]
+        self.sample_shape = shape  # (T, C, x, y, z)
+        t, c = shape[0], shape[1]
+        if t < self.seq_len:
+            raise DatasetError(f'samples have T = {t} slices, fewer than seq_len {self.seq_len}')
+        names = self.meta.get('feature_names')
+        self.feature_names: Optional[Tuple[str, ...]] = tuple(names) if names else None
+        if self.feature_names is not None and len(self.feature_names) != c:
+            raise DatasetError(f'meta.json lists {len(self.feature_names)} feature names, '
+                               f'shards hold C = {c}')
+
+    @staticmethod
+    def _peek(path: str) -> Tuple[int, Tuple[int, ...]]:
+        """Return (number of samples, per-sample feature shape) from the npz headers only."""
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = {n[:-4] for n in zf.namelist() if n.endswith('.npy')}
+                missing = {'features', 'occupancy', 'observed'} - names
+                if missing:
+                    raise DatasetError(f'{path}: needs features, occupancy and observed; '
+                                       f'missing {sorted(missing)}')
+                with zf.open('features.npy') as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape = read_header(fh)[0]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise DatasetError(f'{path}: unreadable shard: {exc}') from exc
+        if len(shape) != 6:
+            raise DatasetError(f'{path}: features must be [N, T, C, x, y, z], got {shape}')
+        return int(shape[0]), tuple(int(v) for v in shape[1:])
+
+    def _shard(self, f_i: int) -> Dict[str, np.ndarray]:
+        if f_i in self._cache:
+            self._cache.move_to_end(f_i)
+            return self._cache[f_i]
+        path = self.files[f_i]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in ARRAYS if k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f'{path}: unreadable shard: {exc}') from exc
+        n = data['features'].shape[0]
+        grid = data['features'].shape[:2] + data['features'].shape[3:]
+        for k in ARRAYS[1:]:
+            if k in data:
+                if data[k].shape != grid:
+                    raise DatasetError(f'{path}: {k} shape {data[k].shape} != {grid}')
+                data[k] = _bool(data[k])
+        if n == 0:
+            raise DatasetError(f'{path}: empty shard')
+        self._cache[f_i] = data
+        while len(self._cache) > self.cache_shards:
+            self._cache.popitem(last=False)
+        return data
+
+    def __len__(self) -> int:
+        """Return the number of samples."""
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
+        """One sample: features float32 [T, C, x, y, z] and bool [T, x, y, z] masks.
+
+        Masks: occupancy, observed, observed_window (defaults to observed), dynamic (defaults
+        to all False), known (defaults to all True).
+        """
+        f_i, j = self.index[i]
+        data = self._shard(f_i)
+        t0 = data['features'].shape[1] - self.seq_len
+        sl = slice(t0, None)
+        out = {'features': torch.from_numpy(data['features'][j, sl].astype(np.float32))}
+        for k in ARRAYS[1:]:
+            if k in data:
+                out[k] = torch.from_numpy(np.ascontiguousarray(data[k][j, sl]))
+        grid = out['occupancy'].shape
+        out.setdefault('observed_window', out['observed'])
+        out.setdefault('dynamic', torch.zeros(grid, dtype=torch.bool))
+        out.setdefault('known', torch.ones(grid, dtype=torch.bool))
+        return out
+
+
+def augment(sample: Dict[str, torch.Tensor], code: int) -> Dict[str, torch.Tensor]:
+    """Flip x (bit 0), flip y (bit 1), swap x and y (bit 2, square crops only).
+
+    :param sample: features [T, C, x, y, z] and [T, x, y, z] masks
+    :param code: 0..7
+    """
+    out = {}
+    for k, v in sample.items():
+        off = 1 if k == 'features' else 0  # features have a channel axis after T
+        ax, ay = 1 + off, 2 + off
+        if code & 1:
+            v = torch.flip(v, (ax,))
+        if code & 2:
+            v = torch.flip(v, (ay,))
+        if code & 4 and v.shape[ax] == v.shape[ay]:
+            v = v.transpose(ax, ay)
+        out[k] = v.contiguous()
+    return out
+
+
+def collate(samples: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Stack samples into a batch ([B, ...] per key)."""
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+class ShardBatches:
+    """Seeded, shard-major batches over a :class:`ShardDataset`, resumable at any step.
+
+    :param dataset: the samples
+    :param batch_size: B
+    :param seed: base seed of the order and the augmentation
+    :param augment_data: apply :func:`augment`
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, seed: int,
+                 augment_data: bool = True) -> None:
+        """Plan nothing yet; orders are derived from (seed, epoch)."""
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.augment_data = augment_data
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full batches per pass over the data (at least 1)."""
+        return max(1, len(self.dataset) // self.batch_size)
+
+    def epoch_order(self, epoch: int) -> List[int]:
+        """Sample indices of one epoch: shards in a seeded order, samples shuffled within."""
+        rng = np.random.default_rng([self.seed, epoch])
+        by_shard: Dict[int, List[int]] = {}
+        for i, (f_i, _) in enumerate(self.dataset.index):
+            by_shard.setdefault(f_i, []).append(i)
+        order: List[int] = []
+        for f_i in rng.permutation(sorted(by_shard)):
+            members = by_shard[int(f_i)]
+            order.extend(members[k] for k in rng.permutation(len(members)))
+        if len(order) < self.batch_size:  # tiny datasets: repeat
+            order = (order * (self.batch_size // max(1, len(order)) + 1))[:self.batch_size]
+        return order
+
+    def iterate(self, start_step: int = 0) -> Iterator[Tuple[int, int, Dict[str, torch.Tensor]]]:
+        """Yield ``(step, epoch, batch)`` forever, starting at ``start_step``."""
+        per_epoch = self.batches_per_epoch
+        step = int(start_step)
+        while True:
+            epoch, k = divmod(step, per_epoch)
+            order = self.epoch_order(epoch)
+            for b in range(k, per_epoch):
+                idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                rng = np.random.default_rng([self.seed, 1_000_003, step])
+                codes = rng.integers(0, 8, len(idx)) if self.augment_data else [0] * len(idx)
+                samples = [augment(self.dataset[i], int(c)) for i, c in zip(idx, codes)]
+                yield step, epoch, collate(samples)
+                step += 1

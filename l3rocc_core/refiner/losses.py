@@ -1,0 +1,100 @@
+"""The refiner's training loss, term by term.
+
+``L = lambda_geo * BCE + temp_weight * S + lambda_l1 * L1`` with, for predicted probabilities
+``O = sigmoid(logits)`` [B, T, X, Y, Z] and ground truth ``G`` in {0, 1}:
+
+- per-voxel weight ``w = 1`` on observed voxels, ``w = unobserved_weight`` on unobserved voxels
+  whose ground truth is known, ``0`` elsewhere;
+- ``BCE = sum(w * bce(logits, G)) / sum(w)`` (binary cross-entropy on the logits, ``pos_weight``
+  on the occupied class);
+- ``S = sum_t sum_v w(t, v) * (O(t+1, v) - 2 O(t, v) + O(t-1, v))^2 / sum_t sum_v w(t, v)`` over
+  the interior slices ``t = 1 .. T-2``: the method's sum of squared second differences in time,
+  weighted by the middle slice's weight and normalised by the number of weighted terms (a mean,
+  so ``temp_weight`` does not depend on the crop size);
+- ``L1 = sum(w * |O - G|) / sum(w)``: the L1 distance between the predicted *probabilities* and
+  the ground-truth occupancy.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms.
+
+    :param geo: lambda_geo, weight of the BCE term
+    :param temporal: temp_weight, weight of the 2nd-order temporal smoothness term
+    :param l1: lambda_L1, weight of the L1 term on probabilities
+    :param unobserved: per-voxel weight of unobserved voxels with known ground truth
+    :param pos_weight: BCE weight of occupied voxels (class balance)
+    """
+
+    geo: float = 1.0
+    temporal: float = 0.3
+    l1: float = 0.2
+    unobserved: float = 0.1
+    pos_weight: float = 1.0
+
+
+def voxel_weights(observed: torch.Tensor, known: Optional[torch.Tensor],
+                  unobserved_weight: float) -> torch.Tensor:
+    """Per-voxel loss weight: 1 observed, ``unobserved_weight`` unobserved-but-known, 0 unknown.
+
+    :param observed: bool [B, T, X, Y, Z]
+    :param known: bool [B, T, X, Y, Z] ground truth is defined (None = everywhere)
+    :return: float32 [B, T, X, Y, Z]
+    """
+    obs = observed.bool()
+    unobs = ~obs if known is None else (~obs) & known.bool()
+    return obs.float() + float(unobserved_weight) * unobs.float()
+
+
+def second_difference(prob: torch.Tensor) -> torch.Tensor:
+    """``O(t+1) - 2 O(t) + O(t-1)`` along the time axis (dim 1).
+
+    :param prob: [B, T, ...]
+    :return: [B, T-2, ...] (entry ``t-1`` holds the value centred on slice ``t``)
+    """
+    return prob[:, 2:] - 2.0 * prob[:, 1:-1] + prob[:, :-2]
+
+
+def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
+                 known: Optional[torch.Tensor] = None,
+                 weights: Optional[LossWeights] = None) -> Dict[str, torch.Tensor]:
+    """Compute the training loss and each of its terms.
+
+    :param logits: float [B, T, X, Y, Z] network output
+    :param target: [B, T, X, Y, Z] ground-truth occupancy (bool or 0/1)
+    :param observed: bool [B, T, X, Y, Z] voxels observed up to each slice
+    :param known: bool [B, T, X, Y, Z] where the ground truth is defined (None = everywhere)
+    :param weights: term weights (default :class:`LossWeights`)
+    :return: ``{'total', 'bce', 'temporal', 'l1'}`` scalar tensors; ``total`` is weighted, the
+        others are the raw terms (for logging)
+    """
+    w_cfg = weights or LossWeights()
+    if logits.dim() != 5:
+        raise ValueError(f'logits must be [B, T, X, Y, Z], got {tuple(logits.shape)}')
+    for name, a in (('target', target), ('observed', observed), ('known', known)):
+        if a is not None and a.shape != logits.shape:
+            raise ValueError(f'{name} shape {tuple(a.shape)} != logits {tuple(logits.shape)}')
+    logits = logits.float()
+    g = target.float()
+    w = voxel_weights(observed, known, w_cfg.unobserved)
+    norm = w.sum().clamp_min(1.0)
+    pos_weight = torch.tensor(float(w_cfg.pos_weight), device=logits.device)
+    bce_map = F.binary_cross_entropy_with_logits(logits, g, reduction='none',
+                                                 pos_weight=pos_weight)
+    bce = (w * bce_map).sum() / norm
+    prob = torch.sigmoid(logits)
+    l1 = (w * (prob - g).abs()).sum() / norm
+    if logits.shape[1] >= 3:
+        w_mid = w[:, 1:-1]
+        temporal = (w_mid * second_difference(prob) ** 2).sum() / w_mid.sum().clamp_min(1.0)
+    else:
+        temporal = logits.new_zeros(())
+    total = w_cfg.geo * bce + w_cfg.temporal * temporal + w_cfg.l1 * l1
+    return {'total': total, 'bce': bce, 'temporal': temporal, 'l1': l1}

@@ -1,0 +1,354 @@
+"""The temporal-attention occupancy network and the ``refiner: network`` inference wrapper.
+
+Architecture of :class:`TemporalOccupancyNet` (every slice shares the spatial layers):
+
+1. input: the fusion features as they are (already scaled: log-odds in [-1, 1], log1p counts,
+   masks and confidences in [0, 1]);
+2. per-slice encoder: a 2x2x2 stride-2 convolution to ``width`` channels, then a residual
+   depthwise-separable 3x3x3 block, at half resolution (location-major ``[B, x, y, z, T, C]``);
+3. ``attn_blocks`` temporal attention blocks (:mod:`l3rocc_core.refiner.attention`) at every
+   half-resolution location, relative-time bias, causal or full;
+4. a second residual spatial block and a 2x2x2 transposed convolution (a linear map to
+   ``8 * up_channels`` and a voxel shuffle) back to full resolution;
+5. a pointwise head on ``[upsampled, input features]`` (or, with ``head_channels = 0``, a
+   linear per-voxel term) giving a correction that is added to the input log-odds channel times
+   a learned gain, plus a learned bias: at initialisation the correction is zero, so the network
+   starts as ``sigmoid(logodds + logit_bias)``, the geometry-only answer (unknown voxels below
+   0.5), and learns the residual.
+
+Output: logits [B, T, X, Y, Z]; ``sigmoid`` gives p(occupied).
+"""
+
+from dataclasses import asdict, dataclass
+import os
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
+
+from l3rocc_core.refiner.attention import GridTemporalAttention
+
+DEFAULT_FEATURE_NAMES: Tuple[str, ...] = ('logodds', 'hits', 'free', 'observed', 'confidence')
+BUNDLED_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'checkpoints',
+                                  'default.pt')
+
+
+@dataclass
+class NetConfig:
+    """Architecture hyper-parameters of :class:`TemporalOccupancyNet` (stored in checkpoints).
+
+    :param feature_names: input channel names, in order (``l3rocc_core.fusion.FEATURE_NAMES``)
+    :param width: channels at half resolution (attention width)
+    :param heads: attention heads (divides ``width``)
+    :param attn_blocks: temporal attention blocks
+    :param causal: causal attention (a slice sees only older slices and itself)
+    :param max_len: longest window accepted (relative-time bias table size)
+    :param ffn_mult: pointwise MLP width multiple inside each attention block
+    :param up_channels: channels carried back to full resolution
+    :param head_channels: hidden channels of the full-resolution head
+    :param logodds_feature: the input channel the head's output corrects ('' = none)
+    :param logodds_scale: initial gain on that channel (fusion divides log-odds by
+        max(|logodds_min|, logodds_max) = 3.5 by default, so 3.5 restores log-odds)
+    :param logit_bias: initial output bias (negative: unknown voxels start below 0.5)
+    """
+
+    feature_names: Tuple[str, ...] = DEFAULT_FEATURE_NAMES
+    width: int = 16
+    heads: int = 2
+    attn_blocks: int = 1
+    causal: bool = False
+    max_len: int = 64
+    ffn_mult: int = 1
+    up_channels: int = 8
+    head_channels: int = 8
+    logodds_feature: str = 'logodds'
+    logodds_scale: float = 3.5
+    logit_bias: float = -1.0
+
+    def __post_init__(self) -> None:
+        """Normalise and check the values."""
+        self.feature_names = tuple(str(n) for n in self.feature_names)
+        if not self.feature_names:
+            raise ValueError('feature_names must not be empty')
+        if self.logodds_feature and self.logodds_feature not in self.feature_names:
+            raise ValueError(f'logodds_feature {self.logodds_feature!r} not in feature_names '
+                             f'{list(self.feature_names)}')
+        if self.width % self.heads:
+            raise ValueError(f'width {self.width} must be a multiple of heads {self.heads}')
+
+    @property
+    def in_channels(self) -> int:
+        """C, the number of input channels."""
+        return len(self.feature_names)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict (lists, str, int, bool) for a ``weights_only`` checkpoint."""
+        d = asdict(self)
+        d['feature_names'] = list(self.feature_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> 'NetConfig':
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f'unknown architecture keys {sorted(unknown)}')
+        return cls(**d)
+
+
+class _SpatialBlock(nn.Module):
+    """Residual depthwise-separable 3x3x3 convolution, the same for every slice.
+
+    Works on the location-major layout ``[B, X, Y, Z, T, C]``: the ``T * C`` channels of a
+    location are one channels-last vector, so a depthwise convolution with the kernel repeated
+    over T convolves every slice at once without moving memory.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv3d(channels, channels, 3, padding=1, groups=channels)
+        self.pointwise = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, nx, ny, nz, t, c = x.shape
+        weight = self.depthwise.weight.repeat(t, 1, 1, 1, 1)  # channel t * C + c
+        bias = self.depthwise.bias.repeat(t)
+        y = F.conv3d(x.reshape(b, nx, ny, nz, t * c).permute(0, 4, 1, 2, 3), weight, bias,
+                     padding=1, groups=t * c)
+        y = y.permute(0, 2, 3, 4, 1).reshape(b, nx, ny, nz, t, c)
+        return x + self.pointwise(F.gelu(y))
+
+
+class TemporalOccupancyNet(nn.Module):
+    """Per-slice 3D encoder, temporal attention at half resolution, full-resolution decoder.
+
+    Inside, half-resolution tensors are location-major ``[B, X/2, Y/2, Z/2, T, width]``: the
+    attention reads every location's ``[T, width]`` sequence in place and the pointwise layers are
+    plain matrix products.
+
+    :param config: architecture hyper-parameters
+    """
+
+    def __init__(self, config: Optional[NetConfig] = None) -> None:
+        """Build the layers; the output starts as the input log-odds (zero correction)."""
+        super().__init__()
+        self.config = config or NetConfig()
+        cfg = self.config
+        c = cfg.in_channels
+        self.down = nn.Conv3d(c, cfg.width, 2, stride=2)
+        self.enc = _SpatialBlock(cfg.width)
+        self.attn = nn.ModuleList(
+            GridTemporalAttention(cfg.width, cfg.heads, cfg.max_len, cfg.causal, cfg.ffn_mult)
+            for _ in range(cfg.attn_blocks))
+        self.dec = _SpatialBlock(cfg.width)
+        # 8 children per half-resolution voxel, up_channels each (a 2x2x2 transposed conv).
+        self.up = nn.Linear(cfg.width, 8 * cfg.up_channels)
+        if cfg.head_channels > 0:
+            self.head = nn.Sequential(nn.Conv3d(cfg.up_channels + c, cfg.head_channels, 1),
+                                      nn.GELU(), nn.Conv3d(cfg.head_channels, 1, 1))
+            last = self.head[-1]
+        else:
+            if cfg.up_channels != 1:
+                raise ValueError('head_channels = 0 needs up_channels = 1')
+            self.head = nn.Conv3d(c, 1, 1)  # linear per-voxel term on the input
+            last = self.up
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.logodds_index = (cfg.feature_names.index(cfg.logodds_feature)
+                              if cfg.logodds_feature else -1)
+        self.logodds_gain = nn.Parameter(torch.tensor(float(cfg.logodds_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(cfg.logit_bias)))
+        self.checkpointing = False
+
+    def _coarse(self, x: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """Run the encoder, attention and decoder at half resolution.
+
+        :param x: [B*T, C, X', Y', Z'] input features, even dims
+        :return: [B*T, X', Y', Z', up_channels] features at full resolution (channels-last)
+        """
+        h = F.gelu(self.down(x))  # [BT, W, x, y, z]
+        _, w, hx, hy, hz = h.shape
+        h = h.reshape(b, t, w, hx, hy, hz).permute(0, 3, 4, 5, 1, 2).contiguous()
+        h = self.enc(h)  # [B, x, y, z, T, W]
+        for block in self.attn:
+            h = block.forward_sequences(h.reshape(-1, t, w)).reshape(h.shape)
+        h = self.up(self.dec(h))  # [B, x, y, z, T, 8 * U]
+        u = self.config.up_channels
+        h = h.reshape(b, hx, hy, hz, t, 2, 2, 2, u).permute(0, 4, 1, 5, 2, 6, 3, 7, 8)
+        return h.reshape(b * t, 2 * hx, 2 * hy, 2 * hz, u)
+
+    def _head(self, up: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Pointwise head at full resolution (channels-last matrix products, no concatenation).
+
+        :param up: [N, X, Y, Z, U] upsampled features (channels-last)
+        :param x: [N, C, X, Y, Z] input features
+        :return: [N, X, Y, Z] logit correction
+        """
+        c = x.shape[1]
+        x_cl = x.permute(0, 2, 3, 4, 1)
+        u = up.shape[-1]
+        if self.config.head_channels > 0:
+            first, last = self.head[0], self.head[-1]
+            w1 = first.weight.reshape(first.out_channels, u + c)
+            h = F.gelu(F.linear(up, w1[:, :u]) + F.linear(x_cl, w1[:, u:], first.bias))
+            out = F.linear(h, last.weight.reshape(1, -1), last.bias)
+        else:
+            out = up + F.linear(x_cl, self.head.weight.reshape(1, c), self.head.bias)
+        return out[..., 0]
+
+    def forward(self, x: torch.Tensor, head_chunk: int = 0) -> torch.Tensor:
+        """Occupancy logits of every voxel of every slice.
+
+        :param x: float [B, T, C, X, Y, Z] evidence features (channels ``config.feature_names``)
+        :param head_chunk: run the full-resolution head on this many slices at a time to bound
+            memory (0 = all at once)
+        :return: float [B, T, X, Y, Z] logits
+        """
+        cfg = self.config
+        if x.dim() != 6 or x.shape[2] != cfg.in_channels:
+            raise ValueError(f'expected features [B, T, C={cfg.in_channels}, X, Y, Z], got '
+                             f'{tuple(x.shape)}')
+        b, t, c, nx, ny, nz = x.shape
+        if t > cfg.max_len:
+            raise ValueError(f'window length {t} exceeds max_len {cfg.max_len}')
+        flat = x.reshape(b * t, c, nx, ny, nz)
+        pad = (0, nz % 2, 0, ny % 2, 0, nx % 2)
+        xp = F.pad(flat, pad) if any(pad) else flat
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            up = grad_checkpoint(self._coarse, xp, b, t, use_reentrant=False)
+        else:
+            up = self._coarse(xp, b, t)
+        if any(pad):
+            up = up[:, :nx, :ny, :nz]
+        n = b * t
+        step = n if head_chunk <= 0 else max(1, int(head_chunk))
+        outs = []
+        for s in range(0, n, step):
+            logit = self._head(up[s:s + step], flat[s:s + step])
+            if self.logodds_index >= 0:
+                logit = logit + self.logodds_gain * flat[s:s + step, self.logodds_index]
+            outs.append(logit + self.logit_bias)
+        logits = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+        return logits.reshape(b, t, nx, ny, nz)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Count the trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def resolve_device(device: Any) -> torch.device:
+    """Turn ``'auto'`` / ``'cpu'`` / ``'cuda'`` / a ``torch.device`` into a usable device.
+
+    :raises ValueError: when CUDA is asked for and absent
+    """
+    if isinstance(device, torch.device):
+        name = device.type
+    else:
+        name = str(device or 'auto')
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError('device cuda asked for, but CUDA is not available')
+    return torch.device(device if isinstance(device, torch.device) else name)
+
+
+class NetworkRefiner:
+    """``refiner: network``: evidence window -> occupancy probabilities with the trained network.
+
+    :param model: the network (moved to ``device`` and put in eval mode)
+    :param device: torch device
+    :param metadata: the checkpoint's metadata (provenance, metrics)
+    :param head_chunk: slices per full-resolution head pass (memory bound)
+    """
+
+    def __init__(self, model: TemporalOccupancyNet, device: torch.device,
+                 metadata: Optional[Dict[str, Any]] = None, head_chunk: int = 4) -> None:
+        """Prepare the model for inference."""
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.metadata = dict(metadata or {})
+        self.head_chunk = int(head_chunk)
+        self.last_ms = 0.0
+
+    @property
+    def feature_names(self) -> Tuple[str, ...]:
+        """Input channel names the network expects, in order."""
+        return self.model.config.feature_names
+
+    def refine(self, features: torch.Tensor, logodds: torch.Tensor,
+               observed: torch.Tensor) -> torch.Tensor:
+        """Occupancy probabilities of the whole window in one batched pass.
+
+        :param features: float [T, C, X, Y, Z] (channels :attr:`feature_names`)
+        :param logodds: float [T, X, Y, Z] fused log-odds (used for the shape check; the
+            network reads its own log-odds channel from ``features``)
+        :param observed: bool [T, X, Y, Z] observed mask (shape check)
+        :return: float32 [T, X, Y, Z] p(occupied) in [0, 1], on :attr:`device`
+        """
+        c = len(self.feature_names)
+        if features.dim() != 5 or features.shape[1] != c:
+            raise ValueError(f'features must be [T, C={c}, X, Y, Z], got '
+                             f'{tuple(features.shape)}')
+        shape = (features.shape[0],) + tuple(features.shape[2:])
+        for name, a in (('logodds', logodds), ('observed', observed)):
+            if tuple(a.shape) != shape:
+                raise ValueError(f'{name} must be {list(shape)}, got {list(a.shape)}')
+        start = time.perf_counter()
+        with torch.inference_mode():
+            x = features.to(self.device, torch.float32)[None]
+            prob = torch.sigmoid(self.model(x, head_chunk=self.head_chunk)[0])
+        self.last_ms = (time.perf_counter() - start) * 1e3
+        return prob
+
+
+def load_refiner(refiner_config: Any, device: Any = 'auto',
+                 feature_names: Optional[Sequence[str]] = None) -> NetworkRefiner:
+    """Load the refiner network named by the configuration (empty checkpoint = bundled one).
+
+    :param refiner_config: a ``RefinerConfig`` (``checkpoint``, ``device``) or a checkpoint path
+    :param device: 'auto' | 'cpu' | 'cuda' | torch.device; 'auto' defers to
+        ``refiner_config.device`` and then to CUDA when present
+    :param feature_names: the channels the caller will pass; default
+        ``l3rocc_core.fusion.FEATURE_NAMES``; must equal the checkpoint's
+    :raises CheckpointError: missing, corrupt, unsafe or incompatible checkpoint
+    """
+    from l3rocc_core.refiner.checkpoint import load_model
+
+    if isinstance(refiner_config, (str, os.PathLike)):
+        path, cfg_device = str(refiner_config), 'auto'
+    else:
+        path = getattr(refiner_config, 'checkpoint', '') or ''
+        cfg_device = getattr(refiner_config, 'device', 'auto')
+    path = path or BUNDLED_CHECKPOINT
+    if (device is None or device == 'auto') and cfg_device != 'auto':
+        device = cfg_device
+    dev = resolve_device(device)
+    if feature_names is None:
+        feature_names = _fusion_feature_names()
+    model, meta = load_model(path, map_location='cpu', feature_names=feature_names)
+    return NetworkRefiner(model, dev, meta)
+
+
+def _fusion_feature_names() -> Optional[Tuple[str, ...]]:
+    """``l3rocc_core.fusion.FEATURE_NAMES`` when the fusion module exists, else None."""
+    try:
+        from l3rocc_core import fusion
+    except ImportError:
+        return None
+    names = getattr(fusion, 'FEATURE_NAMES', None)
+    return tuple(names) if names is not None else None
+
+
+def default_config(**overrides: Any) -> NetConfig:
+    """Return the shipped architecture with ``overrides`` applied."""
+    return NetConfig(**{**asdict(NetConfig()), **overrides})
+
+
+__all__ = ['NetConfig', 'TemporalOccupancyNet', 'NetworkRefiner', 'load_refiner',
+           'count_parameters', 'resolve_device', 'BUNDLED_CHECKPOINT', 'DEFAULT_FEATURE_NAMES',
+           'default_config']

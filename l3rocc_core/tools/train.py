@@ -1,0 +1,85 @@
+r"""``l3rocc train``: train the temporal-attention refiner on ``l3rocc synth --dataset`` shards.
+
+Example (the shipped checkpoint's command is recorded in the checkpoint and the README)::
+
+    l3rocc train --data out/synth_dataset --out out/train --steps 2000 --batch-size 4 \\
+        --lr 1e-4 --temp-weight 0.3 --seq-len 16 --voxel-size 0.05 --seed 0 --export-default
+"""
+
+import argparse
+import json
+import shlex
+import sys
+
+HELP = 'train the temporal-attention refiner on synthetic shards'
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``l3rocc train`` options."""
+    p = parser
+    p.add_argument('--data', required=True, help='dataset folder (meta.json, train/, val/)')
+    p.add_argument('--out', required=True, help='output folder: logs, loss.png, best.pt, last.pt')
+    n = p.add_mutually_exclusive_group(required=True)
+    n.add_argument('--epochs', type=int, default=0, help='passes over the training split')
+    n.add_argument('--steps', type=int, default=0, help='optimizer steps')
+    p.add_argument('--batch-size', type=int, default=4)
+    p.add_argument('--lr', type=float, default=1e-4, help='peak learning rate (cosine schedule)')
+    p.add_argument('--weight-decay', type=float, default=1e-4)
+    p.add_argument('--warmup-steps', type=int, default=50)
+    p.add_argument('--temp-weight', type=float, default=0.3,
+                   help='weight of the 2nd-order temporal smoothness term')
+    p.add_argument('--lambda-geo', type=float, default=1.0, help='weight of the BCE term')
+    p.add_argument('--lambda-l1', type=float, default=0.2,
+                   help='weight of the L1 term (on probabilities)')
+    p.add_argument('--unobserved-weight', type=float, default=0.1,
+                   help='per-voxel loss weight of unobserved voxels with known ground truth')
+    p.add_argument('--pos-weight', type=float, default=1.0, help='BCE weight of occupied voxels')
+    p.add_argument('--seq-len', type=int, default=16, help='time slices per training window')
+    p.add_argument('--voxel-size', type=float, default=0.05,
+                   help='metres; must match the dataset')
+    p.add_argument('--checkpointing', action='store_true', help='gradient checkpointing')
+    p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
+    p.add_argument('--val-every', type=int, default=0, help='steps between validations '
+                   '(0 = once per epoch)')
+    p.add_argument('--val-samples', type=int, default=64, help='validation samples used '
+                   '(evenly spaced over the split)')
+    p.add_argument('--test-samples', type=int, default=0, help='test samples scored at the end '
+                   '(0 = all, -1 = skip the test split)')
+    p.add_argument('--no-calibrate', dest='calibrate', action='store_false',
+                   help='keep the trained output bias (default: calibrate the 0.5 threshold '
+                   'for the best validation IoU)')
+    p.add_argument('--export-default', action='store_true',
+                   help='export the best model (fp16) as the bundled default checkpoint')
+    p.add_argument('--export-path', default='', help='export the best model here instead')
+    p.add_argument('--width', type=int, default=16, help='channels at half resolution')
+    p.add_argument('--heads', type=int, default=2)
+    p.add_argument('--attn-blocks', type=int, default=1)
+    p.add_argument('--causal', action='store_true', help='causal temporal attention')
+    p.add_argument('--up-channels', type=int, default=4)
+    p.add_argument('--head-channels', type=int, default=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print the summary as JSON; return the exit status."""
+    from l3rocc_core.refiner.train import TrainError, TrainOptions, train
+
+    fields = set(TrainOptions.__dataclass_fields__)
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values['command'] = 'l3rocc train ' + ' '.join(shlex.quote(a) for a in _argv_after('train'))
+    try:
+        summary = train(TrainOptions(**values))
+    except (TrainError, ValueError) as exc:
+        print(f'l3rocc train: error: {exc}', file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _argv_after(name: str) -> list:
+    """Return the command-line arguments after the subcommand ``name``."""
+    argv = sys.argv[1:]
+    return argv[argv.index(name) + 1:] if name in argv else argv

@@ -1,0 +1,174 @@
+"""``l3rocc train`` end to end on a tiny analytic shard dataset: logs, curve, resume, export.
+
+The dataset: boxes that slide one voxel per slice, seen along +y; a third of the ray columns of
+each slice return nothing, the rest give hit and free evidence with noisy log-odds. The ground
+truth (occupancy, observed up to the first hit, dynamic = the moving box) is exact.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from l3rocc_core.cli import main as cli_main
+from l3rocc_core.refiner.checkpoint import load_model, read_checkpoint
+from l3rocc_core.refiner.dataset import ShardBatches, ShardDataset, augment
+from l3rocc_core.refiner.train import TrainError, TrainOptions, cosine_factor, train
+
+FEATURES = ['logodds', 'hits', 'free', 'observed', 'confidence']
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run single-threaded: small tensors, and the test machines are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def box_sample(rng: np.random.Generator, t: int = 6, dims=(8, 8, 4)) -> dict:
+    nx, ny, nz = dims
+    occ = np.zeros((t, nx, ny, nz), bool)
+    dyn = np.zeros_like(occ)
+    occ[..., 0] = True
+    x0, y0, step = int(rng.integers(0, 3)), int(rng.integers(3, 6)), int(rng.integers(0, 2))
+    for s in range(t):
+        xs = slice(x0 + step * s // 2, x0 + step * s // 2 + 3)
+        occ[s, xs, y0:y0 + 2, 1:3] = True
+        dyn[s, xs, y0:y0 + 2, 1:3] = step > 0
+    y = np.arange(ny).reshape(1, 1, ny, 1)
+    first = np.where(occ.any(2), occ.argmax(2), ny)[:, :, None, :]
+    seen = rng.random((t, nx, 1, nz)) > 0.33
+    gt_obs = np.maximum.accumulate(y <= first, axis=0)
+    free = (y < first) & seen
+    hit = (y == first) & seen
+    pipe_obs = np.maximum.accumulate(free | hit, axis=0)
+    lo = np.cumsum(0.85 * hit - 0.4 * free, axis=0) + 0.2 * rng.standard_normal(occ.shape)
+    lo = np.clip(lo * pipe_obs, -2.0, 3.5) / 3.5
+    feats = np.stack([lo, np.log1p(hit), np.log1p(free), pipe_obs, 0.8 * hit], axis=1)
+    return {'features': feats.astype(np.float16), 'occupancy': occ, 'observed': gt_obs,
+            'dynamic': dyn}
+
+
+def write_dataset(root: Path, seed: int = 5, shards=(('train', 3, 4), ('val', 1, 4))) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, n_shards, per in shards:
+        (root / split).mkdir(parents=True)
+        for k in range(n_shards):
+            samples = [box_sample(rng) for _ in range(per)]
+            np.savez_compressed(root / split / f'shard_{k:04d}.npz',
+                                **{key: np.stack([s[key] for s in samples])
+                                   for key in samples[0]})
+    (root / 'meta.json').write_text(json.dumps(
+        {'feature_names': FEATURES, 'voxel_size': 0.05, 'seed': seed, 'logodds_scale': 3.5}))
+    return root
+
+
+def options(data: Path, out: Path, **kw) -> TrainOptions:
+    base = dict(data=str(data), out=str(out), steps=8, batch_size=2, lr=3e-3, seq_len=6,
+                width=8, heads=2, up_channels=2, head_channels=4, val_every=4, seed=3,
+                warmup_steps=2, threads=1, device='cpu')
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_dataset_reads_shards_and_batches_are_seeded(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / 'd')
+    ds = ShardDataset(str(data), 'train', seq_len=5)
+    assert len(ds) == 12 and ds.feature_names == tuple(FEATURES)
+    s = ds[5]
+    assert s['features'].shape == (5, 5, 8, 8, 4) and s['features'].dtype == torch.float32
+    assert s['occupancy'].dtype == torch.bool and s['known'].all()
+    a = ShardBatches(ds, 4, seed=1)
+    first = [b['features'] for _, (_, _, b) in zip(range(5), a.iterate(0))]
+    again = [b['features'] for _, (_, _, b) in zip(range(2), a.iterate(3))]
+    assert torch.equal(first[3], again[0]) and torch.equal(first[4], again[1])
+    order = a.epoch_order(0)
+    assert sorted(order) == list(range(12)) and order != a.epoch_order(1)
+    flipped = augment(s, 1 | 4)  # flip x, then swap x and y: new[i, j] = old[7 - j, i]
+    assert torch.equal(flipped['occupancy'][:, 2, 3], s['occupancy'][:, 7 - 3, 2])
+    assert torch.equal(flipped['features'][:, :, 2, 3], s['features'][:, :, 7 - 3, 2])
+    assert not torch.equal(flipped['features'], s['features'])
+    with pytest.raises(ValueError, match='fewer than seq_len'):
+        ShardDataset(str(data), 'train', seq_len=7)
+    with pytest.raises(ValueError, match='no shards'):
+        ShardDataset(str(data), 'test')
+
+
+def test_cosine_schedule() -> None:
+    assert cosine_factor(0, 100, 10) == pytest.approx(0.1)
+    assert cosine_factor(10, 100, 10) == pytest.approx(1.0)
+    assert cosine_factor(100, 100, 10) == pytest.approx(0.05)
+    assert 0.05 < cosine_factor(55, 100, 10) < 1.0
+
+
+def test_train_logs_validates_exports_and_resumes(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / 'd', shards=(('train', 3, 4), ('val', 1, 4), ('test', 1, 3)))
+    out = tmp_path / 'run'
+    export = tmp_path / 'export.pt'
+    summary = train(options(data, out, export_path=str(export), checkpointing=True,
+                            command='l3rocc train test'))
+    assert summary['steps'] == 8 and summary['best']['step'] in (4, 8)
+    rows = list(csv.DictReader(open(out / 'train.csv')))
+    assert [int(r['step']) for r in rows] == [8]  # log_every 10 > 8 steps: the final row
+    val = list(csv.DictReader(open(out / 'val.csv')))
+    assert [int(r['step']) for r in val] == [4, 8]
+    for key in ('val_iou', 'val_flicker', 'geo_iou', 'geo_flicker', 'val_iou_newest'):
+        assert 0.0 <= float(val[-1][key]) <= 1.0
+    assert (out / 'loss.png').stat().st_size > 1000
+    model, meta = load_model(str(export), feature_names=FEATURES)
+    assert meta['command'] == 'l3rocc train test' and meta['data_seed'] == 5
+    # the output bias is calibrated on validation data: never worse than uncalibrated (offset 0
+    # is a candidate), and the calibrated model is what was exported
+    metrics = meta['metrics']
+    assert metrics['val_iou_uncalibrated'] == pytest.approx(summary['best']['val_iou'])
+    assert metrics['val_iou'] >= metrics['val_iou_uncalibrated'] - 1e-9
+    assert metrics['calibration_offset'] in [k / 4 for k in range(-12, 13)]
+    assert summary['calibration_table'][f'{metrics["calibration_offset"]:+.2f}'] == \
+        pytest.approx(metrics['val_iou'])
+    assert summary['test']['test_samples'] == 3 and 0.0 <= meta['metrics']['test_iou'] <= 1.0
+    assert 'test_geo_iou' in meta['metrics']
+    assert read_checkpoint(str(export))['state_dict']['down.weight'].dtype == torch.float16
+
+    # an interrupted run resumed from last.pt ends with the very same weights
+    out2 = tmp_path / 'run2'
+    part = train(options(data, out2, stop_after=4))
+    assert part['stopped'] == 4
+    train(options(data, out2, resume=True))
+    a = read_checkpoint(str(out / 'last.pt'))['model']['state_dict']
+    b = read_checkpoint(str(out2 / 'last.pt'))['model']['state_dict']
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    # resuming a finished run only re-does the final steps and keeps the first command
+    again = train(options(data, out2, resume=True, command='l3rocc train again'))
+    assert again['steps'] == 8
+    meta2 = read_checkpoint(str(out2 / 'last.pt'))['model']['meta']
+    assert meta2['command'] == 'l3rocc train (API)'
+    assert meta2['resumed_with'] == 'l3rocc train again'
+    with pytest.raises(TrainError, match='resume with the same'):
+        train(options(data, out2, resume=True, steps=9))
+
+
+def test_training_improves_over_geometry(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / 'd', shards=(('train', 2, 8), ('val', 1, 8)))
+    summary = train(options(data, tmp_path / 'run', steps=300, val_every=300, batch_size=4,
+                            lr=1e-2))
+    best = summary['best']
+    assert best['val_iou'] > best['geo_iou'] + 0.05, best
+    assert best['val_flicker'] < 0.7 * best['geo_flicker'], best
+
+
+def test_cli_reports_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = cli_main(['train', '--data', str(tmp_path / 'none'), '--out', str(tmp_path / 'o'),
+                   '--steps', '2'])
+    assert rc == 1
+    assert 'no shards' in capsys.readouterr().err
+    data = write_dataset(tmp_path / 'd')
+    rc = cli_main(['train', '--data', str(data), '--out', str(tmp_path / 'o'), '--steps', '2',
+                   '--voxel-size', '0.1', '--seq-len', '6'])
+    assert rc == 1
+    assert 'voxel_size' in capsys.readouterr().err
