@@ -13,7 +13,7 @@ marching cubes by the refiner's ``mesh`` module) register a function with the sa
 
 import argparse
 import sys
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threshold', type=float, default=None,
                         help='keep voxels with probability >= this (only raises the threshold '
                         'of the file: rows hold just the voxels that were occupied)')
+    parser.add_argument('--median', type=int, default=1, metavar='K',
+                        help='mesh formats: temporal median over K slices first (odd, default 1)')
 
 
 def parse_rows(spec: str, n: int) -> List[int]:
@@ -209,18 +211,27 @@ def _write_npz(seq, rows: Sequence[int], path: str, args: argparse.Namespace) ->
     return int(indptr[-1])
 
 
-#: Format name -> writer(seq, rows, path, args) returning the number of voxels written.
+def _write_mesh(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
+    """Mesh each row (marching tetrahedra on the probabilities); PLY or OBJ by the suffix."""
+    from l3rocc_core.refiner.mesh import export_writer
+    return export_writer(seq, rows, path, args)
+
+
+#: Format name -> writer(seq, rows, path, args) returning the number of voxels (points formats)
+#: or files (mesh formats) written.
 WRITERS: Dict[str, Callable[..., int]] = {
     'ply': _write_ply,
     'csv': _write_csv,
     'npz': _write_npz,
+    'mesh-ply': _write_mesh,
+    'mesh-obj': _write_mesh,
 }
 
 
 def _format_of(path: str, given: str) -> str:
     if given:
         return given
-    for suffix, name in (('.ply', 'ply'), ('.csv', 'csv'), ('.npz', 'npz')):
+    for suffix, name in (('.ply', 'ply'), ('.csv', 'csv'), ('.npz', 'npz'), ('.obj', 'mesh-obj')):
         if path.lower().endswith(suffix):
             return name
     return 'ply'
@@ -237,7 +248,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f'--threshold must be in [0, 1], got {args.threshold}')
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     n = WRITERS[fmt](seq, rows, args.out, args)
-    print(f'wrote {n} voxels of {len(rows)} row(s) to {args.out} ({fmt})')
+    unit = 'mesh file(s)' if fmt.startswith('mesh') else 'voxels'
+    print(f'wrote {n} {unit} of {len(rows)} row(s) to {args.out} ({fmt})')
     return 0
 
 

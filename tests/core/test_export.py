@@ -78,3 +78,25 @@ def test_csv_and_npz_subset(occ_file, tmp_path):
     assert np.array_equal(seq.occupied_mask(1), rows[1] >= 0.65)
     assert seq.visible is not None and np.array_equal(seq.visible[1], rows[1] > 0.5)
     assert cli_main(['export', str(path), '--out', str(out), '--slice', '7']) == 2
+
+
+def test_mesh_export_of_a_box(tmp_path):
+    grid = VoxelGrid((0.0, 0.0, 0.0), 0.1, (8, 8, 8), 'world')
+    writer = OccupancySequenceWriter(grid, 0.5)
+    prob = np.zeros(grid.dims, np.float32)
+    prob[2:6, 2:6, 2:6] = 0.9
+    writer.add(1, prob)
+    writer.add(2, prob)
+    occ = tmp_path / 'box.npz'
+    writer.write(str(occ))
+    out = tmp_path / 'box.obj'
+    assert cli_main(['export', str(occ), '--out', str(out), '--slice', 'last']) == 0
+    lines = out.read_text().splitlines()
+    vertices = np.array([[float(v) for v in ln.split()[1:4]] for ln in lines
+                         if ln.startswith('v ')])
+    assert sum(ln.startswith('f ') for ln in lines) > 12
+    # The 0.5 iso-surface of a 4-voxel cube lies within a voxel of the cube's faces.
+    assert vertices.min() > 0.15 and vertices.max() < 0.65
+    assert cli_main(['export', str(occ), '--out', str(tmp_path / 'm.ply'), '--format',
+                     'mesh-ply', '--slice', 'all']) == 0
+    assert (tmp_path / 'm_0000.ply').exists() and (tmp_path / 'm_0001.ply').exists()
