@@ -9,7 +9,7 @@ depth PNGs are uint16, value / 5000 = metres, 0 = no reading, registered to the 
 from dataclasses import dataclass
 import os
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -77,20 +77,30 @@ class TumSequence:
 def default_tum_dir() -> Path:
     """Return the bundled fr1/xyz folder.
 
-    The first that exists of ``$L3ROCC_TUM_DIR``, ``<repo>/data/tum_fr1_xyz_37``,
-    ``<repo>/../shared/data/tum_fr1_xyz_37`` and ``/work/shared/data/tum_fr1_xyz_37``.
+    The first that exists of ``$L3ROCC_TUM_DIR``, ``<repo>/data/tum_fr1_xyz_37`` and
+    ``<repo>/../shared/data/tum_fr1_xyz_37``.
 
     :raises FileNotFoundError: when none exists
     """
+    found = find_tum_dir()
+    if found is None:
+        raise FileNotFoundError(f'no TUM fr1/xyz folder found; set {ENV_DIR} or pass --data '
+                                f'(looked in {[str(c) for c in _tum_candidates() if c]})')
+    return found
+
+
+def _tum_candidates() -> List[Any]:
     repo = Path(__file__).resolve().parents[2]
-    candidates = [os.environ.get(ENV_DIR, ''), repo / 'data' / 'tum_fr1_xyz_37',
-                  repo.parent / 'shared' / 'data' / 'tum_fr1_xyz_37',
-                  '/work/shared/data/tum_fr1_xyz_37']
-    for c in candidates:
+    return [os.environ.get(ENV_DIR, ''), repo / 'data' / 'tum_fr1_xyz_37',
+            repo.parent / 'shared' / 'data' / 'tum_fr1_xyz_37']
+
+
+def find_tum_dir() -> Optional[Path]:
+    """Return the bundled fr1/xyz folder (see :func:`default_tum_dir`), or None."""
+    for c in _tum_candidates():
         if c and (Path(c) / 'rgb.txt').is_file():
             return Path(c)
-    raise FileNotFoundError(f'no TUM fr1/xyz folder found; set {ENV_DIR} or pass --data '
-                            f'(looked in {[str(c) for c in candidates if c]})')
+    return None
 
 
 def _read_list(path: Path) -> List[List[str]]:

@@ -9,13 +9,13 @@ import pytest
 
 from l3rocc_core.bags import CameraBagWriter
 from l3rocc_core.cli import main
-from l3rocc_core.datasets.tum import OPTICAL_FRAME, load_tum, write_tum_bag
+from l3rocc_core.datasets.tum import find_tum_dir, load_tum, OPTICAL_FRAME, write_tum_bag
 from l3rocc_core.occupancy import load_sequence
 from l3rocc_core.tools.replay import load_config
 from l3rocc_core.transforms import matrix_to_quat
 
 REPO = Path(__file__).resolve().parents[2]
-TUM = Path('/work/shared/data/tum_fr1_xyz_37')
+TUM = find_tum_dir() or Path('no-tum-data')
 pytestmark = pytest.mark.skipif(not (TUM / 'rgb.txt').is_file(), reason='TUM data not present')
 N_BAG = 8
 FAST = ['working_width=96', 'refiner=none', 'window_size=4', 'num_depth_planes=16',

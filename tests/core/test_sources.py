@@ -10,12 +10,13 @@ from rosbags.typesys.msg import get_types_from_msg
 
 from l3rocc_core.bags import CameraBagWriter
 from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.datasets.tum import find_tum_dir
 from l3rocc_core.sources import (BagSource, ImageFolderSource, PoseTable, SourceError,
                                  VideoSource, load_tum_trajectory, open_source, parse_intrinsics,
                                  seconds_text_to_ns)
 from l3rocc_core.transforms import make_transform
 
-SHARED = Path('/work/shared/data')
+SHARED = (find_tum_dir() or Path('no-shared-data/tum')).parent
 TUM = SHARED / 'tum_fr1_xyz_37'
 VIDEO = SHARED / 'intel_sample_videos' / 'car-detection.mp4'
 CAM = PinholeCamera(32, 24, 30.0, 30.0, 15.5, 11.5)

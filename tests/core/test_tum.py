@@ -7,12 +7,12 @@ import pytest
 
 from l3rocc_core.cli import main
 from l3rocc_core.convert import camera_from_info, image_to_rgb, stamp_to_ns
-from l3rocc_core.datasets.tum import OPTICAL_FRAME, TUM_FR1_CAMERA, load_tum
+from l3rocc_core.datasets.tum import find_tum_dir, load_tum, OPTICAL_FRAME, TUM_FR1_CAMERA
 from l3rocc_core.sources import open_source, seconds_text_to_ns
 from l3rocc_core.tf_tree import TransformBuffer
 from l3rocc_core.transforms import invert, rotation_angle_deg
 
-TUM = Path('/work/shared/data/tum_fr1_xyz_37')
+TUM = find_tum_dir() or Path('no-tum-data')
 pytestmark = pytest.mark.skipif(not (TUM / 'rgb.txt').is_file(), reason='TUM data not present')
 
 
