@@ -41,8 +41,8 @@ import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.grid import VoxelGrid
-from l3rocc_core.raycast import (NO_ENDPOINT, Array, RayCastResult, _as_tensor, _pixel_coords,
-                                 pixel_directions, scatter_endpoints)
+from l3rocc_core.raycast import (_as_tensor, _pixel_coords, Array, check_depth_inputs,
+                                 NO_ENDPOINT, pixel_directions, RayCastResult, scatter_endpoints)
 
 
 class _PixelBuffers:
@@ -144,16 +144,7 @@ class ProjectiveIntegrator:
         """
         if tuple(grid.dims) != self.dims:
             raise ValueError(f'grid dims {tuple(grid.dims)} != integrator dims {self.dims}')
-        if tuple(depth.shape) != (camera.height, camera.width):
-            raise ValueError(f'depth shape {tuple(depth.shape)} does not match camera '
-                             f'{camera.width}x{camera.height} (expected [H, W])')
-        if hit_weights is not None and tuple(hit_weights.shape) != tuple(depth.shape):
-            raise ValueError(f'hit_weights shape {tuple(hit_weights.shape)} != depth shape '
-                             f'{tuple(depth.shape)}')
-        T = np.asarray(T_world_cam.detach().cpu() if isinstance(T_world_cam, torch.Tensor)
-                       else T_world_cam, dtype=np.float64)
-        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-            raise ValueError(f'T_world_cam must be a finite [4, 4] matrix, got shape {T.shape}')
+        T = check_depth_inputs(depth, camera, T_world_cam, hit_weights)
         vs = float(grid.voxel_size)
         if ray_stride <= 0:
             raise ValueError(f'ray_stride must be > 0, got {ray_stride}')

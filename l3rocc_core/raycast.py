@@ -236,6 +236,26 @@ def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor, dirs: Sequence[torch
     return hits, hit_weight, num_hits
 
 
+def check_depth_inputs(depth: Array, camera: PinholeCamera, T_world_cam: Array,
+                       hit_weights: Optional[Array] = None) -> np.ndarray:
+    """Check a depth map, its camera, pose and weights on entry (shared by both integrators).
+
+    :return: ``T_world_cam`` as float64 numpy [4, 4]
+    :raises ValueError: on sizes that do not match or a non-finite pose
+    """
+    if tuple(depth.shape) != (camera.height, camera.width):
+        raise ValueError(f'depth shape {tuple(depth.shape)} does not match camera '
+                         f'{camera.width}x{camera.height} (expected [H, W])')
+    if hit_weights is not None and tuple(hit_weights.shape) != tuple(depth.shape):
+        raise ValueError(f'hit_weights shape {tuple(hit_weights.shape)} != depth shape '
+                         f'{tuple(depth.shape)}')
+    T = np.asarray(T_world_cam.detach().cpu() if isinstance(T_world_cam, torch.Tensor)
+                   else T_world_cam, dtype=np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise ValueError(f'T_world_cam must be a finite [4, 4] matrix, got shape {T.shape}')
+    return T
+
+
 def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam: Array,
                max_depth: float, ray_stride: int = 1, step_fraction: float = 0.5,
                free_margin_m: Optional[float] = None, clear_no_return: bool = False,
@@ -265,20 +285,11 @@ def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam
     if device is None:
         device = depth.device if isinstance(depth, torch.Tensor) else 'cpu'
     device = torch.device(device)
-    if tuple(depth.shape) != (camera.height, camera.width):
-        raise ValueError(f'depth shape {tuple(depth.shape)} does not match camera '
-                         f'{camera.width}x{camera.height} (expected [H, W])')
+    T = check_depth_inputs(depth, camera, T_world_cam, hit_weights)
     if ray_stride < 1:
         raise ValueError(f'ray_stride must be >= 1, got {ray_stride}')
     if not 0.0 < step_fraction <= 1.0:
         raise ValueError(f'step_fraction must be in (0, 1], got {step_fraction}')
-    if hit_weights is not None and tuple(hit_weights.shape) != tuple(depth.shape):
-        raise ValueError(f'hit_weights shape {tuple(hit_weights.shape)} != depth shape '
-                         f'{tuple(depth.shape)}')
-    T = np.asarray(T_world_cam.detach().cpu() if isinstance(T_world_cam, torch.Tensor)
-                   else T_world_cam, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise ValueError(f'T_world_cam must be a finite [4, 4] matrix, got shape {T.shape}')
     vs = float(grid.voxel_size)
     margin = 0.5 * vs if free_margin_m is None else float(free_margin_m)
     n_vox = grid.num_voxels
