@@ -217,6 +217,9 @@ class L3roccNode(Node):
         self._odom_children = set()
         self._last_occ: Optional[Occupancy4D] = None
         self._publish_ms: Optional[float] = None
+        #: Stage timings of the last completed frame (the pipeline's own dict is rewritten
+        #: while a frame is being processed, so diagnostics read this copy).
+        self._stage_ms: Dict[str, float] = {}
         self._markers = MarkerEncoder()
         if not self._markers.ok:
             self.get_logger().info(f'markers built as message objects ({self._markers.reason})')
@@ -430,6 +433,7 @@ class L3roccNode(Node):
             if occ is None:
                 return
         self.stats.processed()
+        self._stage_ms = dict(getattr(self._pipeline, 'timings_ms', {}) or {})
         if occ is None or self._stopping:
             return
         self._last_occ = occ
@@ -641,7 +645,7 @@ class L3roccNode(Node):
         occ = self._last_occ
         if occ is not None:
             extra['window_slices'] = occ.num_slices
-        for stage, ms in dict(getattr(self._pipeline, 'timings_ms', {}) or {}).items():
+        for stage, ms in self._stage_ms.items():
             extra[f'stage_ms.{stage}'] = float(ms)
         if self._publish_ms is not None:
             extra['stage_ms.publish'] = self._publish_ms
