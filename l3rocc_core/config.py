@@ -135,10 +135,15 @@ class FusionConfig:
 class RefinerConfig:
     """Turning evidence into occupancy probabilities."""
 
-    refiner: str = param('network', 'temporal-attention network, or geometry only',
-                         choices=('network', 'none'))
+    refiner: str = param('none', 'geometry only, or the temporal-attention network (opt-in: '
+                         'the bundled checkpoint still invents a floor-like layer on real data, '
+                         'see README)', choices=('network', 'none'))
     checkpoint: str = param('', 'refiner checkpoint (.pt); empty = the bundled one',
                             read_only=True)
+    network_support_voxels: int = param(
+        2, 'the network may mark voxels occupied only within this many voxels of space observed '
+        'in the window (-1 = anywhere): it completes what the camera saw, it does not invent '
+        'occupancy where no ray came near', -1, 64)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
     refiner_fallback: bool = param(

@@ -264,16 +264,32 @@ class NetworkRefiner:
     :param device: torch device
     :param metadata: the checkpoint's metadata (provenance, metrics)
     :param head_chunk: slices per full-resolution head pass (memory bound)
+    :param support_voxels: occupancy is only kept within this many voxels of space observed in
+        the window (-1 = everywhere); farther voxels come out 0
     """
 
     def __init__(self, model: TemporalOccupancyNet, device: torch.device,
-                 metadata: Optional[Dict[str, Any]] = None, head_chunk: int = 4) -> None:
+                 metadata: Optional[Dict[str, Any]] = None, head_chunk: int = 4,
+                 support_voxels: int = 2) -> None:
         """Prepare the model for inference."""
+        self.support_voxels = int(support_voxels)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.metadata = dict(metadata or {})
         self.head_chunk = int(head_chunk)
         self.last_ms = 0.0
+
+    def support(self, observed: torch.Tensor) -> torch.Tensor:
+        """Return float [T, X, Y, Z]: 1 within ``support_voxels`` of observed voxels, else 0.
+
+        The network completes surfaces next to what the camera saw (holes where texture is
+        weak); it must not invent occupancy in space no ray of the window came near.
+        """
+        obs = observed.to(self.device, torch.float32)[:, None]
+        r = self.support_voxels
+        if r > 0:
+            obs = F.max_pool3d(obs, 2 * r + 1, stride=1, padding=r)
+        return obs[:, 0]
 
     @property
     def feature_names(self) -> Tuple[str, ...]:
@@ -302,6 +318,8 @@ class NetworkRefiner:
         with torch.inference_mode():
             x = features.to(self.device, torch.float32)[None]
             prob = torch.sigmoid(self.model(x, head_chunk=self.head_chunk)[0])
+            if self.support_voxels >= 0:
+                prob = prob * self.support(observed)
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
 
@@ -331,7 +349,8 @@ def load_refiner(refiner_config: Any, device: Any = 'auto',
     if feature_names is None:
         feature_names = _fusion_feature_names()
     model, meta = load_model(path, map_location='cpu', feature_names=feature_names)
-    return NetworkRefiner(model, dev, meta)
+    support = int(getattr(refiner_config, 'network_support_voxels', 2))
+    return NetworkRefiner(model, dev, meta, support_voxels=support)
 
 
 def _fusion_feature_names() -> Optional[Tuple[str, ...]]:

@@ -224,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
     from l3rocc_core.config import PipelineConfig
     pending = network_available(PipelineConfig())
     refiners = ['none'] + ([] if pending else ['network'])
-    default_refiner = 'network' if not pending else 'none'
+    # Speed runs use the configuration's default refiner (when it can run).
+    default_refiner = PipelineConfig().refiner.refiner if not pending else 'none'
     if args.soak:
         return _run_soak(args, device, default_refiner)
 
