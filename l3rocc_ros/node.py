@@ -693,6 +693,10 @@ class L3roccNode(Node):
         return not self._idle.is_set()
 
 
+#: Python thread switch interval of the node process (seconds; Python's default is 0.005).
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point of ``l3rocc_node``: spin the node on a MultiThreadedExecutor until shutdown.
 
@@ -703,6 +707,10 @@ def main(args: Optional[List[str]] = None) -> int:
 
     :return: 0 on a clean exit, 1 when the node could not start
     """
+    # The worker issues many short torch calls, each giving the GIL back; with the executor's
+    # threads busy receiving images, Python's default 5 ms switch interval made every re-acquire
+    # wait up to 5 ms (depth took ~10x longer in the node than in replay).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     executor = None
