@@ -7,7 +7,7 @@ modules are imported only when their subcommand runs, so ``l3rocc --help`` stays
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple, Type
 
 COMMANDS = {
     'replay': "run the node's pipeline on a bag, video or image folder; write occupancy.npz",
@@ -20,6 +20,39 @@ COMMANDS = {
     'make-tum-bag': 'turn the bundled TUM fr1/xyz frames into a rosbag2 (mcap)',
     'demo': 'the make demo job: TUM bag, replay, eval, render, summary table',
 }
+
+
+#: What a tool reports as bad input instead of a traceback: unreadable files (``OSError``) and
+#: bad options or file contents (``ValueError``, the parent of the loaders' errors with a kind).
+BAD_INPUT: Tuple[Type[BaseException], ...] = (OSError, ValueError)
+
+
+def report_error(tool: str, exc: BaseException) -> None:
+    """Print ``l3rocc TOOL: message [kind]`` on stderr.
+
+    :param tool: the subcommand, e.g. ``'eval'``
+    :param exc: the error; ``kind`` is its ``kind`` attribute, or else its class name
+    """
+    kind = getattr(exc, 'kind', type(exc).__name__)
+    print(f'l3rocc {tool}: {exc} [{kind}]', file=sys.stderr)
+
+
+def run_reporting(tool: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                  errors: Tuple[Type[BaseException], ...] = BAD_INPUT, status: int = 2) -> int:
+    """Run a tool's ``body(args)``; an error of the types ``errors`` is reported, not raised.
+
+    :param tool: the subcommand, for the message (:func:`report_error`)
+    :param body: the tool's work, returning its exit status
+    :param args: the parsed arguments
+    :param errors: exception types that mean bad input or a failed run
+    :param status: the exit status returned after such an error
+    :return: ``body``'s exit status, or ``status``
+    """
+    try:
+        return body(args)
+    except errors as exc:
+        report_error(tool, exc)
+        return status
 
 
 def build_parser() -> argparse.ArgumentParser:

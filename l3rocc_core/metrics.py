@@ -40,7 +40,8 @@ import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.grid import VoxelGrid
-from l3rocc_core.occupancy import Occupancy4D, OccupancySequence
+from l3rocc_core.occupancy import (Occupancy4D, OccupancySequence, csr_masks, load_sequence,
+                                   read_csr, unpack_masks)
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -559,14 +560,6 @@ def ground_truth_from_tum(path: Optional[str], grid: VoxelGrid,
 # Scoring occupancy files
 # --------------------------------------------------------------------------------------------
 
-def _unpack_rows(packed: np.ndarray, rows: int, dims: Tuple[int, int, int]) -> np.ndarray:
-    n = rows * int(np.prod(dims))
-    bits = np.unpackbits(np.asarray(packed, np.uint8))
-    if bits.size < n:
-        raise MetricsError(f'packed mask holds {bits.size} bits, need {n}')
-    return bits[:n].astype(bool).reshape((rows,) + tuple(dims))
-
-
 def ground_truth_from_file(path: str) -> GroundTruth:
     """Load a GT occupancy file (contract npz; rows = per-frame GT occupancy).
 
@@ -574,28 +567,21 @@ def ground_truth_from_file(path: str) -> GroundTruth:
     file has ``dynamic_packed`` (np.packbits of bool [N, X, Y, Z]) or CSR rows
     ``dynamic_indptr``/``dynamic_indices`` (flat voxel indices per row).
 
-    :raises MetricsError: without observed masks or with inconsistent dynamic keys
+    :raises MetricsError: without observed masks
+    :raises OccupancyFileError: with inconsistent keys (dynamic ones included)
     """
-    from l3rocc_core.occupancy import load_sequence
     seq = load_sequence(path)
     if seq.visible is None:
         raise MetricsError(f'{path}: a GT occupancy file needs visible_packed (observed masks)')
-    occ = np.stack([seq.occupied_mask(n) for n in range(len(seq))]) if len(seq) else \
-        np.zeros((0,) + tuple(seq.grid.dims), bool)
+    rows, dims = len(seq), seq.grid.dims
     dynamic = None
     with np.load(path, allow_pickle=False) as z:
         if 'dynamic_packed' in z.files:
-            dynamic = _unpack_rows(z['dynamic_packed'], len(seq), seq.grid.dims)
+            dynamic = unpack_masks(z['dynamic_packed'], rows, dims, f'{path}: dynamic_packed')
         elif 'dynamic_indptr' in z.files and 'dynamic_indices' in z.files:
-            indptr = z['dynamic_indptr'].astype(np.int64)
-            idx = z['dynamic_indices'].astype(np.int64)
-            if len(indptr) != len(seq) + 1 or indptr[-1] != len(idx):
-                raise MetricsError(f'{path}: inconsistent dynamic_indptr/dynamic_indices')
-            dynamic = np.zeros((len(seq), seq.grid.num_voxels), bool)
-            rows = np.repeat(np.arange(len(seq)), np.diff(indptr))
-            dynamic[rows, idx] = True
-            dynamic = dynamic.reshape((len(seq),) + tuple(seq.grid.dims))
-    return GroundTruth(seq.grid, seq.stamps_ns, occ, seq.visible, dynamic)
+            dynamic = csr_masks(*read_csr(z, 'dynamic_indptr', 'dynamic_indices', rows,
+                                          seq.grid.num_voxels, path), dims)
+    return GroundTruth(seq.grid, seq.stamps_ns, seq.occupied_masks(), seq.visible, dynamic)
 
 
 @lru_cache(maxsize=8)

@@ -2,11 +2,17 @@
 
 from dataclasses import dataclass
 import os
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from l3rocc_core.grid import VoxelGrid
+
+
+class OccupancyFileError(ValueError):
+    """An ``occupancy.npz`` (or a GT file in its format) that cannot be read as one."""
+
+    kind = 'bad_occupancy_file'
 
 
 @dataclass
@@ -57,12 +63,7 @@ class Occupancy4D:
     def sparse_window(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR of every slice: (indptr int64 [T+1], indices int64 [nnz], prob float32 [nnz])."""
         rows = [self.occupied(t) for t in range(self.num_slices)]
-        indptr = np.zeros(self.num_slices + 1, np.int64)
-        indptr[1:] = np.cumsum([len(r[0]) for r in rows])
-        if not rows:
-            return indptr, np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return (indptr, np.concatenate([r[0] for r in rows]),
-                np.concatenate([r[1] for r in rows]))
+        return _csr([r[0] for r in rows], [r[1] for r in rows])
 
 
 @dataclass
@@ -92,6 +93,10 @@ class OccupancySequence:
         out = np.zeros(self.grid.num_voxels, bool)
         out[self.indices[self.indptr[n]:self.indptr[n + 1]]] = True
         return out.reshape(self.grid.dims)
+
+    def occupied_masks(self) -> np.ndarray:
+        """Return bool [N, X, Y, Z]: the voxels listed in every row."""
+        return csr_masks(self.indptr, self.indices, self.grid.dims)
 
 
 class OccupancySequenceWriter:
@@ -153,11 +158,12 @@ class OccupancySequenceWriter:
 
 def _csr(idx: List[np.ndarray], prob: List[np.ndarray]
          ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR of per-row lists: (indptr int64 [N + 1], indices int64 [nnz], prob float32 [nnz])."""
     indptr = np.zeros(len(idx) + 1, np.int64)
     indptr[1:] = np.cumsum([len(i) for i in idx])
     cat_i = np.concatenate(idx) if idx else np.zeros(0, np.int64)
     cat_p = np.concatenate(prob) if prob else np.zeros(0, np.float32)
-    return indptr, cat_i.astype(np.int64), cat_p.astype(np.float32)
+    return indptr, cat_i.astype(np.int64, copy=False), cat_p.astype(np.float32, copy=False)
 
 
 def save_sequence(path: str, seq: OccupancySequence) -> None:
@@ -183,28 +189,81 @@ def save_sequence(path: str, seq: OccupancySequence) -> None:
 def load_sequence(path: str) -> OccupancySequence:
     """Read a contract ``occupancy.npz`` (never unpickles: ``allow_pickle=False``).
 
-    :raises ValueError: when keys are missing or inconsistent
+    :raises OccupancyFileError: when keys are missing or inconsistent
     """
     with np.load(path, allow_pickle=False) as z:
         missing = {'stamps', 'origin', 'voxel_size', 'dims', 'frame_id', 'indptr', 'indices',
                    'prob'} - set(z.files)
         if missing:
-            raise ValueError(f'{path}: not an occupancy file, missing {sorted(missing)}')
+            raise OccupancyFileError(f'{path}: not an occupancy file, missing {sorted(missing)}')
         dims = tuple(int(v) for v in z['dims'])
         grid = VoxelGrid(tuple(float(v) for v in z['origin']), float(z['voxel_size']), dims,
                          str(z['frame_id']))
         stamps = z['stamps'].astype(np.int64)
-        indptr = z['indptr'].astype(np.int64)
-        indices = z['indices'].astype(np.int64)
+        indptr, indices = read_csr(z, 'indptr', 'indices', len(stamps), grid.num_voxels, path)
         prob = z['prob'].astype(np.float32)
-        if len(indptr) != len(stamps) + 1 or indptr[-1] != len(indices) or len(prob) != len(
-                indices):
-            raise ValueError(f'{path}: inconsistent CSR rows')
-        if len(indices) and (indices.min() < 0 or indices.max() >= grid.num_voxels):
-            raise ValueError(f'{path}: voxel index outside the grid')
+        if len(prob) != len(indices):
+            raise OccupancyFileError(f'{path}: inconsistent CSR rows (prob has {len(prob)} '
+                                     f'values for {len(indices)} indices)')
         visible = None
         if 'visible_packed' in z.files:
-            n = len(stamps) * grid.num_voxels
-            visible = np.unpackbits(z['visible_packed'])[:n].astype(bool).reshape(
-                (len(stamps),) + dims)
+            visible = unpack_masks(z['visible_packed'], len(stamps), dims,
+                                   f'{path}: visible_packed')
     return OccupancySequence(stamps, grid, indptr, indices, prob, visible)
+
+
+def read_csr(z: Mapping[str, np.ndarray], indptr_key: str, indices_key: str, rows: int,
+             num_voxels: int, path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Read and check CSR rows of flat voxel indices from an open npz.
+
+    :param z: the open npz file
+    :param indptr_key: key of the row pointers (int64 [rows + 1])
+    :param indices_key: key of the flat voxel indices (int64 [nnz])
+    :param rows: the number of rows the file must hold
+    :param num_voxels: X * Y * Z; every index must lie in [0, num_voxels)
+    :param path: the file, for messages
+    :return: (indptr int64 [rows + 1], indices int64 [nnz])
+    :raises OccupancyFileError: when the rows are inconsistent or an index is off the grid
+    """
+    indptr = z[indptr_key].astype(np.int64)
+    indices = z[indices_key].astype(np.int64)
+    if (len(indptr) != rows + 1 or indptr[0] != 0 or indptr[-1] != len(indices)
+            or np.any(np.diff(indptr) < 0)):
+        raise OccupancyFileError(f'{path}: inconsistent CSR rows {indptr_key}/{indices_key} '
+                                 f'({len(indptr)} row pointers for {rows} rows, '
+                                 f'{len(indices)} indices)')
+    if len(indices) and (indices.min() < 0 or indices.max() >= num_voxels):
+        raise OccupancyFileError(f'{path}: {indices_key}: voxel index outside the grid')
+    return indptr, indices
+
+
+def csr_masks(indptr: np.ndarray, indices: np.ndarray, dims: Tuple[int, int, int]
+              ) -> np.ndarray:
+    """Dense masks of CSR rows.
+
+    :param indptr: int64 [N + 1] row pointers into ``indices``
+    :param indices: int64 [nnz] flat voxel indices (C order of ``dims``)
+    :param dims: (X, Y, Z)
+    :return: bool [N, X, Y, Z], True at the voxels listed in each row
+    """
+    rows = len(indptr) - 1
+    out = np.zeros((rows, int(np.prod(dims))), bool)
+    out[np.repeat(np.arange(rows), np.diff(indptr)), indices] = True
+    return out.reshape((rows,) + tuple(dims))
+
+
+def unpack_masks(packed: np.ndarray, rows: int, dims: Tuple[int, int, int], what: str
+                 ) -> np.ndarray:
+    """Masks stored as ``np.packbits`` of bool [rows, X, Y, Z] (C order), unpacked.
+
+    :param packed: uint8 [ceil(rows * X * Y * Z / 8)]
+    :param what: names the array in the error
+    :return: bool [rows, X, Y, Z]
+    :raises OccupancyFileError: when ``packed`` holds fewer bits than the masks need
+    """
+    n = rows * int(np.prod(dims))
+    bits = np.unpackbits(np.asarray(packed, np.uint8))
+    if bits.size < n:
+        raise OccupancyFileError(f'{what}: packed masks hold {bits.size} bits, {rows} rows of '
+                                 f'{tuple(dims)} need {n}')
+    return bits[:n].astype(bool).reshape((rows,) + tuple(dims))

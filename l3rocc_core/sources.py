@@ -172,32 +172,32 @@ def _yaml_intrinsics(path: str) -> CameraFactory:
     except (KeyError, TypeError, ValueError) as exc:
         raise SourceError('bad_intrinsics', f'{path}: not a calibration YAML ({exc!r}); '
                           f'{INTRINSICS_HELP}') from exc
+    return _scaled_camera(base, f'calibration {path}')
 
-    def from_file(width: int, height: int) -> PinholeCamera:
+
+def _scaled_camera(base: PinholeCamera, what: str) -> CameraFactory:
+    """Return a factory: ``base`` at its own size, scaled to other sizes of its aspect ratio.
+
+    :param base: the camera as calibrated
+    :param what: names the camera in the error, e.g. ``'calibration ost.yaml'``
+    :raises SourceError: 'bad_intrinsics' (when called) for images of another aspect ratio
+    """
+    def at_size(width: int, height: int) -> PinholeCamera:
         if (width, height) == (base.width, base.height):
             return base
         if abs(width / height - base.width / base.height) > 0.01:
-            raise SourceError('bad_intrinsics', f'calibration {path} is for {base.width}x'
-                              f'{base.height}, the images are {width}x{height} (other aspect)')
+            raise SourceError('bad_intrinsics', f'{what} is for {base.width}x{base.height}, '
+                              f'the images are {width}x{height} (other aspect ratio)')
         return base.scaled(width, height)
-    return from_file
+    return at_size
 
 
 def camera_factory(intrinsics: Any) -> Optional[CameraFactory]:
-    """Accept a spec string, a PinholeCamera (its size must match), a factory, or None."""
+    """Accept a spec string, a PinholeCamera (scaled to its aspect ratio), a factory, None."""
     if intrinsics is None or callable(intrinsics) and not isinstance(intrinsics, PinholeCamera):
         return intrinsics
     if isinstance(intrinsics, PinholeCamera):
-        cam = intrinsics
-
-        def fixed(width: int, height: int) -> PinholeCamera:
-            if (width, height) == (cam.width, cam.height):
-                return cam
-            if abs(width / height - cam.width / cam.height) > 0.01:
-                raise SourceError('bad_intrinsics', f'camera is {cam.width}x{cam.height}, '
-                                  f'the images are {width}x{height}')
-            return cam.scaled(width, height)
-        return fixed
+        return _scaled_camera(intrinsics, 'the camera')
     return parse_intrinsics(str(intrinsics))
 
 

@@ -206,6 +206,17 @@ def _in_disk(rng: np.random.Generator, taken: List[Tuple[float, float, float]], 
     return None
 
 
+def _random_sun(rng: np.random.Generator, min_elevation_deg: float, max_elevation_deg: float
+                ) -> np.ndarray:
+    """Draw a sun direction: the elevation (uniform in the range, degrees), then the azimuth.
+
+    :return: float64 [3] unit vector toward the sun (world frame, z up)
+    """
+    elev = np.radians(rng.uniform(min_elevation_deg, max_elevation_deg))
+    az = rng.uniform(0, 2 * np.pi)
+    return np.array([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az), np.sin(elev)])
+
+
 # ---------------------------------------------------------------------------------------------
 # Industrial hall
 
@@ -216,10 +227,7 @@ def industrial_scene(seed: int) -> Scene:
     Cameras stand on a ring of radius 2.7-3.7 m, which is kept free.
     """
     rng = np.random.default_rng([seed, 1])
-    elev = np.radians(rng.uniform(35, 75))
-    az = rng.uniform(0, 2 * np.pi)
-    light = Lighting(np.array([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az),
-                               np.sin(elev)]), ambient=float(rng.uniform(0.25, 0.45)),
+    light = Lighting(_random_sun(rng, 35, 75), ambient=float(rng.uniform(0.25, 0.45)),
                      diffuse=float(rng.uniform(0.6, 0.9)),
                      sky_horizon=np.array([0.3, 0.3, 0.32]) * rng.uniform(0.6, 1.2),
                      sky_zenith=np.array([0.15, 0.16, 0.18]) * rng.uniform(0.6, 1.2))
@@ -406,10 +414,7 @@ def industrial_scene(seed: int) -> Scene:
 def driving_scene(seed: int) -> Scene:
     """Build a street along x (right-hand traffic) with a cross street at ``x = xc``."""
     rng = np.random.default_rng([seed, 2])
-    elev = np.radians(rng.uniform(25, 70))
-    az = rng.uniform(0, 2 * np.pi)
-    light = Lighting(np.array([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az),
-                               np.sin(elev)]), ambient=float(rng.uniform(0.3, 0.5)),
+    light = Lighting(_random_sun(rng, 25, 70), ambient=float(rng.uniform(0.3, 0.5)),
                      diffuse=float(rng.uniform(0.6, 1.0)),
                      sky_horizon=np.array([0.75, 0.8, 0.85]) * rng.uniform(0.8, 1.1),
                      sky_zenith=np.array([0.25, 0.4, 0.75]) * rng.uniform(0.7, 1.1))

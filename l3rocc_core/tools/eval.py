@@ -10,11 +10,12 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Dict, List
 
 import numpy as np
+
+from l3rocc_core import cli
 
 HELP = 'score an occupancy.npz against ground truth; write metrics.json and a plot'
 
@@ -149,9 +150,4 @@ def _run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``l3rocc eval``; bad input is reported on stderr with exit status 2."""
-    try:
-        return _run(args)
-    except (OSError, ValueError) as exc:
-        kind = getattr(exc, 'kind', type(exc).__name__)
-        print(f'l3rocc eval: {exc} [{kind}]', file=sys.stderr)
-        return 2
+    return cli.run_reporting('eval', _run, args)

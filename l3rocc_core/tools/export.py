@@ -12,10 +12,11 @@ marching cubes by the refiner's ``mesh`` module) register a function with the sa
 """
 
 import argparse
-import sys
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from l3rocc_core import cli
 
 HELP = 'export occupancy (npz, PLY points, CSV; meshes where registered)'
 
@@ -255,9 +256,4 @@ def _run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``l3rocc export``; bad input is reported on stderr with exit status 2."""
-    try:
-        return _run(args)
-    except (OSError, ValueError) as exc:
-        kind = getattr(exc, 'kind', type(exc).__name__)
-        print(f'l3rocc export: {exc} [{kind}]', file=sys.stderr)
-        return 2
+    return cli.run_reporting('export', _run, args)

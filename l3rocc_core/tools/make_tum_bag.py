@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 
+from l3rocc_core import cli
 from l3rocc_core.datasets.tum import OPTICAL_FRAME, WORLD_FRAME, default_tum_dir, write_tum_bag
 
 HELP = 'turn the bundled TUM fr1/xyz frames into a rosbag2 (mcap)'
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = args.data or str(default_tum_dir())
     except FileNotFoundError as exc:
-        print(f'l3rocc make-tum-bag: {exc}', file=sys.stderr)
+        cli.report_error('make-tum-bag', exc)
         return 2
     if os.path.exists(args.out):
         if not args.force:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         out = write_tum_bag(args.out, data, args.storage, args.world_frame, args.camera_frame,
                             args.max_frames)
     except (OSError, ValueError) as exc:
-        print(f'l3rocc make-tum-bag: {exc}', file=sys.stderr)
+        cli.report_error('make-tum-bag', exc)
         return 1
     print(f'wrote {out} from {data}')
     return 0

@@ -11,11 +11,12 @@ import argparse
 from dataclasses import dataclass, field
 import math
 import os
-import sys
 from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from l3rocc_core import cli
 
 HELP = 'PNG/MP4 previews: RGB | depth | occupancy'
 STAMP_TOLERANCE_NS = 50_000_000
@@ -253,9 +254,5 @@ def _run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``l3rocc render``; bad input is reported on stderr with exit status 2."""
-    try:
-        return _run(args)
-    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: sources.SourceError
-        kind = getattr(exc, 'kind', type(exc).__name__)
-        print(f'l3rocc render: {exc} [{kind}]', file=sys.stderr)
-        return 2
+    # RuntimeError: sources.SourceError (a --source that cannot be read)
+    return cli.run_reporting('render', _run, args, cli.BAD_INPUT + (RuntimeError,))

@@ -24,6 +24,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from l3rocc_core import cli
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig, parse_set_arguments
 from l3rocc_core.convert import (ConversionError, FrameBuilder, camera_from_info,
@@ -498,14 +499,8 @@ def run(args: argparse.Namespace) -> int:
                         odom_topic=args.odom_topic, tf_topic=args.tf_topic,
                         tf_static_topic=args.tf_static_topic, frame_id=args.frame_id,
                         save_depth=args.save_depth)
-    except SourceError as exc:
-        print(f'l3rocc replay: {exc} [{exc.kind}]', file=sys.stderr)
-        return 1
-    except ReplayError as exc:
-        print(f'l3rocc replay: {exc} [{exc.kind}]', file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f'l3rocc replay: {exc}', file=sys.stderr)
+    except (SourceError, ReplayError, OSError) as exc:
+        cli.report_error('replay', exc)
         return 1
     except KeyboardInterrupt:
         print('l3rocc replay: interrupted; nothing written', file=sys.stderr)

@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 
+from l3rocc_core import cli
 from l3rocc_core.synth.motion import CAMERA_MOTIONS
 from l3rocc_core.synth.scene import FAMILIES
 
@@ -58,20 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the selected mode; return the exit status (2 on invalid options)."""
-    try:
-        return _run(args)
-    except ValueError as exc:
-        print(f'l3rocc synth: {exc}')
-        return 2
+    """Run the selected mode; return the exit status (2 on invalid options, told on stderr)."""
+    return cli.run_reporting('synth', _run, args, (ValueError,))
 
 
 def _run(args: argparse.Namespace) -> int:
     modes = [m for m in (args.out, args.contact_sheet, args.dataset) if m]
     if len(modes) != 1:
-        print('l3rocc synth: choose exactly one of --out DIR, --contact-sheet PNG, '
-              '--dataset DIR')
-        return 2
+        raise ValueError('choose exactly one of --out DIR, --contact-sheet PNG, --dataset DIR')
     if args.contact_sheet:
         from tqdm import tqdm
 

@@ -11,7 +11,8 @@ from l3rocc_core import metrics as M
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.cli import main as cli_main
 from l3rocc_core.grid import VoxelGrid
-from l3rocc_core.occupancy import OccupancySequence, save_sequence
+from l3rocc_core.occupancy import (OccupancyFileError, OccupancySequence, load_sequence,
+                                   save_sequence)
 from l3rocc_core.raycast import cast_depth
 
 
@@ -149,7 +150,6 @@ def test_score_sequence_across_grids_and_eval_cli(tmp_path):
     expect = M.SequenceScorer()
     for n in range(3):
         expect.add(pred_stamps[n], pred_on_gt[n], gt_occ[n], gt_obs[n])
-    from l3rocc_core.occupancy import load_sequence
     got = M.score_sequence(load_sequence(str(tmp_path / 'pred.npz')),
                            M.ground_truth_from_file(str(tmp_path / 'gt.npz')))
     assert got.summary()['iou'] == pytest.approx(expect.summary()['iou'])
@@ -167,6 +167,40 @@ def test_score_sequence_across_grids_and_eval_cli(tmp_path):
                                         'n_gt', 'n_pred'}
     png = (out / 'iou.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+
+
+def test_ground_truth_file_dynamic_masks_and_bad_files(tmp_path, capsys):
+    """Dynamic masks as packed bits or CSR rows load alike; broken keys fail with a kind."""
+    grid = VoxelGrid((0.0, 0.0, 0.0), 0.1, (4, 3, 2), 'world')
+    rng = np.random.default_rng(2)
+    occ, obs = rng.random((2, 3) + grid.dims) > 0.5
+    dyn = (rng.random((3,) + grid.dims) > 0.7) & occ
+    dyn[1] = False                                  # a row without dynamic voxels
+    path = str(tmp_path / 'gt.npz')
+    save_sequence(path, _seq(grid, [0, 1, 2], occ, obs))
+    with np.load(path) as z:
+        base = {k: z[k] for k in z.files}
+    idx = [np.flatnonzero(d.reshape(-1)) for d in dyn]
+    csr = dict(dynamic_indptr=np.concatenate([[0], np.cumsum([len(i) for i in idx])]),
+               dynamic_indices=np.concatenate(idx))
+    for extra in (dict(dynamic_packed=np.packbits(dyn.reshape(-1))), csr):
+        np.savez(path, **base, **extra)
+        gt = M.ground_truth_from_file(path)
+        assert np.array_equal(gt.occupied, occ) and np.array_equal(gt.observed, obs)
+        assert np.array_equal(gt.dynamic, dyn)
+    bad = [dict(csr, dynamic_indptr=csr['dynamic_indptr'][:-1]),
+           dict(csr, dynamic_indices=csr['dynamic_indices'] + grid.num_voxels),
+           dict(dynamic_packed=np.packbits(dyn.reshape(-1))[:2])]
+    for extra in bad:
+        np.savez(path, **base, **extra)
+        with pytest.raises(OccupancyFileError):
+            M.ground_truth_from_file(path)
+        assert cli_main(['eval', path, '--gt', path, '--out', str(tmp_path / 'e'),
+                         '--quiet']) == 2
+        assert '[bad_occupancy_file]' in capsys.readouterr().err
+    np.savez(path, **dict(base, indptr=base['indptr'][::-1]))
+    with pytest.raises(OccupancyFileError, match='inconsistent CSR rows'):
+        load_sequence(path)
 
 
 def test_gt_from_depth_fronto_parallel_wall():

@@ -12,8 +12,8 @@ from l3rocc_core.bags import CameraBagWriter
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.datasets.tum import find_tum_dir
 from l3rocc_core.sources import (BagSource, ImageFolderSource, PoseTable, SourceError,
-                                 VideoSource, load_tum_trajectory, open_source, parse_intrinsics,
-                                 seconds_text_to_ns)
+                                 VideoSource, camera_factory, load_tum_trajectory, open_source,
+                                 parse_intrinsics, seconds_text_to_ns)
 from l3rocc_core.transforms import make_transform
 
 SHARED = (find_tum_dir() or Path('no-shared-data/tum')).parent
@@ -195,8 +195,13 @@ def test_parse_intrinsics_forms(tmp_path: Path):
     assert full.fx == 500 and full.D[0] == 0.1
     half = parse_intrinsics(str(ost))(320, 240)
     assert half.fx == pytest.approx(250) and half.cx == pytest.approx(159.5)
-    with pytest.raises(SourceError):
+    with pytest.raises(SourceError, match='other aspect ratio'):
         parse_intrinsics(str(ost))(640, 360)
+    fixed = camera_factory(full)                    # a PinholeCamera given directly
+    assert fixed(640, 480) is full and fixed(320, 240).fx == pytest.approx(250)
+    with pytest.raises(SourceError, match='the camera is for 640x480') as err:
+        fixed(640, 360)
+    assert err.value.kind == 'bad_intrinsics'
     for bad in ('1,2,3', 'fx=5', '0,0,1,1', 'hfov=500'):
         with pytest.raises(SourceError) as err:
             parse_intrinsics(bad)

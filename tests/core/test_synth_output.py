@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from l3rocc_core.cli import main as cli_main
 from l3rocc_core.occupancy import load_sequence
 from l3rocc_core.synth.dataset import DatasetOptions, load_shard, sequence_spec, write_dataset
 from l3rocc_core.synth.sequence import SequenceSpec, SyntheticSequence, write_sequence
@@ -112,3 +113,15 @@ def test_dataset_shards_hold_pipeline_features_and_exact_ground_truth(tmp_path):
     np.testing.assert_array_equal(shard['occupancy'][k, -1], occ[x:x + 8, y:y + 8, z:z + 4])
     assert np.all(np.isfinite(shard['features'].astype(np.float32)))
     np.testing.assert_array_equal(shard['seed'], spec.seed)
+
+
+def test_synth_cli_needs_exactly_one_mode(tmp_path, capsys):
+    """Zero or two modes: exit status 2, the reason (with its kind) on stderr, nothing written."""
+    for modes in ([], ['--out', str(tmp_path / 'seq'), '--contact-sheet',
+                       str(tmp_path / 'sheet.png')]):
+        assert cli_main(['synth', *modes]) == 2
+        out = capsys.readouterr()
+        assert out.out == ''
+        assert out.err.startswith('l3rocc synth: choose exactly one of --out DIR')
+        assert '[ValueError]' in out.err
+    assert list(tmp_path.iterdir()) == []
