@@ -16,7 +16,10 @@ Layout (written by :mod:`l3rocc_core.synth.dataset`)::
 Shards are read lazily with a small cache, and :class:`ShardBatches` visits one shard at a time
 in a seeded order (shards shuffled, samples shuffled inside each shard), so memory stays at a few
 shards whatever the dataset size. Training augmentation flips x and y and swaps them (gravity,
-z, is kept), chosen per sample from ``(seed, step)`` so a resumed run sees the same batches.
+z, is kept) and shifts the content along z by up to ``z_shift`` voxels (the uncovered layers
+are unobserved, with unknown ground truth), chosen per sample from ``(seed, step)`` so a
+resumed run sees the same batches. The shift matters: synthetic grids start at the floor, and a
+network that always sees the floor at the bottom of its input learns to put one there.
 """
 
 from collections import OrderedDict
@@ -197,6 +200,31 @@ def augment(sample: Dict[str, torch.Tensor], code: int) -> Dict[str, torch.Tenso
     return out
 
 
+def shift_z(sample: Dict[str, torch.Tensor], k: int) -> Dict[str, torch.Tensor]:
+    """Move the content ``k`` voxels up (k > 0) or down (k < 0) along z.
+
+    The ``|k|`` uncovered layers get zero features and all-False masks, ``known`` included, so
+    they carry no loss; the layers pushed out are dropped.
+
+    :param sample: features [T, C, x, y, z] and [T, x, y, z] masks
+    :param k: shift in voxels, ``|k| < z``
+    """
+    if k == 0:
+        return sample
+    out = {}
+    for key, v in sample.items():
+        nz = v.shape[-1]
+        if abs(k) >= nz:
+            raise ValueError(f'z shift {k} must be smaller than the crop height {nz}')
+        moved = torch.zeros_like(v)
+        if k > 0:
+            moved[..., k:] = v[..., :nz - k]
+        else:
+            moved[..., :nz + k] = v[..., -k:]
+        out[key] = moved
+    return out
+
+
 def collate(samples: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     """Stack samples into a batch ([B, ...] per key)."""
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
@@ -208,11 +236,12 @@ class ShardBatches:
     :param dataset: the samples
     :param batch_size: B
     :param seed: base seed of the order and the augmentation
-    :param augment_data: apply :func:`augment`
+    :param augment_data: apply :func:`augment` and :func:`shift_z`
+    :param z_shift: largest z shift in voxels (0 = none; at most a quarter of the crop height)
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, seed: int,
-                 augment_data: bool = True) -> None:
+                 augment_data: bool = True, z_shift: int = 0) -> None:
         """Plan nothing yet; orders are derived from (seed, epoch)."""
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
@@ -220,6 +249,7 @@ class ShardBatches:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.augment_data = augment_data
+        self.z_shift = max(0, int(z_shift))
 
     @property
     def batches_per_epoch(self) -> int:
@@ -251,6 +281,11 @@ class ShardBatches:
                 idx = order[b * self.batch_size:(b + 1) * self.batch_size]
                 rng = np.random.default_rng([self.seed, 1_000_003, step])
                 codes = rng.integers(0, 8, len(idx)) if self.augment_data else [0] * len(idx)
-                samples = [augment(self.dataset[i], int(c)) for i, c in zip(idx, codes)]
+                # At most a quarter of the crop height: most of the content stays in view.
+                kz = min(self.z_shift, int(self.dataset.sample_shape[-1]) // 4)
+                shifts = (rng.integers(-kz, kz + 1, len(idx))
+                          if self.augment_data and kz else [0] * len(idx))
+                samples = [shift_z(augment(self.dataset[i], int(c)), int(k))
+                           for i, c, k in zip(idx, codes, shifts)]
                 yield step, epoch, collate(samples)
                 step += 1

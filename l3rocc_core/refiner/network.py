@@ -6,6 +6,8 @@ Architecture of :class:`TemporalOccupancyNet` (every slice shares the spatial la
    masks and confidences in [0, 1]);
 2. per-slice encoder: a 2x2x2 stride-2 convolution to ``width`` channels, then a residual
    depthwise-separable 3x3x3 block, at half resolution (location-major ``[B, x, y, z, T, C]``);
+   convolutions pad by repeating the border voxels (``padding='replicate'``), so nothing in the
+   features marks where a crop or grid ends;
 3. ``attn_blocks`` temporal attention blocks (:mod:`l3rocc_core.refiner.attention`) at every
    half-resolution location, relative-time bias, causal or full;
 4. a second residual spatial block and a 2x2x2 transposed convolution (a linear map to
@@ -32,6 +34,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from l3rocc_core.refiner.attention import GridTemporalAttention
 
 DEFAULT_FEATURE_NAMES: Tuple[str, ...] = ('logodds', 'hits', 'free', 'observed', 'confidence')
+PADDINGS = ('zeros', 'replicate')
 BUNDLED_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'checkpoints',
                                   'default.pt')
 
@@ -53,6 +56,9 @@ class NetConfig:
     :param logodds_scale: initial gain on that channel (fusion divides log-odds by
         max(|logodds_min|, logodds_max) = 3.5 by default, so 3.5 restores log-odds)
     :param logit_bias: initial output bias (negative: unknown voxels start below 0.5)
+    :param padding: how convolutions see past the crop or grid border: 'replicate' (the
+        border voxels repeated, so the border itself leaves no trace in the features and the
+        network cannot learn where a grid starts) or 'zeros' (the first checkpoints)
     """
 
     feature_names: Tuple[str, ...] = DEFAULT_FEATURE_NAMES
@@ -67,6 +73,7 @@ class NetConfig:
     logodds_feature: str = 'logodds'
     logodds_scale: float = 3.5
     logit_bias: float = -1.0
+    padding: str = 'zeros'
 
     def __post_init__(self) -> None:
         """Normalise and check the values."""
@@ -76,6 +83,8 @@ class NetConfig:
         if self.logodds_feature and self.logodds_feature not in self.feature_names:
             raise ValueError(f'logodds_feature {self.logodds_feature!r} not in feature_names '
                              f'{list(self.feature_names)}')
+        if self.padding not in PADDINGS:
+            raise ValueError(f'padding must be one of {list(PADDINGS)}, got {self.padding!r}')
         if self.width % self.heads:
             raise ValueError(f'width {self.width} must be a multiple of heads {self.heads}')
 
@@ -108,17 +117,21 @@ class _SpatialBlock(nn.Module):
     over T convolves every slice at once without moving memory.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, padding: str = 'zeros') -> None:
         super().__init__()
         self.depthwise = nn.Conv3d(channels, channels, 3, padding=1, groups=channels)
         self.pointwise = nn.Linear(channels, channels)
+        self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, nx, ny, nz, t, c = x.shape
         weight = self.depthwise.weight.repeat(t, 1, 1, 1, 1)  # channel t * C + c
         bias = self.depthwise.bias.repeat(t)
-        y = F.conv3d(x.reshape(b, nx, ny, nz, t * c).permute(0, 4, 1, 2, 3), weight, bias,
-                     padding=1, groups=t * c)
+        y = x.reshape(b, nx, ny, nz, t * c).permute(0, 4, 1, 2, 3)
+        if self.padding == 'replicate':
+            y = F.conv3d(F.pad(y, (1,) * 6, mode='replicate'), weight, bias, groups=t * c)
+        else:
+            y = F.conv3d(y, weight, bias, padding=1, groups=t * c)
         y = y.permute(0, 2, 3, 4, 1).reshape(b, nx, ny, nz, t, c)
         return x + self.pointwise(F.gelu(y))
 
@@ -140,11 +153,11 @@ class TemporalOccupancyNet(nn.Module):
         cfg = self.config
         c = cfg.in_channels
         self.down = nn.Conv3d(c, cfg.width, 2, stride=2)
-        self.enc = _SpatialBlock(cfg.width)
+        self.enc = _SpatialBlock(cfg.width, cfg.padding)
         self.attn = nn.ModuleList(
             GridTemporalAttention(cfg.width, cfg.heads, cfg.max_len, cfg.causal, cfg.ffn_mult)
             for _ in range(cfg.attn_blocks))
-        self.dec = _SpatialBlock(cfg.width)
+        self.dec = _SpatialBlock(cfg.width, cfg.padding)
         # 8 children per half-resolution voxel, up_channels each (a 2x2x2 transposed conv).
         self.up = nn.Linear(cfg.width, 8 * cfg.up_channels)
         if cfg.head_channels > 0:
@@ -217,7 +230,8 @@ class TemporalOccupancyNet(nn.Module):
             raise ValueError(f'window length {t} exceeds max_len {cfg.max_len}')
         flat = x.reshape(b * t, c, nx, ny, nz)
         pad = (0, nz % 2, 0, ny % 2, 0, nx % 2)
-        xp = F.pad(flat, pad) if any(pad) else flat
+        mode = 'replicate' if cfg.padding == 'replicate' else 'constant'
+        xp = F.pad(flat, pad, mode=mode) if any(pad) else flat
         if self.checkpointing and self.training and torch.is_grad_enabled():
             up = grad_checkpoint(self._coarse, xp, b, t, use_reentrant=False)
         else:

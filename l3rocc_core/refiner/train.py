@@ -87,6 +87,8 @@ class TrainOptions:
     causal: bool = False
     up_channels: int = 4
     head_channels: int = 8
+    padding: str = 'replicate'
+    z_shift: int = 4
     command: str = ''
     stop_after: int = 0
     calibrate: bool = True
@@ -252,7 +254,8 @@ def _data_seed(meta: Dict[str, Any]) -> int:
 def _net_config(opts: TrainOptions, feature_names: tuple) -> NetConfig:
     return NetConfig(feature_names=feature_names, width=opts.width, heads=opts.heads,
                      attn_blocks=opts.attn_blocks, causal=opts.causal,
-                     up_channels=opts.up_channels, head_channels=opts.head_channels)
+                     up_channels=opts.up_channels, head_channels=opts.head_channels,
+                     padding=opts.padding)
 
 
 def train(opts: TrainOptions) -> Dict[str, Any]:
@@ -291,7 +294,7 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     model.checkpointing = opts.checkpointing
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr,
                                   weight_decay=opts.weight_decay)
-    batches = ShardBatches(train_set, opts.batch_size, opts.seed)
+    batches = ShardBatches(train_set, opts.batch_size, opts.seed, z_shift=opts.z_shift)
     total = opts.steps if opts.steps > 0 else opts.epochs * batches.batches_per_epoch
     val_every = opts.val_every if opts.val_every > 0 else batches.batches_per_epoch
     warmup = min(opts.warmup_steps, max(0, total // 10))

@@ -61,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--causal', action='store_true', help='causal temporal attention')
     p.add_argument('--up-channels', type=int, default=4)
     p.add_argument('--head-channels', type=int, default=8)
+    p.add_argument('--padding', default='replicate', choices=('replicate', 'zeros'),
+                   help='convolution padding at crop/grid borders')
+    p.add_argument('--z-shift', type=int, default=4,
+                   help='training augmentation: random z shift of each crop, up to this many '
+                        'voxels (0 = off)')
 
 
 def run(args: argparse.Namespace) -> int:

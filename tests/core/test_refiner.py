@@ -185,6 +185,37 @@ def _trained_like(net: TemporalOccupancyNet) -> TemporalOccupancyNet:
     return net.eval()
 
 
+def test_replicate_padding_leaves_no_trace_of_the_grid_border() -> None:
+    """Spatially uniform evidence gives a uniform answer: the network cannot see the border.
+
+    With zero padding the border voxels answer differently (the first checkpoints learned a
+    floor at the bottom of every grid from exactly this).
+    """
+    gen = torch.Generator().manual_seed(1)
+    per_slice = torch.rand(6, 5, 1, 1, 1, generator=gen)
+    x = per_slice.expand(6, 5, 9, 8, 7)[None].contiguous()  # odd dims: padded to even inside
+    spread = {}
+    for padding in ('replicate', 'zeros'):
+        net = _trained_like(small_net(padding=padding))
+        with torch.no_grad():
+            logits = net(x)[0]
+        # The 2x2x2 up-sampling gives each of the 8 children of a coarse voxel its own value:
+        # uniform means every voxel equals the voxel of the same parity at the corner.
+        ix, iy, iz = (torch.arange(n) % 2 for n in logits.shape[1:])
+        corner = logits[:, ix[:, None, None], iy[None, :, None], iz[None, None, :]]
+        spread[padding] = float((logits - corner).abs().max())
+    assert spread['replicate'] < 1e-4
+    assert spread['zeros'] > 1e-2
+
+
+def test_padding_is_stored_and_old_checkpoints_keep_zero_padding() -> None:
+    assert NetConfig().padding == 'zeros'  # checkpoints written before the option existed
+    cfg = NetConfig(feature_names=FEATURES, padding='replicate')
+    assert NetConfig.from_dict(cfg.to_dict()).padding == 'replicate'
+    with pytest.raises(ValueError, match='padding'):
+        NetConfig(padding='reflect')
+
+
 def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
     net = _trained_like(small_net())
     path = tmp_path / 'model.pt'

@@ -15,7 +15,7 @@ import torch
 
 from l3rocc_core.cli import main as cli_main
 from l3rocc_core.refiner.checkpoint import load_model, read_checkpoint
-from l3rocc_core.refiner.dataset import ShardBatches, ShardDataset, augment
+from l3rocc_core.refiner.dataset import ShardBatches, ShardDataset, augment, shift_z
 from l3rocc_core.refiner.train import TrainError, TrainOptions, cosine_factor, train
 
 FEATURES = ['logodds', 'hits', 'free', 'observed', 'confidence']
@@ -97,6 +97,25 @@ def test_dataset_reads_shards_and_batches_are_seeded(tmp_path: Path) -> None:
         ShardDataset(str(data), 'train', seq_len=7)
     with pytest.raises(ValueError, match='no shards'):
         ShardDataset(str(data), 'test')
+
+
+def test_z_shift_moves_content_and_uncovers_unknown_layers() -> None:
+    rng = np.random.default_rng(0)
+    raw = box_sample(rng, t=3, dims=(4, 4, 8))
+    sample = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in raw.items()}
+    sample['known'] = torch.ones_like(sample['occupancy'])
+    up = shift_z(sample, 2)
+    assert torch.equal(up['occupancy'][..., 2:], sample['occupancy'][..., :6])
+    assert not up['occupancy'][..., :2].any() and not up['known'][..., :2].any()
+    assert up['known'][..., 2:].all()
+    assert torch.equal(up['features'][..., 2:], sample['features'][..., :6])
+    assert not up['features'][..., :2].any()
+    down = shift_z(sample, -3)
+    assert torch.equal(down['observed'][..., :5], sample['observed'][..., 3:])
+    assert not down['known'][..., 5:].any()
+    assert shift_z(sample, 0) is sample
+    with pytest.raises(ValueError, match='crop height'):
+        shift_z(sample, 8)
 
 
 def test_cosine_schedule() -> None:
