@@ -18,7 +18,9 @@ in a seeded order (shards shuffled, samples shuffled inside each shard), so memo
 shards whatever the dataset size. Training augmentation flips x and y and swaps them (gravity,
 z, is kept) and shifts the content along z by up to ``z_shift`` voxels (the uncovered layers
 are unobserved, with unknown ground truth), chosen per sample from ``(seed, step)`` so a
-resumed run sees the same batches. The shift matters: synthetic grids start at the floor, and a
+resumed run sees the same batches. A share of the batches are stream starts (see
+:class:`ShardBatches`): windows of 2-15 slices, as a pipeline holds right after it starts.
+The shift matters: synthetic grids start at the floor, and a
 network that always sees the floor at the bottom of its input learns to put one there.
 """
 
@@ -101,6 +103,7 @@ class ShardDataset:
             keep = np.unique(np.linspace(0, len(self.index) - 1, int(max_samples)).round())
             self.index = [self.index[int(k)] for k in keep]
         self.sample_shape = shape  # (T, C, x, y, z)
+        self._frame_index: Optional[np.ndarray] = None
         t, c = shape[0], shape[1]
         if t < self.seq_len:
             raise DatasetError(f'samples have T = {t} slices, fewer than seq_len {self.seq_len}')
@@ -154,6 +157,28 @@ class ShardDataset:
         while len(self._cache) > self.cache_shards:
             self._cache.popitem(last=False)
         return data
+
+    def stream_start_samples(self) -> List[int]:
+        """Indices of the samples whose window holds the first frames of their sequence.
+
+        Their first ``k`` slices are exactly the window a pipeline holds ``k`` frames after it
+        started (or reset): short windows with little accumulated evidence, which a network
+        trained on full windows only has never seen. Needs the shards' ``frame_index`` (the
+        newest slice's frame index); empty without it.
+        """
+        if self._frame_index is None:
+            newest = []
+            for path in self.files:
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        newest.append(z['frame_index'] if 'frame_index' in z.files else None)
+                except (OSError, ValueError) as exc:
+                    raise DatasetError(f'{path}: unreadable shard: {exc}') from exc
+            self._frame_index = np.asarray(
+                [-1 if newest[f] is None else int(newest[f][j]) for f, j in self.index])
+        t = self.sample_shape[0]
+        return [int(i) for i in np.flatnonzero((self._frame_index >= 0)
+                                               & (self._frame_index <= t - 1))]
 
     def __len__(self) -> int:
         """Return the number of samples."""
@@ -238,10 +263,14 @@ class ShardBatches:
     :param seed: base seed of the order and the augmentation
     :param augment_data: apply :func:`augment` and :func:`shift_z`
     :param z_shift: largest z shift in voxels (0 = none; at most a quarter of the crop height)
+    :param short_window_prob: share of steps whose batch is a stream start: samples of
+        :meth:`ShardDataset.stream_start_samples` cut to their first ``k`` slices,
+        ``k`` uniform in ``[2, T - 1]`` (the same for the whole batch)
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, seed: int,
-                 augment_data: bool = True, z_shift: int = 0) -> None:
+                 augment_data: bool = True, z_shift: int = 0,
+                 short_window_prob: float = 0.0) -> None:
         """Plan nothing yet; orders are derived from (seed, epoch)."""
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
@@ -250,6 +279,8 @@ class ShardBatches:
         self.seed = int(seed)
         self.augment_data = augment_data
         self.z_shift = max(0, int(z_shift))
+        self.short_window_prob = float(short_window_prob)
+        self.starts = dataset.stream_start_samples() if self.short_window_prob > 0 else []
 
     @property
     def batches_per_epoch(self) -> int:
@@ -280,6 +311,12 @@ class ShardBatches:
             for b in range(k, per_epoch):
                 idx = order[b * self.batch_size:(b + 1) * self.batch_size]
                 rng = np.random.default_rng([self.seed, 1_000_003, step])
+                t = self.dataset.seq_len
+                keep = t
+                if self.starts and t > 2 and rng.random() < self.short_window_prob:
+                    idx = [self.starts[int(k)]
+                           for k in rng.integers(0, len(self.starts), len(idx))]
+                    keep = int(rng.integers(2, t))
                 codes = rng.integers(0, 8, len(idx)) if self.augment_data else [0] * len(idx)
                 # At most a quarter of the crop height: most of the content stays in view.
                 kz = min(self.z_shift, int(self.dataset.sample_shape[-1]) // 4)
@@ -287,5 +324,7 @@ class ShardBatches:
                           if self.augment_data and kz else [0] * len(idx))
                 samples = [shift_z(augment(self.dataset[i], int(c)), int(k))
                            for i, c, k in zip(idx, codes, shifts)]
+                if keep < t:  # oldest slices first: the first `keep` frames of the stream
+                    samples = [{key: v[:keep] for key, v in sm.items()} for sm in samples]
                 yield step, epoch, collate(samples)
                 step += 1

@@ -89,6 +89,7 @@ class TrainOptions:
     head_channels: int = 8
     padding: str = 'replicate'
     z_shift: int = 4
+    short_window_prob: float = 0.25
     command: str = ''
     stop_after: int = 0
     calibrate: bool = True
@@ -294,7 +295,8 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     model.checkpointing = opts.checkpointing
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr,
                                   weight_decay=opts.weight_decay)
-    batches = ShardBatches(train_set, opts.batch_size, opts.seed, z_shift=opts.z_shift)
+    batches = ShardBatches(train_set, opts.batch_size, opts.seed, z_shift=opts.z_shift,
+                           short_window_prob=opts.short_window_prob)
     total = opts.steps if opts.steps > 0 else opts.epochs * batches.batches_per_epoch
     val_every = opts.val_every if opts.val_every > 0 else batches.batches_per_epoch
     warmup = min(opts.warmup_steps, max(0, total // 10))

@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--z-shift', type=int, default=4,
                    help='training augmentation: random z shift of each crop, up to this many '
                         'voxels (0 = off)')
+    p.add_argument('--short-window-prob', type=float, default=0.25,
+                   help='share of batches that are stream starts: windows of 2..T-1 slices cut '
+                        'from the first window of a sequence (0 = off)')
 
 
 def run(args: argparse.Namespace) -> int:
