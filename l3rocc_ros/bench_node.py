@@ -15,7 +15,8 @@ Run by ``l3rocc bench`` (as ``python -m l3rocc_ros.bench_node --out RESULT.json 
    second and their latency (receive time - header stamp) p50/p95, dropped frames by reason,
    and samples the node's RSS, peak RSS (VmHWM) and thread count;
 4. stops the node with SIGINT (the time it takes is reported) and writes one JSON file, with a
-   time series in ``--bucket`` second buckets (the soak plot's data) and the RSS slope.
+   time series in ``--bucket`` second buckets (the soak plot's data) and the RSS slope over
+   the measured time and over its second half (``rss_slope_last_half_mb_per_min``).
 
 ``--publish-cost OCC.npz`` also times building the output messages (``~/points``,
 ``~/occupancy``, ``~/markers``) from a window of an ``occupancy.npz``: the publish stage.
@@ -283,11 +284,10 @@ def summarise(pub: Publisher, col: Collector, samples: List[Dict[str, float]], t
               if str(k).startswith('error.')}
     rss = [(s['t_s'], s['rss_mb']) for s in samples if 'rss_mb' in s]
     rss_measure = [(t, r) for t, r in rss if t >= t_measure - t_start]
-    slope = None
-    if len(rss_measure) >= 3:
-        tt, rr = np.asarray(rss_measure).T
-        if tt[-1] - tt[0] > 1.0:
-            slope = float(np.polyfit(tt / 60.0, rr, 1)[0])
+    slope = _slope_mb_per_min(rss_measure)
+    # the second half of the measured time: what is left once the allocator is warm
+    half_t = (t_measure + t_end) / 2.0 - t_start
+    slope_last_half = _slope_mb_per_min([(t, r) for t, r in rss_measure if t >= half_t])
     threads = [s['threads'] for s in samples if 'threads' in s]
     out: Dict[str, Any] = {
         'measure_s': dur,
@@ -312,8 +312,10 @@ def summarise(pub: Publisher, col: Collector, samples: List[Dict[str, float]], t
         'device': last_diag.get('device'), 'refiner': last_diag.get('refiner'),
         'peak_rss_mb': max((s['peak_rss_mb'] for s in samples if 'peak_rss_mb' in s),
                            default=None),
+        'rss_mb_start': rss_measure[0][1] if rss_measure else None,
         'rss_mb_end': rss[-1][1] if rss else None,
         'rss_slope_mb_per_min': slope,
+        'rss_slope_last_half_mb_per_min': slope_last_half,
         'threads_start': threads[0] if threads else None,
         'threads_end': threads[-1] if threads else None,
         'threads_max': max(threads) if threads else None,
@@ -321,6 +323,16 @@ def summarise(pub: Publisher, col: Collector, samples: List[Dict[str, float]], t
     }
     out['series'] = _series(pub, pts, diags, samples, t_start, t_end, bucket_s)
     return out
+
+
+def _slope_mb_per_min(rss: Sequence[tuple]) -> Optional[float]:
+    """Least-squares slope (MB/min) of (seconds, MB) samples; None for fewer than 3 or < 1 s."""
+    if len(rss) < 3:
+        return None
+    tt, rr = np.asarray(rss, np.float64).T
+    if tt[-1] - tt[0] <= 1.0:
+        return None
+    return float(np.polyfit(tt / 60.0, rr, 1)[0])
 
 
 def _series(pub: Publisher, pts: Sequence[tuple], diags: Sequence[tuple],

@@ -27,6 +27,7 @@ from l3rocc_core.frame import Frame
 from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.tf_tree import TransformUnavailable
 from l3rocc_ros.diagnostics import NodeStats, diagnostic_array
+from l3rocc_ros.memwatch import from_environment, limit_arenas, release_free_memory
 from l3rocc_ros.messages import (MarkerEncoder, image_msg_to_rgb, occupancy_to_markers,
                                  occupancy_to_msg, occupancy_to_pointcloud2)
 from l3rocc_ros.params import NodeParameters, changed_stages
@@ -37,6 +38,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -53,6 +55,9 @@ PIPELINE_STAGES = ('camera', 'window', 'depth', 'grid', 'fusion', 'refiner')
 JUMP_BACK_NS = 1_000_000_000  # an image this much older than the previous: time jumped back
 LOG_PERIOD_S = 3.0
 STOP_BUDGET_S = 1.5  # shutdown waits this long for the frame in hand, then leaves it
+MALLOC_TRIM_PERIOD_S = 10.0  # the worker gives the heap's free pages back this often
+MALLOC_ARENAS = 2  # glibc malloc arenas of the node process (see memwatch.limit_arenas)
+RCLError = rclpy_implementation.RCLError
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                         reliability=ReliabilityPolicy.RELIABLE)
 
@@ -158,6 +163,20 @@ def is_cuda_oom(exc: BaseException) -> bool:
     return False
 
 
+def forget_traceback(exc: Optional[BaseException]) -> None:
+    """Drop the tracebacks of ``exc`` and of the errors it wraps or was raised from.
+
+    A traceback keeps every frame it passed through alive, with their local variables: after a
+    CUDA OOM inside a stage, those are the stage's device tensors, which
+    ``torch.cuda.empty_cache`` cannot free while the exception is referenced.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = getattr(exc, 'error', None) or exc.__cause__ or exc.__context__
+
+
 class FrameDropped(Exception):
     """A frame that cannot be processed; ``kind`` is its diagnostics counter."""
 
@@ -217,6 +236,8 @@ class L3roccNode(Node):
         self._odom_children = set()
         self._last_occ: Optional[Occupancy4D] = None
         self._publish_ms: Optional[float] = None
+        self._next_trim = time.monotonic() + MALLOC_TRIM_PERIOD_S
+        self._trim_ms: Optional[float] = None
         #: Stage timings of the last completed frame (the pipeline's own dict is rewritten
         #: while a frame is being processed, so diagnostics read this copy).
         self._stage_ms: Dict[str, float] = {}
@@ -411,6 +432,21 @@ class L3roccNode(Node):
                               f'unexpected {type(exc).__name__}: {exc}', 'error')
             finally:
                 self._idle.set()
+            self._trim_heap()
+
+    def _trim_heap(self) -> None:
+        """Every ``MALLOC_TRIM_PERIOD_S``, between frames: return the heap's free pages.
+
+        Without it the RSS grew by ~170 MB over the first minutes of a soak while the memory in
+        use stayed flat (glibc's per-thread arenas keep what is freed in them).
+        """
+        now = time.monotonic()
+        if now < self._next_trim or self._stopping:
+            return
+        self._next_trim = now + MALLOC_TRIM_PERIOD_S
+        start = time.perf_counter()
+        if release_free_memory():
+            self._trim_ms = (time.perf_counter() - start) * 1e3
 
     def _process(self, msg: Any, received: float) -> None:
         cfg = self.config
@@ -423,13 +459,18 @@ class L3roccNode(Node):
             return
         if frame is None:
             return
+        oom: Optional[BaseException] = None
         try:
             occ = self._pipeline.push(frame)
         except Exception as exc:  # noqa: B902 - the stage boundary: count, log, keep running
             if not is_cuda_oom(exc):
                 self._drop('pipeline_error', f'{type(exc).__name__}: {exc}')
                 return
-            occ = self._recover_from_oom(frame, exc, cfg)
+            oom, occ = exc, None
+        if oom is not None:
+            # outside the except block: the exception being handled would keep the failed
+            # stage's frames, and with them its device tensors, alive during the recovery
+            occ = self._recover_from_oom(frame, oom, cfg)
             if occ is None:
                 return
         self.stats.processed()
@@ -453,20 +494,18 @@ class L3roccNode(Node):
 
         :return: the retried frame's result, or None when the retry failed too (counted)
         """
+        forget_traceback(exc)   # its frames hold the failed stage's tensors
         self.stats.error('cuda_oom', f'{type(exc).__name__}: {exc}', dropped=False)
         first = 'device' not in self._degraded
         self._device_override = 'cpu'
         try:
             cpu_pipeline = self._make_pipeline(cfg)
         except ValueError as exc2:
-            self._drop('cuda_oom', f'CUDA out of memory and no CPU pipeline either: {exc2}')
+            self._drop('pipeline_error', f'CUDA out of memory and no CPU pipeline either: {exc2}')
             return None
         old, self._pipeline = self._pipeline, cpu_pipeline
         del old
-        gc.collect()
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self._free_device_memory()
         self._degraded['device'] = 'running on the CPU since CUDA ran out of memory'
         text = (f'{self.image_topic}: CUDA out of memory ({str(exc).splitlines()[0][:200]}); '
                 'GPU memory freed, pipeline rebuilt on the CPU (window restarted), frame '
@@ -480,6 +519,13 @@ class L3roccNode(Node):
         except Exception as exc2:  # noqa: B902 - the stage boundary, as in _process
             self._drop('pipeline_error', f'{type(exc2).__name__}: {exc2}')
             return None
+
+    def _free_device_memory(self) -> None:
+        """Collect unreachable tensors, then give the CUDA caching allocator's blocks back."""
+        gc.collect()
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _drop(self, kind: str, message: str) -> None:
         self.stats.error(kind, message)
@@ -649,6 +695,8 @@ class L3roccNode(Node):
             extra[f'stage_ms.{stage}'] = float(ms)
         if self._publish_ms is not None:
             extra['stage_ms.publish'] = self._publish_ms
+        if self._trim_ms is not None:
+            extra['malloc_trim_ms'] = self._trim_ms
         return extra
 
     def publish_diagnostics(self) -> None:
@@ -697,26 +745,38 @@ class L3roccNode(Node):
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def main(args: Optional[List[str]] = None) -> int:
+def main(args: Optional[List[str]] = None, fast_exit: bool = True) -> int:
     """Entry point of ``l3rocc_node``: spin the node on a MultiThreadedExecutor until shutdown.
 
     SIGINT and SIGTERM (rclpy's signal handlers) end the spin; the node is destroyed and rclpy
     shut down in every case. Shutdown waits at most ``STOP_BUDGET_S`` for a frame being
-    computed; when the frame is still not done, the process exits at once without waiting for
-    it (its result would be discarded anyway).
+    computed (its result would be discarded anyway).
 
+    Then, with ``fast_exit``, the process ends at once (:func:`exit_now`): the node has left
+    the graph, the DDS participant is deleted, logs and output streams are flushed, and nothing
+    is left that the interpreter's own teardown would still save, only its slow unloading of
+    torch (1-2 s on two busy cores) and the join of a worker thread inside a long frame.
+
+    ``L3ROCC_MEMWATCH=SECONDS`` (and ``L3ROCC_TRACEMALLOC=1``) log memory figures periodically
+    (:mod:`l3rocc_ros.memwatch`).
+
+    :param args: command line (default ``sys.argv``)
+    :param fast_exit: end the process when done (False: return the status, for in-process use)
     :return: 0 on a clean exit, 1 when the node could not start
     """
     # The worker issues many short torch calls, each giving the GIL back; with the executor's
     # threads busy receiving images, Python's default 5 ms switch interval made every re-acquire
     # wait up to 5 ms (depth took ~10x longer in the node than in replay).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    limit_arenas(MALLOC_ARENAS)   # before rclpy and torch start their threads
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     executor = None
+    watch = None
     status = 0
     try:
         node = L3roccNode()
+        watch = from_environment()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
@@ -725,12 +785,23 @@ def main(args: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         rclpy.logging.get_logger('l3rocc').fatal(str(exc))
         status = 1
+    except RCLError:
+        # A signal that shuts the context down while the executor builds its wait set makes
+        # rclpy raise 'the given context is not valid' instead of ExternalShutdownException
+        # (seen once in ten SIGTERMs); anything else is a real failure.
+        if rclpy.ok():
+            raise
+        status = 0
     finally:
         stop_start = time.monotonic()
-        idle = True
+        if watch is not None:
+            watch.stop()
+        # The signal has shut the context down: a node logger would also try /rosout and
+        # print 'Failed to publish log message to rosout'; a logger of its own does not.
+        logger = rclpy.logging.get_logger(f'{node.get_name() if node else "l3rocc"}.shutdown')
         if node is not None:
-            node.get_logger().info('shutting down' + (' (the worker is computing a frame)'
-                                                      if node.busy else ''))
+            logger.info('shutting down' + (' (the worker is computing a frame)'
+                                           if node.busy else ''))
             node.stop()
         if executor is not None:
             try:
@@ -738,18 +809,41 @@ def main(args: Optional[List[str]] = None) -> int:
             except TypeError:  # Humble: no wait_for_threads
                 executor.shutdown(timeout_sec=STOP_BUDGET_S)
         if node is not None:
-            logger = node.get_logger()
             idle = node.destroy_node(STOP_BUDGET_S)
             logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s'
                         + ('' if idle else ' (a frame was still being computed; not waited for)'))
-        rclpy.try_shutdown()
-    if not idle:
-        # the worker thread is inside a long computation whose result is discarded; the
-        # interpreter would join it before exiting
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+        rclpy.try_shutdown()   # also flushes and closes the ROS log files
+    if fast_exit:
+        exit_now(status)
     return status
+
+
+def exit_now(status: int) -> None:
+    """End the process with ``status`` at once, after flushing every output buffer.
+
+    Call it only once rclpy is shut down (no node, no executor running). It deletes the DDS
+    participant (the default context's handle) so peers see it leave, flushes Python's
+    ``logging`` handlers, ``sys.stdout``/``sys.stderr`` and the C library's streams (rcutils
+    writes the console log with C stdio), then calls ``os._exit``: the interpreter's teardown
+    (unloading torch, joining a worker thread still inside a frame) is skipped. Nothing of the
+    node's state needs saving at exit.
+    """
+    try:
+        rclpy.get_default_context().destroy()
+    except (RuntimeError, AttributeError) as exc:
+        print(f'l3rocc_node: the ROS context was not destroyed: {exc}', file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass   # a closed or broken pipe: nothing more can be written to it anyway
+    try:
+        import ctypes
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass   # no C library to flush (not Linux/macOS): Python's streams are flushed above
+    os._exit(status)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ test_node_inputs.py (``test_exception_inside_the_pipeline_counted_node_alive``).
 import logging
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -134,16 +135,40 @@ def test_tf_publisher_pause(flt, wall) -> None:
     assert accounted == snap['frames_received'], snap
 
 
+OOM_TEXT = 'CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.11 GiB total capacity)'
+
+
 class OutOfMemoryRefiner(GeometryRefiner):
-    """A real refiner whose GPU allocation fails: raises a real ``torch.cuda.OutOfMemoryError``."""
+    """A real refiner whose GPU allocation fails: raises a real ``torch.cuda.OutOfMemoryError``.
+
+    Like a real stage, it holds a work tensor in a local variable when the allocation fails;
+    ``buffers`` keeps weak references to them.
+    """
 
     calls = 0
+    buffers: list = []
 
     def refine(self, features, logodds, observed):
-        """Fail like a CUDA allocation of a too large buffer."""
+        """Fail like a CUDA allocation of a too large buffer, after a first one succeeded."""
         OutOfMemoryRefiner.calls += 1
-        raise torch.cuda.OutOfMemoryError(
-            'CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.11 GiB total capacity)')
+        work = torch.empty_like(logodds)
+        OutOfMemoryRefiner.buffers.append(weakref.ref(work))
+        raise torch.cuda.OutOfMemoryError(OOM_TEXT)
+
+
+def spy_on_freeing(node) -> list:
+    """Record, each time the node frees device memory, which OOM work tensors are still alive.
+
+    Wraps the node's own ``_free_device_memory`` (the real one still runs).
+    """
+    alive = []
+    real = node._free_device_memory
+
+    def free() -> None:
+        real()
+        alive.append([r for r in OutOfMemoryRefiner.buffers if r() is not None])
+    node._free_device_memory = free
+    return alive
 
 
 def test_cuda_oom_falls_back_to_cpu(flt, wall) -> None:
@@ -151,15 +176,18 @@ def test_cuda_oom_falls_back_to_cpu(flt, wall) -> None:
 
     There is no GPU here: the error is a real ``torch.cuda.OutOfMemoryError`` raised by a real
     refiner object put into the running pipeline through its public ``refiner`` attribute.
+    When the memory is freed, nothing (no traceback) keeps the failed stage's tensors alive.
     """
     node, client = flt.node, flt.client
     old = node.pipeline
     old.refiner = OutOfMemoryRefiner()
+    alive = spy_on_freeing(node)
     mark = flt.log.mark()
     stamp = client.publish_frame(21)
     assert client.wait_for('points', lambda m: wall.stamp_of(m) == stamp, 30.0) is not None, \
         f'the frame that hit the OOM was not retried; {node.stats.snapshot()}'
     assert OutOfMemoryRefiner.calls == 1
+    assert alive == [[]], 'a tensor of the failed stage was still referenced when memory was freed'
     assert node.pipeline is not old and str(node.pipeline.device) == 'cpu'
     assert not isinstance(node.pipeline.refiner, OutOfMemoryRefiner)
     assert 'device' in node.degraded
@@ -169,6 +197,34 @@ def test_cuda_oom_falls_back_to_cpu(flt, wall) -> None:
                        and 'degraded' in s.message)
     assert status.level == DiagnosticStatus.WARN and 'CPU' in status.message
     processed(flt, wall, [22, 23])
+
+
+def test_cuda_oom_in_the_depth_stage_again(flt, wall) -> None:
+    """A second OOM, in the plane sweep this time: counted, logged, frame retried, node alive.
+
+    The running pipeline's depth estimator raises a real ``torch.cuda.OutOfMemoryError`` (its
+    ``estimate`` replaced on that one instance).
+    """
+    node, client = flt.node, flt.client
+    processed(flt, wall, [24, 25])    # the window has sources: the next frame runs the sweep
+    before = int(node.stats.snapshot()['errors'].get('cuda_oom', 0))
+    old = node.pipeline
+    calls = []
+
+    def estimate(ref, sources):
+        calls.append(ref.stamp_ns)
+        raise torch.cuda.OutOfMemoryError(OOM_TEXT)
+    old.depth_estimator.estimate = estimate
+    mark = flt.log.mark()
+    stamp = client.publish_frame(26)
+    assert client.wait_for('points', lambda m: wall.stamp_of(m) == stamp, 30.0) is not None, \
+        f'the frame that hit the OOM was not retried; {node.stats.snapshot()}'
+    assert len(calls) == 1 and node.pipeline is not old
+    assert int(node.stats.snapshot()['errors']['cuda_oom']) == before + 1
+    # log_period_s 0 here: the repeated OOM is logged too (rate-limited otherwise)
+    assert flt.log.wait(mark, '/flt/image', 'CUDA out of memory',
+                        'depth stage failed') is not None
+    processed(flt, wall, [27, 28])
 
 
 def test_restart_safe_in_fresh_contexts(wall) -> None:

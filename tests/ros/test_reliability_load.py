@@ -95,6 +95,13 @@ def test_queue_bounded_and_every_frame_accounted(soak) -> None:
     print(f"\nload: {snap['frames_received']} frames received in {soak['publish_s']:.1f} s, "
           f"{snap['frames_processed']} processed, {snap['dropped_queue_full']} replaced in the "
           f"queue, {snap['dropped_frames']} dropped for other reasons {snap['errors']}")
+    lat_s = np.array([(arrival - stamp) / 1e9 for stamp, arrival in soak['results']])
+    if lat_s.size >= 3:
+        third = max(1, lat_s.size // 3)
+        print(f'latency of the results (printed, not asserted; l3rocc bench --soak measures it): '
+              f'p50/p95 first third {np.percentile(lat_s[:third], 50):.2f}/'
+              f'{np.percentile(lat_s[:third], 95):.2f} s, last third '
+              f'{np.percentile(lat_s[-third:], 50):.2f}/{np.percentile(lat_s[-third:], 95):.2f} s')
     assert snap['frames_received'] > 0
     assert snap['dropped_queue_full'] > 0, 'the pipeline was not slower than the input'
     assert snap['frames_processed'] < snap['frames_received']

@@ -1,4 +1,4 @@
-"""The node as a process: SIGTERM and SIGINT end it cleanly (exit status 0, quickly)."""
+"""The node as a process: SIGTERM and SIGINT end it cleanly (exit status 0, no hang)."""
 
 import os
 import signal
@@ -22,7 +22,8 @@ def test_signal_stops_the_node_cleanly(repo_root: Path, tmp_path: Path, sig: int
         proc = subprocess.Popen(
             [sys.executable, '-m', 'l3rocc_ros.node', '--ros-args', '-r', '__node:=l3rocc_sig',
              '-p', 'refiner:=none', '-p', 'device:=cpu'],
-            cwd=repo_root, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+            cwd=repo_root, stdout=out, stderr=subprocess.STDOUT,
+            env=dict(os.environ, ROS_LOG_DIR=str(tmp_path / 'ros_log')))
     try:
         end = time.monotonic() + 60.0
         while time.monotonic() < end and 'l3rocc: ' not in log.read_text():
@@ -40,6 +41,11 @@ def test_signal_stops_the_node_cleanly(repo_root: Path, tmp_path: Path, sig: int
     text = log.read_text()
     assert status == 0, text
     assert 'shutting down' in text and 'Traceback' not in text, text
-    # spin stops and the node is destroyed within milliseconds; the rest is the interpreter
-    # unloading torch (about 1-2 s on two busy cores)
-    assert elapsed < 6.0, f'exit took {elapsed:.2f} s'
+    # the last lines reached the console and the ROS log file although the process ends with
+    # os._exit (buffers flushed first)
+    assert 'stopped in' in text, text
+    ros_logs = [p.read_text() for p in (tmp_path / 'ros_log').glob('*.log')]
+    assert any('stopped in' in t for t in ros_logs), ros_logs
+    # spin stops, the node is destroyed and the process ends (os._exit, no interpreter
+    # teardown) within a fraction of a second; only a hang is caught here
+    assert elapsed < 10.0, f'exit took {elapsed:.2f} s'
