@@ -144,6 +144,12 @@ class RefinerConfig:
         2, 'the network may mark voxels occupied only within this many voxels of space observed '
         'in the window (-1 = anywhere): it completes what the camera saw, it does not invent '
         'occupancy where no ray came near', -1, 64)
+    network_update: str = param(
+        'auto', 'window: every frame the network re-estimates every slice of the window (older '
+        'slices improve with newer evidence; cost grows with window_size); newest: only the '
+        'newest slice is estimated and each slice keeps the estimate it got when it was newest '
+        '(about 1/window_size of the cost); auto: window on CUDA, newest on the CPU',
+        choices=('auto', 'window', 'newest'), read_only=True)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
     refiner_fallback: bool = param(

@@ -314,9 +314,13 @@ class EvidenceFusion:
 
     def features(self) -> torch.Tensor:
         """float32 [n, C, X, Y, Z] refiner input, channels :data:`FEATURE_NAMES`, oldest first."""
-        order = self._order()
+        return self.slot_features(self._order())
+
+    def slot_features(self, slots: Sequence[int]) -> torch.Tensor:
+        """float32 [k, C, X, Y, Z] refiner input of the given ring slots, in that order."""
+        order = list(slots)
         scale = max(abs(self.config.logodds_min), abs(self.config.logodds_max))
-        n, dims = self._count, tuple(self.grid.dims)
+        n, dims = len(order), tuple(self.grid.dims)
         out = torch.empty((n, len(FEATURE_NAMES)) + dims, dtype=torch.float32,
                           device=self.device)
         out[:, 0] = (self._logodds[order] / scale).view((n,) + dims)

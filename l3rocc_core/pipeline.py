@@ -164,6 +164,7 @@ class OccupancyPipeline:
         self._last_stamp = None
         self._scene_depth = None
         self._cached_slots.clear()
+        self._forget_encodings()
 
     # -- per frame --------------------------------------------------------------------------
     def push(self, frame: Frame) -> Optional[Occupancy4D]:
@@ -232,6 +233,7 @@ class OccupancyPipeline:
         with _Stage(self, 'fusion'):
             self.fusion.integrate(frame.T_world_cam, frame.stamp_ns, depth, frame.camera)
             self._cached_slots.discard(self.fusion.head)
+            self._forget_encodings(self.fusion.head)
             self.window.push(frame)
             self._camera = frame.camera
             self._last_stamp = int(frame.stamp_ns)
@@ -247,6 +249,12 @@ class OccupancyPipeline:
         self.timings_ms['total'] = (time.perf_counter() - start) * 1e3
         return occ
 
+    def _forget_encodings(self, slot: Optional[int] = None) -> None:
+        """Drop the network's cached per-slice encodings of ``slot`` (None: all)."""
+        forget = getattr(self.refiner, 'forget', None)
+        if forget is not None:
+            forget(slot)
+
     def _refine(self) -> List[int]:
         """Refresh the per-slot numpy caches; return the slots oldest first."""
         fusion = self.fusion
@@ -254,7 +262,14 @@ class OccupancyPipeline:
         if self._cache_generation != fusion.generation:
             self._cached_slots.clear()
             self._cache_generation = fusion.generation
-        if isinstance(self.refiner, GeometryRefiner):
+            self._forget_encodings()
+        if getattr(self.refiner, 'update', None) == 'newest' \
+                and all(k in self._cached_slots for k in slots[:-1]):
+            # Older slices keep the estimate they got when they were newest.
+            todo = slots[-1:]
+            _, ob = fusion.slots(todo)
+            prob = self.refiner.refine_newest(slots, fusion.slot_features, ob[0])
+        elif isinstance(self.refiner, GeometryRefiner):
             # A slice's probabilities depend on that slice alone: only new slices are computed.
             todo = [s for s in slots[:-1] if s not in self._cached_slots] + [slots[-1]]
             lo, ob = fusion.slots(todo)

@@ -98,6 +98,31 @@ class TemporalAttention(nn.Module):
             y = self.attend_einsum(q, k, v, bias)
         return self.to_out(y.reshape(n, t, h * d))
 
+    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the newest slice only: its query against every slice's key and value.
+
+        Equal to ``forward(x)[:, -1]`` for causal and full attention alike (the newest slice
+        sees the whole window either way), at ``1 / T`` of the query work.
+
+        :param x: float [N, T, C], oldest slice first
+        :return: float [N, C]
+        """
+        if x.dim() != 3 or x.shape[2] != self.channels:
+            raise ValueError(f'expected x of shape [N, T, C={self.channels}], got '
+                             f'{tuple(x.shape)}')
+        n, t, _ = x.shape
+        if t > self.max_len:
+            raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
+        h, d = self.heads, self.head_dim
+        q = self.to_q(x[:, -1:]).reshape(n, 1, h, d)
+        k = self.to_k(x).reshape(n, t, h, d)
+        v = self.to_v(x).reshape(n, t, h, d)
+        bias = self.relative_bias(t)[:, -1:].to(q.dtype)  # [H, 1, T]: nothing masked
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            attn_mask=bias[None]).transpose(1, 2)  # [N, 1, H, D]
+        return self.to_out(y.reshape(n, h * d))
+
     @staticmethod
     def attend_einsum(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       bias: torch.Tensor) -> torch.Tensor:
@@ -190,3 +215,14 @@ class GridTemporalAttention(nn.Module):
         if self.ffn is not None:
             s = s + self.ffn(s)
         return s
+
+    def forward_last(self, s: torch.Tensor) -> torch.Tensor:
+        """Apply the block for the newest slice only (``forward_sequences(s)[:, -1]``).
+
+        :param s: float [N, T, C]
+        :return: float [N, C]
+        """
+        y = s[:, -1] + self.attn.forward_last(self.norm(s))
+        if self.ffn is not None:
+            y = y + self.ffn(y)
+        return y

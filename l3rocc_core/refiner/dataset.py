@@ -159,7 +159,7 @@ class ShardDataset:
         return data
 
     def stream_start_samples(self) -> List[int]:
-        """Indices of the samples whose window holds the first frames of their sequence.
+        """Return the samples whose window holds the first frames of their sequence.
 
         Their first ``k`` slices are exactly the window a pipeline holds ``k`` frames after it
         started (or reset): short windows with little accumulated evidence, which a network

@@ -1,0 +1,120 @@
+"""``network_update: newest``: the newest slice from cached per-slice encodings.
+
+The network's newest-slice output needs the other slices only through their encodings (one
+attention block), so encoding each slice once and running attention, decoder and head for the
+newest slice alone must give exactly the newest slice of the whole-window pass. In the pipeline,
+older slices then keep the estimate they got when they were newest.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.config import PipelineConfig
+from l3rocc_core.frame import Frame
+from l3rocc_core.pipeline import OccupancyPipeline
+from l3rocc_core.refiner.network import (NetConfig, NetworkRefiner, TemporalOccupancyNet,
+                                         resolve_update)
+
+CAM = PinholeCamera(96, 72, 80.0, 80.0, 47.5, 35.5)
+WALL_Z = 1.52  # a wall facing the camera; the camera looks along world +z
+
+
+def wall_frame(n: int, x: float):
+    """(frame, exact depth [H, W]) of the camera at (x, 0, 0) looking at the wall."""
+    T_world_cam = np.eye(4)
+    T_world_cam[0, 3] = x
+    image = np.zeros((CAM.height, CAM.width, 3), np.uint8)
+    return (Frame(image, n * 33_333_333, CAM, T_world_cam),
+            torch.full((CAM.height, CAM.width), WALL_Z))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run single-threaded: small tensors, and the test machines are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _net(**kw) -> TemporalOccupancyNet:
+    torch.manual_seed(0)
+    net = TemporalOccupancyNet(NetConfig(width=8, heads=2, **kw)).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return net
+
+
+@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('padding', ['zeros', 'replicate'])
+def test_newest_slice_from_cached_encodings_equals_the_window_pass(causal: bool,
+                                                                   padding: str) -> None:
+    net = _net(causal=causal, padding=padding)
+    x = torch.randn(1, 7, 5, 9, 7, 5)  # odd dims: padded inside
+    with torch.no_grad():
+        full = net(x)[0]
+        encoded = net.encode_slices(x[0])
+        assert encoded.shape == (7, 5, 4, 3, 8)
+        for t in range(1, 8):  # every window length, as when a stream starts
+            newest = net.forward_newest(encoded[:t], x[0, t - 1])
+            expected = net(x[:, :t])[0, -1]
+            assert torch.allclose(newest, expected, atol=1e-5), t
+        assert torch.allclose(net.forward_newest(encoded, x[0, -1]), full[-1], atol=1e-5)
+
+
+def test_forward_newest_rejects_bad_input() -> None:
+    net = _net()
+    x = torch.randn(3, 5, 8, 8, 4)
+    enc = net.encode_slices(x)
+    with pytest.raises(ValueError, match='do not fit'):
+        net.forward_newest(enc, torch.randn(5, 6, 8, 4))
+    with pytest.raises(ValueError, match='W=8'):
+        net.forward_newest(enc[..., :4], x[-1])
+    two = _net(attn_blocks=2)
+    assert not two.streams
+    with pytest.raises(ValueError, match='one attention block'):
+        two.forward_newest(two.encode_slices(x), x[-1])
+    assert resolve_update('newest', torch.device('cpu'), two) == 'window'
+    assert resolve_update('auto', torch.device('cpu'), net) == 'newest'
+    assert resolve_update('auto', torch.device('cuda'), net) == 'window'
+    with pytest.raises(ValueError, match='network_update'):
+        resolve_update('sometimes', torch.device('cpu'), net)
+
+
+def _run(update: str, n: int = 7):
+    config = PipelineConfig().with_values({
+        'grid_min': [-1.0, -1.0, 0.0], 'grid_max': [1.0, 1.0, 2.0], 'window_size': 4,
+        'refiner': 'network', 'network_update': update, 'device': 'cpu'})
+    pipe = OccupancyPipeline(config)
+    pipe.refiner = NetworkRefiner(_net(), torch.device('cpu'), update=update,
+                                  support_voxels=-1)
+    outs = []
+    for k in range(n):
+        outs.append(pipe.push_depth(*wall_frame(k, 0.03 * k)))
+    return pipe, outs
+
+
+def test_pipeline_newest_mode_matches_the_window_pass_on_the_newest_slice() -> None:
+    _, newest = _run('newest')
+    _, window = _run('window')
+    for a, b in zip(newest, window):
+        np.testing.assert_allclose(a.prob[-1], b.prob[-1], atol=1e-5)
+        assert np.array_equal(a.observed, b.observed)
+    # older slices keep the estimate they got when they were newest
+    for k in range(1, len(newest)):
+        for back in range(1, min(k, 3) + 1):
+            np.testing.assert_array_equal(newest[k].prob[-1 - back], newest[k - back].prob[-1])
+    # ... which the window pass re-estimates with the newer slices
+    assert not np.allclose(window[-1].prob[0], window[-4].prob[-1], atol=1e-5)
+
+
+def test_reset_and_new_slices_drop_cached_encodings() -> None:
+    pipe, _ = _run('newest', n=5)
+    assert len(pipe.refiner._encoded) == 4  # one per slice of the window
+    pipe.reset()
+    assert not pipe.refiner._encoded
+    out = pipe.push_depth(*wall_frame(9, 0.0))
+    assert out.num_slices == 1 and len(pipe.refiner._encoded) == 1
