@@ -135,9 +135,9 @@ class FusionConfig:
 class RefinerConfig:
     """Turning evidence into occupancy probabilities."""
 
-    refiner: str = param('none', 'geometry only, or the temporal-attention network (opt-in: '
-                         'the bundled checkpoint still invents a floor-like layer on real data, '
-                         'see README)', choices=('network', 'none'))
+    refiner: str = param('network', 'the temporal-attention network, or none: geometry only '
+                         '(the fused log-odds; faster on a CPU, for comparison)',
+                         choices=('network', 'none'))
     checkpoint: str = param('', 'refiner checkpoint (.pt); empty = the bundled one',
                             read_only=True)
     network_support_voxels: int = param(
