@@ -21,6 +21,11 @@ Our variants (:func:`default_variants`):
 - ``raycast_default_stride``: rays from every n-th pixel (free space) with hits from every pixel.
 
 OctoMap's tree is unbounded; ours is bounded by its grid (the TUM grid contains the scene).
+OctoMap runs on one thread; so does our fusion on the CPU (its per-frame operations are too small
+to gain from more, :func:`~l3rocc_core.projective.one_intra_op_thread`): one core each.
+OctoMap is also timed with ``discretize=True`` (endpoints merged per voxel before ray casting,
+OctoMap's faster mode), reported beside the default. The load averages before and after are
+recorded: on a shared machine every figure depends on the load.
 """
 
 import time
@@ -29,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from l3rocc_core.bench.resources import cpu_count, load_average
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import FusionConfig, PipelineConfig
 from l3rocc_core.fusion import EvidenceFusion
@@ -96,7 +102,7 @@ def _ours(grid: VoxelGrid, depths: Sequence[np.ndarray], camera: PinholeCamera,
 
 
 def _octomap(points: Sequence[np.ndarray], poses: Sequence[np.ndarray], voxel_size: float,
-             max_depth: float) -> List[float]:
+             max_depth: float, discretize: bool = False) -> List[float]:
     import pyoctomap
     tree = pyoctomap.OcTree(voxel_size)
     seconds = []
@@ -104,7 +110,7 @@ def _octomap(points: Sequence[np.ndarray], poses: Sequence[np.ndarray], voxel_si
         origin = np.ascontiguousarray(T[:3, 3], dtype=np.float64)
         cloud = np.ascontiguousarray(p, dtype=np.float64)
         t0 = time.perf_counter()
-        tree.insertPointCloud(cloud, origin, max_range=max_depth)
+        tree.insertPointCloud(cloud, origin, max_range=max_depth, discretize=discretize)
         seconds.append(time.perf_counter() - t0)
     return seconds
 
@@ -133,8 +139,10 @@ def compare_with_octomap(depths: Sequence[np.ndarray], camera: PinholeCamera,
     :param warmup: leading frames integrated but not timed (both sides)
     :param variants: our configurations (default :func:`default_variants`)
     :param rounds: interleaved repetitions of every side; per frame the median is kept
-    :return: ``ours`` {label: {ms_per_frame, points_per_s, overrides, grid_dims}}, ``octomap``
-        (None without pyoctomap), ``ratio`` {label: ours / OctoMap points per second}
+    :return: ``ours`` {label: {ms_per_frame, points_per_s, overrides, grid_dims,
+        fusion_threads}}, ``octomap`` and ``octomap_discretize`` (None without pyoctomap),
+        ``ratio`` and ``ratio_discretize`` {label: ours / OctoMap points per second},
+        ``load_average`` [[1, 5, 15 min] before, after]
     """
     if len(depths) <= warmup:
         raise ValueError(f'need more than warmup={warmup} depth maps, got {len(depths)}')
@@ -145,11 +153,16 @@ def compare_with_octomap(depths: Sequence[np.ndarray], camera: PinholeCamera,
                            'points_per_frame': float(np.median(n_points)),
                            'voxel_size': grid.voxel_size, 'max_range_m': max_depth,
                            'resolution': f'{camera.width}x{camera.height}', 'device': device,
-                           'torch_threads': torch.get_num_threads(), 'ours': {}}
+                           'torch_threads': torch.get_num_threads(),
+                           'load_average': [load_average()], 'cpu_cores': cpu_count(),
+                           'ours': {}}
     large = _large_grid(grid, PipelineConfig())
+    # Intra-op threads of our per-frame work: one on the CPU (EvidenceFusion.integrate).
+    fusion_threads = 1 if torch.device(device).type == 'cpu' else None
     todo = list(variants or default_variants())
     ours: Dict[str, List[np.ndarray]] = {v[0]: [] for v in todo}
     octo: List[np.ndarray] = []
+    octo_disc: List[np.ndarray] = []
     have_octomap = True
     # Interleaved rounds: on a shared machine, load bursts hit every side alike; per frame the
     # median over rounds is kept.
@@ -163,6 +176,8 @@ def compare_with_octomap(depths: Sequence[np.ndarray], camera: PinholeCamera,
             try:
                 octo.append(np.asarray(_octomap(points, poses, grid.voxel_size,
                                                 max_depth))[warmup:])
+                octo_disc.append(np.asarray(_octomap(points, poses, grid.voxel_size,
+                                                     max_depth, discretize=True))[warmup:])
             except ImportError:
                 have_octomap = False
     for label, overrides, which, _ in todo:
@@ -170,13 +185,17 @@ def compare_with_octomap(depths: Sequence[np.ndarray], camera: PinholeCamera,
         s = np.median(np.stack(ours[label]), axis=0)
         out['ours'][label] = dict(_rate(s, n_points[warmup:warmup + len(s)]),
                                   overrides=overrides, grid_dims=list(g.dims),
-                                  grid_voxels=g.num_voxels, timed_frames=len(s))
+                                  grid_voxels=g.num_voxels, timed_frames=len(s),
+                                  fusion_threads=fusion_threads)
     out['rounds'] = max(1, rounds)
-    out['octomap'] = _rate(np.median(np.stack(octo), axis=0), n_points[warmup:]) if octo \
-        else None
-    if out['octomap']:
-        out['ratio'] = {k: v['points_per_s'] / out['octomap']['points_per_s']
-                        for k, v in out['ours'].items()}
+    for key, series in (('octomap', octo), ('octomap_discretize', octo_disc)):
+        out[key] = _rate(np.median(np.stack(series), axis=0), n_points[warmup:]) if series \
+            else None
+    for key, ratio in (('octomap', 'ratio'), ('octomap_discretize', 'ratio_discretize')):
+        if out[key]:
+            out[ratio] = {k: v['points_per_s'] / out[key]['points_per_s']
+                          for k, v in out['ours'].items()}
+    out['load_average'].append(load_average())
     return out
 
 

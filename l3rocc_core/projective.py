@@ -30,7 +30,11 @@ two agree on about 97 % of the voxels of a scene (see ``tests/core/test_fusion.p
 Per voxel this is a handful of separable tensor operations: the camera coordinates of the voxel
 centres are sums of per-axis vectors (the grid is axis aligned), and the depth test is one gather
 from a per-pixel table of (free, observed) thresholds padded with a border that rejects voxels
-off the image. Every buffer is allocated once per grid size and camera.
+off the image. Every work buffer is allocated once per grid size and camera. On the CPU the work
+is memory-bound: masks are float 0 / 1 arithmetic (boolean tensor operations are several times
+slower), each axis is processed to the end while it is in cache, and one intra-op thread does it
+all (:class:`one_intra_op_thread`). The results are bit-identical to the earlier implementation
+(same float32 operations in the same order).
 """
 
 import math
@@ -42,7 +46,38 @@ import torch
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.raycast import (_as_tensor, _pixel_coords, Array, check_depth_inputs,
-                                 NO_ENDPOINT, pixel_directions, RayCastResult, scatter_endpoints)
+                                 NO_ENDPOINT, pixel_direction, RayCastResult, scatter_endpoints)
+
+
+class one_intra_op_thread:  # noqa: N801 (a context manager used like a function)
+    """Run the enclosed CPU tensor operations of the calling thread on one intra-op thread.
+
+    The per-frame operations of the fusion are small (one pass over ~10**5 elements each):
+    splitting each across OpenMP threads costs more than it saves (measured on 2 cores:
+    2.6 ms per TUM frame on one thread, 5.5 ms on two; under load, two threads can take ten
+    times longer), and a second thread competes with the rest of the pipeline.
+    ``torch.set_num_threads`` sets the calling thread's OpenMP thread count (threads that
+    already ran torch code keep theirs; one making its first torch call within the scope starts
+    with this count) and MKL's; both are restored on exit. No effect on other devices.
+
+    :param device: the device of the enclosed operations
+    """
+
+    def __init__(self, device: Union[str, torch.device]):
+        """Remember the device; nothing changes before the scope is entered."""
+        self._cpu = torch.device(device).type == 'cpu'
+        self._before = 1
+
+    def __enter__(self) -> None:
+        """Set one intra-op thread (CPU only)."""
+        self._before = torch.get_num_threads()
+        if self._cpu and self._before != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        """Restore the thread count."""
+        if self._cpu and self._before != 1:
+            torch.set_num_threads(self._before)
 
 
 class _PixelBuffers:
@@ -52,23 +87,20 @@ class _PixelBuffers:
         self.camera = camera
         H, W = camera.height, camera.width
         x, y = _pixel_coords(camera, str(device))
+        #: normalised pixel-centre coordinates, float64 [W] and [H]
+        self.x, self.y = x, y
         #: metres of depth (z) per metre of ray, [H, W]
         self.inv_norm = torch.rsqrt(x[None, :] ** 2 + y[:, None] ** 2 + 1.0).to(torch.float32)
-        #: thresholds on 1 / z, [H + 2, W + 2, 2]: (free, observed) pairs, gathered as one 64-bit
-        #: word per pixel; +inf (never) in the border
-        self.table = torch.full((H + 2, W + 2, 2), math.inf, dtype=torch.float32, device=device)
+        #: thresholds on 1 / z, [2, H + 2, W + 2]: free, observed; +inf (never) in the border
+        self.table = torch.full((2, H + 2, W + 2), math.inf, dtype=torch.float32, device=device)
+        self.table_rows = [self.table[r, 1:-1, 1:-1] for r in range(2)]
         self.depth = torch.empty((H, W), dtype=torch.float32, device=device)
         self.work = torch.empty((H, W), dtype=torch.float32, device=device)
-        self.keep = torch.empty((H, W), dtype=torch.bool, device=device)
-        self.within = torch.empty((H, W), dtype=torch.bool, device=device)
-        self.no_endpoint = torch.tensor(NO_ENDPOINT, dtype=torch.float32, device=device)
-        self._max_depth = torch.zeros((), dtype=torch.float32, device=device)
+        #: 1.0 where the pixel has a return within the maximum depth, else 0.0
+        self.keep = torch.empty((H, W), dtype=torch.float32, device=device)
+        #: ray directions, then voxel coordinates of the endpoints, per world axis
         self.dirs = [torch.empty((H, W), dtype=torch.float32, device=device) for _ in range(3)]
-        self.ones = torch.ones(H * W, dtype=torch.float32, device=device)
-
-    def max_depth(self, value: float) -> torch.Tensor:
-        """Return a 0-dim tensor holding ``value`` (for ``torch.where`` with ``out``)."""
-        return self._max_depth.fill_(value)
+        self.index = torch.empty(H * W, dtype=torch.int32, device=device)
 
 
 class ProjectiveIntegrator:
@@ -91,16 +123,13 @@ class ProjectiveIntegrator:
         n = self.dims[0] * self.dims[1] * self.dims[2]
         dev = self.device
         #: voxel-centre coordinates along each axis, in voxels (i + 0.5)
-        self._axes = [torch.arange(k, dtype=torch.float32, device=dev).add_(0.5)
-                      for k in self.dims]
+        self._axes_np = [np.arange(k, dtype=np.float32) + np.float32(0.5) for k in self.dims]
         self._free = torch.zeros(n, dtype=torch.float32, device=dev)
         self._observed = torch.zeros(n, dtype=torch.bool, device=dev)
-        self._hit_mask = torch.zeros(n, dtype=torch.bool, device=dev)
         self._hits = torch.zeros(n, dtype=torch.float32, device=dev)
-        self._bins = torch.zeros((self.dims[0] + 2) * (self.dims[1] + 2) * (self.dims[2] + 2),
-                                 dtype=torch.float32, device=dev)
         # Work buffers of the frustum box (at most the whole grid).
-        self._work = torch.empty((5, n), dtype=torch.float32, device=dev)
+        self._proj = torch.empty((3, n), dtype=torch.float32, device=dev)
+        self._thresholds = torch.empty(2 * n, dtype=torch.float32, device=dev)
         self._pix = torch.empty(n, dtype=torch.int32, device=dev)
         self._pixels: Optional[_PixelBuffers] = None
 
@@ -115,6 +144,8 @@ class ProjectiveIntegrator:
                   clear_no_return: bool = False,
                   hit_weights: Optional[Array] = None) -> RayCastResult:
         """Hit counts, free counts and the observed mask of one depth map.
+
+        On the CPU the work runs on one intra-op thread (:class:`one_intra_op_thread`).
 
         :param grid: the voxel grid (world frame = the frame of ``T_world_cam``), of
             :attr:`dims`
@@ -138,29 +169,38 @@ class ProjectiveIntegrator:
             to ``max_depth``; otherwise the voxels they see stay unobserved
         :param hit_weights: optional float [H, W] (e.g. depth confidence) summed per hit voxel
         :return: :class:`~l3rocc_core.raycast.RayCastResult`, flat tensors on the device (the
-            integrator's buffers for ``free`` and ``observed``); ``num_rays`` = pixels with a
-            return (or every pixel with ``clear_no_return``)
+            integrator's buffers for ``hits``, ``free`` and ``observed``); ``num_rays`` = pixels
+            with a return (or every pixel with ``clear_no_return``)
         :raises ValueError: on shapes that do not match
         """
         if tuple(grid.dims) != self.dims:
             raise ValueError(f'grid dims {tuple(grid.dims)} != integrator dims {self.dims}')
         T = check_depth_inputs(depth, camera, T_world_cam, hit_weights)
-        vs = float(grid.voxel_size)
         if ray_stride <= 0:
             raise ValueError(f'ray_stride must be > 0, got {ray_stride}')
+        with one_intra_op_thread(self.device):
+            return self._integrate(grid, depth, camera, T, float(max_depth), float(ray_stride),
+                                   free_margin_m, band_m, clear_no_return, hit_weights)
+
+    def _integrate(self, grid: VoxelGrid, depth: Array, camera: PinholeCamera, T: np.ndarray,
+                   max_depth: float, ray_stride: float, free_margin_m: Optional[float],
+                   band_m: Optional[float], clear_no_return: bool,
+                   hit_weights: Optional[Array]) -> RayCastResult:
+        vs = float(grid.voxel_size)
         margin = 0.5 * vs if free_margin_m is None else float(free_margin_m)
         band = 0.5 * vs if band_m is None else float(band_m)
-        max_depth = float(max_depth)
         px = self._pixel_buffers(camera)
 
         # Depth with the pixels that do not count (no return, NaN, beyond max_depth) at
-        # NO_ENDPOINT, far behind the camera.
-        d = px.depth
-        torch.nan_to_num(_as_tensor(depth, self.device, torch.float32), nan=0.0, posinf=0.0,
-                         neginf=0.0, out=d)
-        keep = torch.gt(d, 0.0, out=px.keep)
-        keep &= torch.le(d, max_depth, out=px.within)
-        torch.where(keep, d, px.no_endpoint, out=d)
+        # NO_ENDPOINT, far behind the camera. Float arithmetic on 0 / 1 masks (exact: products
+        # with 0 and 1, sums with 0) is several times cheaper than boolean masks on the CPU.
+        a = torch.nan_to_num(_as_tensor(depth, self.device, torch.float32), nan=-1.0,
+                             posinf=-1.0, neginf=-1.0, out=px.depth)
+        keep = torch.sign(a, out=px.keep).clamp_(min=0.0)                # 0 < depth
+        beyond = torch.sub(a, max_depth, out=px.work).sign_().clamp_(min=0.0)
+        keep.addcmul_(keep, beyond, value=-1.0)                           # and <= max_depth
+        d = torch.mul(keep, -NO_ENDPOINT, out=px.work).add_(NO_ENDPOINT).addcmul_(keep, a)
+        px.depth, px.work = d, px.depth
         num_rays = int(d.numel()) if clear_no_return else int(keep.sum())
 
         # Per-pixel thresholds on 1 / z (z = voxel-centre depth along the optical axis): free
@@ -171,78 +211,99 @@ class ProjectiveIntegrator:
         table = px.table
         for row, offset in ((0, 0.5 * vs - margin), (1, band)):
             t = torch.add(d, px.inv_norm, alpha=offset, out=px.work)
-            if clear_no_return:
-                torch.where(keep, t, px.max_depth(max_depth), out=t)
-            torch.reciprocal(t.clamp_min_(0.0), out=table[1:-1, 1:-1, row])
+            if clear_no_return:               # t where kept, else max_depth (exact blend)
+                t.mul_(keep).add_(torch.sub(1.0, keep), alpha=max_depth)
+            torch.reciprocal(t.clamp_min_(0.0), out=px.table_rows[row])
 
-        o_vox = ((T[:3, 3] - np.asarray(grid.origin)) / vs).tolist()
-        dirs = pixel_directions(camera, T, vs, self.device, out=px.dirs)
+        o_vox = [(float(T[a, 3]) - float(grid.origin[a])) / vs for a in range(3)]
+        R = (T[:3, :3] / vs).tolist()
+
+        def dirs(a: int) -> torch.Tensor:
+            # pixel_directions, one axis at a time (used right away, while in cache)
+            return pixel_direction(px.x, px.y, R[a], px.dirs[a])
+
         hits, hit_weight, num_hits = scatter_endpoints(grid, d, dirs, o_vox, hit_weights,
-                                                       (self._bins, px.ones, self._hits))
+                                                       (self._hits, px.index))
 
-        self._free.zero_()
-        self._observed.zero_()
-        # Nothing beyond the farthest depth (+ band) is observed: a shorter frustum.
+        # Nothing beyond the farthest depth (+ band) is observed: a shorter frustum. Every
+        # endpoint lies in the frustum (hit voxels are observed), so outside its box every
+        # output is zero.
         far = max_depth if clear_no_return else min(max_depth, float(d.max()))
         box = self._frustum_box(grid, camera, T, far + band) if far > 0 else None
+        if box is None or any(hi - lo < n for (lo, hi), n in zip(box, self.dims)):
+            self._free.zero_()
+            self._observed.zero_()
         if box is not None:
             sl = tuple(slice(lo, hi) for lo, hi in box)
-            self._classify(grid, camera, T, box, table, float(ray_stride),
-                           self._free.view(self.dims)[sl], self._observed.view(self.dims)[sl])
-        self._observed |= torch.gt(hits, 0.0, out=self._hit_mask)
+            self._classify(grid, camera, T, box, table, ray_stride,
+                           self._free.view(self.dims)[sl], self._observed.view(self.dims)[sl],
+                           hits.view(self.dims)[sl])
         return RayCastResult(hits, self._free, self._observed, hit_weight, num_rays, num_hits)
 
     def _frustum_box(self, grid: VoxelGrid, camera: PinholeCamera, T: np.ndarray,
                      far: float) -> Optional[List[Tuple[int, int]]]:
         """Voxel index ranges [(lo, hi)] x 3 of the frustum's bounding box, or None if empty."""
         W, H = camera.width, camera.height
-        u = np.array([-0.5, W - 0.5, -0.5, W - 0.5])
-        v = np.array([-0.5, -0.5, H - 0.5, H - 0.5])
-        corners = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy,
-                            np.ones(4)], -1) * far
-        p_cam = np.concatenate([np.zeros((1, 3)), corners], 0)           # apex + far corners
-        p_vox = (p_cam @ T[:3, :3].T + T[:3, 3] - np.asarray(grid.origin)) / grid.voxel_size
-        lo = np.maximum(np.floor(p_vox.min(0)).astype(np.int64) - 1, 0)
-        hi = np.minimum(np.ceil(p_vox.max(0)).astype(np.int64) + 1, self.dims)
-        if np.any(hi <= lo):
-            return None
-        return [(int(a), int(b)) for a, b in zip(lo, hi)]
+        # Apex and the four far corners of the image (pixel edges) in camera coordinates; a
+        # handful of points: plain floats are cheaper than numpy here.
+        xs = ((-0.5 - camera.cx) / camera.fx * far, (W - 0.5 - camera.cx) / camera.fx * far)
+        ys = ((-0.5 - camera.cy) / camera.fy * far, (H - 0.5 - camera.cy) / camera.fy * far)
+        points = [(0.0, 0.0, 0.0)] + [(x, y, far) for y in ys for x in xs]
+        R, t = T[:3, :3].tolist(), T[:3, 3].tolist()
+        box = []
+        for a in range(3):
+            r, o = R[a], (t[a] - float(grid.origin[a]))
+            v = [(r[0] * p[0] + r[1] * p[1] + r[2] * p[2] + o) / grid.voxel_size
+                 for p in points]
+            lo, hi = max(math.floor(min(v)) - 1, 0), min(math.ceil(max(v)) + 1, self.dims[a])
+            if hi <= lo:
+                return None
+            box.append((int(lo), int(hi)))
+        return box
 
     def _classify(self, grid: VoxelGrid, camera: PinholeCamera, T: np.ndarray,
                   box: List[Tuple[int, int]], table: torch.Tensor, ray_stride: float,
-                  free_out: torch.Tensor, observed_out: torch.Tensor) -> None:
-        """Write the free counts and observed flags of the voxels of ``box`` ([x, y, z])."""
+                  free_out: torch.Tensor, observed_out: torch.Tensor,
+                  hits: torch.Tensor) -> None:
+        """Write the free counts and observed flags of the voxels of ``box`` ([x, y, z]).
+
+        :param hits: float32 [x, y, z] hit counts of the box (hit voxels are observed)
+        """
         vs = float(grid.voxel_size)
         W, H = camera.width, camera.height
         shape = tuple(hi - lo for lo, hi in box)
         m = shape[0] * shape[1] * shape[2]
-        hu, hv, z = (w[:m].view(shape) for w in self._work[:3])
-        pair = self._work[3:].reshape(-1)[:2 * m]           # (free, observed) per voxel
-        # Homogeneous pixel coordinates of the voxel centres, K R^T (c - t), with u and v
-        # shifted by +1.5 so that floor() gives the padded table's column/row directly. The grid
-        # is axis aligned: each is a sum of three per-axis vectors.
+        # Homogeneous pixel coordinates (u z, v z, z) of the voxel centres, K R^T (c - t), with
+        # u and v shifted by +1.5 so that floor() gives the padded table's column/row directly.
+        # The grid is axis aligned: each is a sum of three per-axis vectors (small float32
+        # numpy arrays, the same IEEE single operations as torch's).
         K = np.array([[camera.fx, 0.0, camera.cx + 1.5], [0.0, camera.fy, camera.cy + 1.5],
                       [0.0, 0.0, 1.0]])
         M = K @ T[:3, :3].T                        # world offset -> homogeneous pixel
         const = M @ (np.asarray(grid.origin) - T[:3, 3])
-        axes = [self._axes[a][lo:hi] for a, (lo, hi) in enumerate(box)]
-        for row, out in enumerate((hu, hv, z)):
-            a = axes[0] * float(M[row, 0] * vs) + float(const[row])
-            b = axes[1] * float(M[row, 1] * vs)
-            c = axes[2] * float(M[row, 2] * vs)
-            torch.add((a[:, None] + b[None, :])[:, :, None], c, out=out)
-        # 1 / z, finite everywhere (a centre on the camera plane maps far off the image).
-        inv_z = z.reciprocal_().clamp_(-1e6, 1e6)
-        col = hu.mul_(inv_z).clamp_(0.0, W + 1.0).floor_()
-        row = hv.mul_(inv_z).clamp_(0.0, H + 1.0).floor_()
+        coef = np.concatenate([M * vs, const[:, None]], 1).astype(np.float32)     # [3, 4]
+        ax = [self._axes_np[a][lo:hi][None, :] for a, (lo, hi) in enumerate(box)]
+        a = ax[0] * coef[:, 0:1] + coef[:, 3:4]    # [3, x]
+        ab = a[:, :, None] + (ax[1] * coef[:, 1:2])[:, None, :]                   # [3, x, y]
+        c = ax[2] * coef[:, 2:3]                   # [3, z]
+        ab = torch.from_numpy(ab).to(self.device)[:, :, :, None]
+        c = torch.from_numpy(c).to(self.device)[:, None, None, :]
+        z, u, v = (w[:m].view(shape) for w in self._proj)
+        # 1 / z, finite everywhere (a centre on the camera plane maps far off the image), then
+        # the column and row, one at a time (each pass stays in cache).
+        inv_z = torch.add(ab[2], c[2], out=z).reciprocal_().clamp_(-1e6, 1e6)
+        col = torch.add(ab[0], c[0], out=u).mul_(inv_z).clamp_(0.0, W + 1.0).floor_()
+        row = torch.add(ab[1], c[1], out=v).mul_(inv_z).clamp_(0.0, H + 1.0).floor_()
         pix = self._pix[:m]
         pix.copy_(col.add_(row, alpha=W + 2).view(-1))
-        torch.index_select(table.view(-1).view(torch.int64), 0, pix,
-                           out=pair.view(torch.int64))
-        inv_free, inv_obs = pair.view(shape + (2,)).unbind(-1)
-        torch.gt(inv_z, inv_obs, out=observed_out)
-        # Rays of the frame through the voxel = (strided) pixels it covers; float arithmetic
-        # (step = 1 where 1 / z > inv_free, else 0) instead of a boolean mask.
-        step = torch.sub(inv_z, inv_free, out=inv_free).sign_().clamp_(min=0.0)
+        thr = self._thresholds[:2 * m].view(2, m)
+        torch.index_select(table.view(2, -1), 1, pix, out=thr)
+        # step = 1 where 1 / z > the (free, observed) threshold, else 0: float arithmetic, in
+        # place over the gathered thresholds, cheaper than boolean masks.
+        step = thr.view((2,) + shape)
+        torch.sub(inv_z[None], step, out=step).sign_().clamp_(min=0.0)
+        # Observed: in front of the surface (+ band) or hit (both terms >= 0).
+        observed_out.copy_(torch.add(step[1], hits, out=u))
+        # Rays of the frame through the voxel = (strided) pixels it covers.
         area = float(camera.fx * camera.fy * vs * vs) / float(ray_stride) ** 2
-        torch.mul(inv_z.square_().mul_(area), step, out=free_out)
+        torch.mul(inv_z.square_().mul_(area), step[0], out=free_out)

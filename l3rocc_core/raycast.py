@@ -19,7 +19,7 @@ Everything runs as a handful of tensor operations: no Python loop over pixels or
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -154,7 +154,8 @@ def _traverse_block(grid: VoxelGrid, o_vox: List[float], dir_vox: torch.Tensor,
 
 def pixel_directions(camera: PinholeCamera, T_world_cam: np.ndarray, voxel_size: float,
                      device: Union[str, torch.device],
-                     out: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
+                     out: Optional[Sequence[torch.Tensor]] = None,
+                     axes: Sequence[int] = (0, 1, 2)) -> List[torch.Tensor]:
     """Per-pixel ray directions in voxel units per metre of depth (z), one tensor per world axis.
 
     The voxel coordinate of a pixel's point at depth z is ``o_vox + z * dirs[a][v, u]`` with
@@ -166,39 +167,54 @@ def pixel_directions(camera: PinholeCamera, T_world_cam: np.ndarray, voxel_size:
     :param T_world_cam: float64 [4, 4] camera to world
     :param voxel_size: metres
     :param device: torch device
-    :param out: optional 3 float32 [H, W] tensors to write into (no allocation)
-    :return: 3 float32 tensors [H, W] (``out`` when given)
+    :param out: optional float32 [H, W] tensors to write into (no allocation), one per axis of
+        ``axes``
+    :param axes: the world axes to compute (default all three)
+    :return: float32 tensors [H, W], one per axis of ``axes`` (``out`` when given)
     """
     x, y = _pixel_coords(camera, str(torch.device(device)))
     R = (np.asarray(T_world_cam, np.float64)[:3, :3] / voxel_size).tolist()
     if out is None:
-        return [((x * R[a][0])[None, :] + (y * R[a][1] + R[a][2])[:, None]).to(torch.float32)
-                for a in range(3)]
-    for a in range(3):
-        # Summed in float64, rounded once when stored: the same values as above.
-        torch.add((x * R[a][0])[None, :], (y * R[a][1] + R[a][2])[:, None], out=out[a])
-    return list(out)
+        return [pixel_direction(x, y, R[a]) for a in axes]
+    return [pixel_direction(x, y, R[a], o) for a, o in zip(axes, out)]
+
+
+def pixel_direction(x: torch.Tensor, y: torch.Tensor, R_row: Sequence[float],
+                    out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One axis of :func:`pixel_directions`: ``R_row[0] x[u] + R_row[1] y[v] + R_row[2]``.
+
+    :param x: float64 [W] normalised pixel-centre coordinates (``_pixel_coords``)
+    :param y: float64 [H]
+    :param R_row: 3 floats, a row of the camera-to-world rotation divided by the voxel size
+    :param out: optional float32 [H, W] tensor to write into
+    :return: float32 [H, W], summed in float64 and rounded once
+    """
+    if out is None:
+        return ((x * R_row[0])[None, :] + (y * R_row[1] + R_row[2])[:, None]).to(torch.float32)
+    return torch.add((x * R_row[0])[None, :], (y * R_row[1] + R_row[2])[:, None], out=out)
 
 
 #: Depth given to pixels that must not count as endpoints (see :func:`scatter_endpoints`).
 NO_ENDPOINT = -1e9
 
 
-def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor, dirs: Sequence[torch.Tensor],
+def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor,
+                      dirs: Union[Sequence[torch.Tensor], Callable[[int], torch.Tensor]],
                       o_vox: Sequence[float], hit_weights: Optional[Array] = None,
-                      work: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+                      out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
     """Count the depth endpoints per voxel.
 
     :param grid: the voxel grid
     :param depth: float32 [H, W] metres (z); pixels that do not count (no return, beyond the
         maximum depth) hold :data:`NO_ENDPOINT`, far behind the camera
-    :param dirs: :func:`pixel_directions` of the camera and pose
+    :param dirs: :func:`pixel_directions` of the camera and pose (3 [H, W] tensors), or a
+        function of the axis returning that axis' directions in a work buffer of its own, which
+        is then overwritten (each axis computed when needed, while in cache)
     :param o_vox: 3 floats, the camera centre in voxel units
     :param hit_weights: optional float [H, W] summed per hit voxel
-    :param work: optional buffers to work in instead of allocating: (float32 [(X + 2) * (Y + 2)
-        * (Z + 2)] bins, float32 [H * W] ones, float32 [N] hit counts); ``dirs`` are then
-        overwritten and the hit counts returned are the third buffer
+    :param out: optional buffers (float32 [N] hit counts, returned; int32 [H * W] voxel
+        indices) to work in instead of allocating
     :return: (hits float32 [N], hit_weight float32 [N] or None, endpoints inside the grid)
     """
     X, Y, Z = grid.dims
@@ -209,25 +225,35 @@ def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor, dirs: Sequence[torch
     padded = (X + 2, Y + 2, Z + 2)
     n_pad = padded[0] * padded[1] * padded[2]
     fdt = torch.float32 if n_pad < _FLOAT_EXACT else torch.float64
-    # Voxel coordinates clamped to [-1, dims] (-1 and dims: the padding); flat index in the
-    # padded grid = ((x + 1) * (Y + 2) + y + 1) * (Z + 2) + z + 1, all exact integers.
-    c = []
-    for a in range(3):
-        ca = dirs[a].mul_(depth) if work is not None else dirs[a] * depth
-        c.append(ca.add_(o_vox[a]).floor_().clamp_(-1.0, padded[a] - 2.0).to(fdt))
-    flat = c[2].add_(c[1], alpha=padded[2]).add_(c[0], alpha=padded[1] * padded[2])
+    # Voxel coordinates floor(o + z * dir) clamped to [-1, dims] (-1 and dims: the padding);
+    # flat index in the padded grid = ((x + 1) * (Y + 2) + y + 1) * (Z + 2) + z + 1, all exact
+    # integers. One axis at a time: each pass stays in cache.
+    step = (padded[1] * padded[2], padded[2], 1)
+    flat = None
+    for a in (2, 1, 0):
+        if callable(dirs):
+            c = dirs(a).mul_(depth)
+        else:
+            c = dirs[a] * depth
+        c = c.add_(o_vox[a]).floor_().clamp_(-1.0, padded[a] - 2.0)
+        if flat is None:
+            flat = c if c.dtype == fdt else c.to(fdt)
+        else:
+            flat.add_(c, alpha=step[a])
     flat.add_(padded[1] * padded[2] + padded[2] + 1)
-    idx = flat.reshape(-1).to(torch.int32 if n_pad < 2 ** 31 else torch.int64)
-    interior = (slice(1, -1),) * 3
-    if work is None:
-        hits = torch.bincount(idx, minlength=n_pad).view(padded)[interior].reshape(-1)
-        num_hits = int(hits.sum())
-        hits = hits.to(torch.float32)
+    idt = torch.int32 if n_pad < 2 ** 31 else torch.int64
+    if out is not None and idt == torch.int32:
+        idx = out[1].copy_(flat.view(-1))
     else:
-        bins, ones, hits = work
-        bins.zero_().index_add_(0, idx, ones)
-        hits.view(grid.dims).copy_(bins.view(padded)[interior])
-        num_hits = int(hits.sum())
+        idx = flat.reshape(-1).to(idt)
+    interior = (slice(1, -1),) * 3
+    counts = torch.bincount(idx, minlength=n_pad).view(padded)[interior]
+    if out is None:
+        hits = counts.reshape(-1).to(torch.float32)
+    else:
+        hits = out[0]
+        hits.view(grid.dims).copy_(counts)
+    num_hits = int(hits.sum())
     hit_weight = None
     if hit_weights is not None:
         w = _as_tensor(hit_weights, device, torch.float32).reshape(-1)

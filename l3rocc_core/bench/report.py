@@ -206,27 +206,51 @@ def _octomap_lines(octo: Dict[str, Any]) -> List[str]:
              f'{octo.get("rounds", 1)} interleaved rounds (median per frame; the first '
              f'{octo.get("warmup_frames", "?")} frames of each round untimed); device '
              f'{octo["device"]}, '
-             f'{octo.get("torch_threads")} torch threads. OctoMap: `pyoctomap` '
-             '`insertPointCloud` (every point a ray, unbounded tree). Points/s = valid depth '
-             'points / integration time, the same numerator for every row.', '']
+             f'{octo.get("torch_threads")} torch threads (fusion threads: the intra-op threads '
+             'of our per-frame work). OctoMap: `pyoctomap` '
+             '`insertPointCloud` (every point a ray, unbounded tree, one thread), also with '
+             '`discretize=True` (endpoints merged per voxel first). Points/s = valid depth '
+             'points / integration time, the same numerator for every row.'
+             + _load_text(octo.get('load_average'), octo.get('cpu_cores')), '']
     rows = []
     base = (octo.get('octomap') or {}).get('points_per_s')
+    disc = octo.get('octomap_discretize') or {}
     for label, v in octo['ours'].items():
         ratio = (octo.get('ratio') or {}).get(label)
+        ratio_disc = (octo.get('ratio_discretize') or {}).get(label)
         rows.append([f'ours: {label}', 'x'.join(str(d) for d in v['grid_dims']),
+                     fmt(v.get('fusion_threads'), 0),
                      fmt(v.get('timed_frames', octo.get('timed_frames'))),
                      fmt(v['ms_per_frame'], 1), f'{v["points_per_s"]:,.0f}',
-                     f'{ratio:.2f}x' if ratio is not None else '–'])
+                     f'{ratio:.2f}x' if ratio is not None else '–',
+                     f'{ratio_disc:.2f}x' if ratio_disc is not None else '–'])
     if base:
-        rows.append(['OctoMap', 'unbounded', fmt(octo.get('timed_frames')),
+        rows.append(['OctoMap', 'unbounded', '1', fmt(octo.get('timed_frames')),
                      fmt(octo['octomap']['ms_per_frame'], 1),
-                     f'{base:,.0f}', '1.00x'])
-    lines += table(['fusion', 'grid', 'timed frames', 'ms / frame', 'points / s',
-                    'vs OctoMap'], rows)
+                     f'{base:,.0f}', '1.00x', '–'])
+    if disc.get('points_per_s'):
+        rows.append(['OctoMap discretize', 'unbounded', '1', fmt(octo.get('timed_frames')),
+                     fmt(disc['ms_per_frame'], 1), f'{disc["points_per_s"]:,.0f}',
+                     f'{disc["points_per_s"] / base:.2f}x' if base else '–', '1.00x'])
+    lines += table(['fusion', 'grid', 'fusion threads', 'timed frames', 'ms / frame',
+                    'points / s', 'vs OctoMap', 'vs OctoMap discretize'], rows)
     ratio = (octo.get('ratio') or {}).get('default')
     if ratio is not None:
-        lines += ['', f'    fusion vs OctoMap: {ratio:.1f}x', '']
+        lines += ['', f'    fusion vs OctoMap: {ratio:.1f}x']
+        ratio_disc = (octo.get('ratio_discretize') or {}).get('default')
+        if ratio_disc is not None:
+            lines.append(f'    fusion vs OctoMap discretize: {ratio_disc:.1f}x')
+        lines.append('')
     return lines + ['']
+
+
+def _load_text(loads: Optional[List[List[float]]], cores: Optional[int]) -> str:
+    """' Load average (1, 5, 15 min) before -> after ...' or '' when unknown."""
+    if not loads or not all(loads):
+        return ''
+    return (' Load average (1, 5, 15 min) ' + ' -> '.join(
+        '/'.join(f'{v:.2f}' for v in la) for la in loads)
+        + (f' on {cores} cores.' if cores else '.'))
 
 
 def _soak_lines(soak: Dict[str, Any], plot: Optional[str]) -> List[str]:

@@ -78,6 +78,11 @@ QUICK_SET: Tuple[Case, ...] = (
     TUM_CASE,
 )
 
+#: The sequences of the quick set also scored with ``refiner: network`` (the network costs
+#: seconds per frame on the CPU; a moving synthetic camera has every accuracy figure, static
+#: voxels included). The default set scores every sequence with both refiners.
+QUICK_NETWORK_CASES: Tuple[str, ...] = ('industrial_handheld',)
+
 #: ``l3rocc bench``: three camera motions per family (one static: a monocular camera that does
 #: not move has no parallax, so plane sweep gives no depth), and TUM.
 DEFAULT_SET: Tuple[Case, ...] = (

@@ -1,6 +1,7 @@
 """``l3rocc bench``: accuracy and speed benchmarks with one command; tables, JSON and plots.
 
-``l3rocc bench`` (default set, < 20 min on 2 CPU cores), ``l3rocc bench --quick`` (< 3 min) and
+``l3rocc bench`` (default set, < 20 min on 2 CPU cores), ``l3rocc bench --quick`` (< 3 min; the
+network scores one sequence, ``suite.QUICK_NETWORK_CASES``) and
 ``l3rocc bench --soak`` (the node under a 30 Hz camera for minutes) write ``bench/results.json``,
 ``bench/results.md`` and PNG plots; sequences are made once into ``bench/cache/``.
 
@@ -33,8 +34,8 @@ STEPS = ('accuracy', 'replay', 'node', 'octomap')
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``l3rocc bench`` arguments."""
     parser.add_argument('--quick', action='store_true',
-                        help='the quick set (2 short synthetic sequences + TUM, short node '
-                        'run): under 3 minutes on 2 cores')
+                        help='the quick set (2 short synthetic sequences + TUM, the network '
+                        'refiner on one of them, short node run): under 3 minutes on 2 cores')
     parser.add_argument('--soak', action='store_true',
                         help='only the soak run: the node under a 30 Hz camera for '
                         '--soak-seconds; merged into an existing results.json')
@@ -141,12 +142,20 @@ class _Steps:
 # The runs
 # --------------------------------------------------------------------------------------------
 
+def _refiners_of(case: Any, refiners: List[str], quick: bool) -> List[str]:
+    """Return the refiners a sequence is scored with (quick: the network on some only)."""
+    from l3rocc_core.bench import suite
+    if quick and case.name not in suite.QUICK_NETWORK_CASES:
+        return [r for r in refiners if r != 'network']
+    return list(refiners)
+
+
 def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
-              progress: bool, step: _Steps) -> List[Dict[str, Any]]:
+              progress: bool, step: _Steps, quick: bool) -> List[Dict[str, Any]]:
     from l3rocc_core.bench.accuracy import run_case
     out = []
     for prep in preps:
-        for refiner in refiners:
+        for refiner in _refiners_of(prep.case, refiners, quick):
             step(f'accuracy: replay + score {prep.case.name} (refiner {refiner})')
             out.append(run_case(prep, refiner, os.path.join(
                 runs_dir, f'{prep.case.name}_{refiner}'), device, progress))
@@ -229,7 +238,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.soak:
         return _run_soak(args, device, default_refiner)
 
-    n_steps = (len(cases) + len(cases) * len(refiners) * ('accuracy' not in skip)
+    n_runs = sum(len(_refiners_of(c, refiners, args.quick)) for c in cases)
+    n_steps = (len(cases) + n_runs * ('accuracy' not in skip)
                + ('replay' not in skip) + ('node' not in skip) + ('octomap' not in skip))
     step = _Steps(n_steps)
     previous = _load_previous(os.path.join(args.out, 'results.json'))
@@ -241,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         preps.append(suite.prepare(case, cache, progress))
 
     if 'accuracy' not in skip:
-        runs = _accuracy(preps, refiners, runs_dir, device, progress, step)
+        runs = _accuracy(preps, refiners, runs_dir, device, progress, step, args.quick)
         means = {}
         for refiner in refiners:
             mine = [r for r in runs if r['refiner'] == refiner]
@@ -252,7 +262,14 @@ def _run(args: argparse.Namespace) -> int:
                 means[f'{used}, moving cameras'] = mean_figures(moving)
         acc: Dict[str, Any] = {'runs': runs, 'means': means, 'network_pending': pending}
         if 'geometry' in means and 'network' in means:
-            acc['network_targets'] = network_targets(means['geometry'], means['network'])
+            # Like for like: geometry over the sequences the network scored.
+            scored = {r['sequence'] for r in runs if r['refiner_used'] == 'network'}
+            geometry = [r for r in runs if r['refiner_used'] == 'geometry']
+            base = means['geometry']
+            if {r['sequence'] for r in geometry} != scored:
+                base = means['geometry, network sequences'] = mean_figures(
+                    [r for r in geometry if r['sequence'] in scored])
+            acc['network_targets'] = network_targets(base, means['network'])
         results['accuracy'] = acc
 
     speed: Dict[str, Any] = {}
@@ -284,9 +301,9 @@ def _run(args: argparse.Namespace) -> int:
         frames = args.octomap_frames or (8 if args.quick else 20)
         step(f'speed: fusion vs OctoMap on {frames} TUM depth maps')
         try:
+            # 5 interleaved rounds (a few seconds): per-frame medians robust to load bursts.
             results['octomap'] = tum_octomap_benchmark(
-                320, frames, device, warmup=1 if args.quick else 2,
-                variants=default_variants(args.quick), rounds=2)
+                320, frames, device, warmup=2, variants=default_variants(args.quick), rounds=5)
         except (ImportError, ValueError, RuntimeError) as exc:
             results['octomap'] = {'error': f'{type(exc).__name__}: {exc}'}
     speed['targets'] = speed_targets(speed.get('replay'), speed.get('node'),
@@ -323,9 +340,18 @@ def _print_summary(results: Dict[str, Any], out: str) -> None:
                        [[t['name'], t['target'], f'{fmt(t["measured"], 2)} {t["unit"]}',
                          t['status']] for t in targets])
         lines.append('')
-    ratio = ((results.get('octomap') or {}).get('ratio') or {}).get('default')
+    octo = results.get('octomap') or {}
+    ratio = (octo.get('ratio') or {}).get('default')
     if ratio is not None:
-        lines.append(f'fusion vs OctoMap: {ratio:.1f}x')
+        ours = octo['ours']['default']
+        lines.append(f'fusion vs OctoMap: {ratio:.1f}x (ours {ours["ms_per_frame"]:.2f} ms, '
+                     f'{ours["points_per_s"] / 1e6:.1f} M points/s; OctoMap '
+                     f'{octo["octomap"]["ms_per_frame"]:.1f} ms, '
+                     f'{octo["octomap"]["points_per_s"] / 1e6:.2f} M points/s; load '
+                     f'{octo.get("load_average")})')
+        disc = (octo.get('ratio_discretize') or {}).get('default')
+        if disc is not None:
+            lines.append(f'fusion vs OctoMap discretize: {disc:.1f}x')
     meta = results['meta']
     lines.append(f'load average {meta.get("load_average_start")} -> '
                  f'{meta.get("load_average_end")}; {meta["wall_s"]:.0f} s; -> '

@@ -11,7 +11,8 @@ import pytest
 from l3rocc_core.bench import report, speed
 from l3rocc_core.bench.accuracy import CaseScorer, DepthTruth, run_case
 from l3rocc_core.bench.resources import proc_status, run_monitored
-from l3rocc_core.bench.suite import Case, DEFAULT_SET, prepare, QUICK_SET, select
+from l3rocc_core.bench.suite import (Case, DEFAULT_SET, prepare, QUICK_NETWORK_CASES, QUICK_SET,
+                                     select)
 from l3rocc_core.camera import PinholeCamera
 
 
@@ -26,6 +27,17 @@ def test_sets_are_seeded_held_out_and_cover_families_and_cameras() -> None:
     assert [c.name for c in select(QUICK_SET, ['tum_fr1_xyz'])] == ['tum_fr1_xyz']
     with pytest.raises(ValueError, match='unknown sequence'):
         select(QUICK_SET, ['nope'])
+
+
+def test_quick_set_scores_the_network_on_one_sequence() -> None:
+    from l3rocc_core.tools.bench import _refiners_of
+    both = ['none', 'network']
+    assert len(QUICK_NETWORK_CASES) == 1
+    quick = {c.name: _refiners_of(c, both, True) for c in QUICK_SET}
+    assert [n for n, r in quick.items() if 'network' in r] == list(QUICK_NETWORK_CASES)
+    assert all('none' in r for r in quick.values())
+    assert all(_refiners_of(c, both, False) == both for c in DEFAULT_SET)
+    assert _refiners_of(QUICK_SET[0], ['none'], True) == ['none']   # network pending
 
 
 def test_depth_truth_renders_a_plane_into_a_smaller_camera() -> None:
@@ -130,7 +142,11 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
                                'ms_per_frame': 1.0, 'points_per_s': 4.8e4,
                                'grid_dims': [4, 4, 4]}},
                            'octomap': {'ms_per_frame': 2.0, 'points_per_s': 2.4e4},
-                           'ratio': {'default': 2.0}},
+                           'octomap_discretize': {'ms_per_frame': 1.5,
+                                                  'points_per_s': 3.2e4},
+                           'ratio': {'default': 2.0}, 'ratio_discretize': {'default': 1.5},
+                           'load_average': [[1.5, 1.0, 0.5], [1.75, 1.1, 0.5]],
+                           'cpu_cores': 2},
                'soak': {'series': [{'t_s': 10.0, 'sent_fps': 30.0, 'ingest_fps': 29.0,
                                     'processed_fps': 2.0, 'published_hz': 2.0,
                                     'latency_p50_ms': 200.0, 'latency_p95_ms': float('nan'),
@@ -139,6 +155,8 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
     plots = report.write_report(results, str(tmp_path))
     md = (tmp_path / 'results.md').read_text()
     assert 'fusion vs OctoMap: 2.0x' in md and 'pending (no checkpoint)' in md
+    assert 'fusion vs OctoMap discretize: 1.5x' in md
+    assert '1.50/1.00/0.50 -> 1.75/1.10/0.50 on 2 cores' in md
     assert '| tum_fr1_xyz |' in md and 'n/a' in md
     for name in plots.values():
         assert (tmp_path / name).stat().st_size > 1000
@@ -161,3 +179,8 @@ def test_octomap_comparison_structure() -> None:
     assert out['points_per_frame'] == 16 * 12 and out['timed_frames'] == 2
     assert set(out['ours']) == {v[0] for v in variants}
     assert all(v > 0 for v in out['ratio'].values())
+    # OctoMap's discretized insertion beside the default; our per-frame work on one thread.
+    assert out['octomap_discretize']['points_per_s'] > 0
+    assert set(out['ratio_discretize']) == set(out['ratio'])
+    assert all(v['fusion_threads'] == 1 for v in out['ours'].values())
+    assert len(out['load_average']) == 2

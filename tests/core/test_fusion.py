@@ -14,7 +14,7 @@ from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import FusionConfig
 from l3rocc_core.fusion import FEATURE_NAMES, EvidenceFusion, auto_ray_stride
 from l3rocc_core.grid import VoxelGrid
-from l3rocc_core.projective import ProjectiveIntegrator
+from l3rocc_core.projective import one_intra_op_thread, ProjectiveIntegrator
 from l3rocc_core.raycast import cast_depth
 from l3rocc_core.refiner.geometry import GeometryRefiner
 
@@ -282,10 +282,88 @@ def test_auto_stride_and_bad_input() -> None:
         EvidenceFusion(make_grid(), FusionConfig(), 4, 4.0, anchor='robot')
     with pytest.raises(ValueError, match='fusion_mode'):
         EvidenceFusion(make_grid(), FusionConfig(fusion_mode='voxel'), 4, 4.0)
+    with pytest.raises(ValueError, match='window_size'):
+        EvidenceFusion(make_grid(), FusionConfig(), 256, 4.0)
     fusion = EvidenceFusion(make_grid(), FusionConfig(), 4, 4.0)
     with pytest.raises(ValueError):
         fusion.integrate(np.eye(4), 0, torch.ones(3, 4, 5), CAM)
     assert fusion.num_slices == 0, 'a failed integrate leaves the state untouched'
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_update_matches_the_dense_formula(mode: str) -> None:
+    """The slice update (over the observed voxels only) equals the per-voxel formula on the grid.
+
+    Each frame's evidence is recomputed independently (same integrator inputs) and the slice's
+    log-odds, features and observed mask are checked against the dense formula of the module
+    docstring; the scene is the sphere room seen from moving poses, with a confidence map and
+    invalid pixels (NaN, beyond the range, 0).
+    """
+    grid = make_grid()
+    cfg = FusionConfig(fusion_mode=mode, logodds_max=1.2)    # a clamp that is reached
+    fusion = EvidenceFusion(grid, cfg, window_size=3, max_depth=2.5)
+    vs = grid.voxel_size
+    rng = np.random.default_rng(3)
+    prev = torch.zeros(grid.num_voxels)
+    frame_obs: List[torch.Tensor] = []
+    for k, T in enumerate(sphere_poses() + sphere_poses()[:2]):
+        depth = torch.from_numpy(render(T))
+        depth[torch.from_numpy(rng.random(depth.shape) < 0.05)] = float('nan')
+        depth[:3] = 0.0
+        conf = torch.from_numpy(rng.random(depth.shape).astype(np.float32))
+
+        class Depth:
+            pass
+
+        dr = Depth()
+        dr.depth, dr.confidence = depth, conf
+        fusion.integrate(T, k, dr, CAM)
+        stride = fusion.last_ray_stride
+        kw = dict(ray_stride=stride, free_margin_m=cfg.free_margin_voxels * vs,
+                  hit_weights=conf)
+        if mode == 'projective':
+            res = ProjectiveIntegrator(grid.dims).integrate(grid, depth, CAM, T, 2.5, **kw)
+        else:
+            res = cast_depth(grid, depth, CAM, T, 2.5, **kw)
+        # Evidence only where observed (what lets the update skip the other voxels).
+        assert not ((res.hits > 0) & ~res.observed).any()
+        assert not ((res.free > 0) & ~res.observed).any()
+        delta = torch.where(res.hits > 0, cfg.logodds_hit * res.hits.clamp(max=4.0),
+                            cfg.logodds_miss * res.free.clamp(max=4.0))
+        expect = (prev + delta).clamp(cfg.logodds_min, cfg.logodds_max)
+        lo = fusion.logodds()[-1].reshape(-1)
+        torch.testing.assert_close(lo, expect, rtol=0.0, atol=1e-6)
+        assert (lo == cfg.logodds_max).any() and (lo < 0).any()
+        feats = fusion.features()[-1].reshape(len(FEATURE_NAMES), -1)
+        torch.testing.assert_close(feats[1], torch.log1p(res.hits).half().float())
+        torch.testing.assert_close(feats[2], torch.log1p(res.free).half().float())
+        mean_conf = res.hit_weight / res.hits.clamp_min(1.0)
+        torch.testing.assert_close(feats[4], mean_conf.half().float())
+        frame_obs = (frame_obs + [res.observed.clone()])[-3:]
+        union = torch.stack(frame_obs).any(0)
+        assert torch.equal(fusion.observed()[-1].reshape(-1), union)
+        prev = lo.clone()
+
+
+def test_one_intra_op_thread() -> None:
+    """The scope runs the calling thread on one intra-op thread and restores the count."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with one_intra_op_thread('cpu'):
+            assert torch.get_num_threads() == 1
+            with one_intra_op_thread('cpu'):
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with one_intra_op_thread('cpu'):
+                raise RuntimeError('inside')
+        assert torch.get_num_threads() == 2
+        with one_intra_op_thread('meta'):            # not the CPU: no change
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize('width', [96, 320])

@@ -2,8 +2,9 @@
 
 The bundled 37-frame clip is written as a rosbag2 (Image, CameraInfo, /tf from the GT poses),
 replayed through the node's pipeline with ``config/tum.yaml``, with the geometry refiner and with
-the bundled network, and every newest slice is scored (contract rule: IoU over the voxels the frame's GT depth observes) against
-occupancy built from the TUM ground-truth depth of the whole clip.
+the bundled network, and every newest slice is scored (contract rule: IoU over the voxels the
+frame's GT depth observes) against occupancy built from the TUM ground-truth depth of the whole
+clip.
 
 Measured on 2 CPU cores: newest-slice mean IoU 0.394 (precision 0.52, recall 0.58, flicker
 0.041), up from 0.30 before the depth changes (min_confidence 0.3 -> 0.02, min_texture
@@ -57,7 +58,7 @@ def scored(tum_dir: Path, repo_root: Path, tum_tmp: Path) -> dict:
 
 @pytest.fixture(scope='module')
 def scored_network(tum_dir: Path, repo_root: Path, tum_tmp: Path) -> dict:
-    """The bundled network (the default ``refiner``; ``network_update: auto`` = newest on CPU)."""
+    """Replay with the bundled network (the default; ``network_update: auto`` = newest on CPU)."""
     return _replay_and_score(tum_dir, repo_root, tum_tmp, 'network')
 
 
