@@ -25,13 +25,16 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 
 # These tests wait for DDS discovery events (QoS incompatibility, a restarted publisher, TF
 # resuming) inside a long suite; on a 2-core machine one run in three missed an event within
-# its 10 s wait. A failure must repeat twice more to count.
+# its 10 s wait. A failure must repeat twice more to count. Each test gets its own node and
+# client: in one fresh-clone run the in-process client's images stopped reaching the node after
+# the previous test destroyed a subscription of the same participant, and with one node for the
+# whole module every later test (and every rerun) failed with it.
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.flaky(reruns=2, reruns_delay=2)]
 
 NAME = 'l3rocc_rel_faults'
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture
 def flt(ros_context, wall):
     """Return the running node (tf_timeout_s 0.3 s, every problem logged) and its client."""
     run = wall.Running(ros_context, {'tf_timeout_s': 0.3, 'log_period_s': 0.0},
