@@ -73,11 +73,13 @@ class TemporalAttention(nn.Module):
             bias = bias.masked_fill(future[None], float('-inf'))
         return bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Attend over time at every location.
 
         :param x: float [N, T, C]: N independent locations, T slices (oldest first), C channels
-        :return: float [N, T, C]
+        :param last_only: compute the newest slice's output only (its query against every
+            slice's key and value: the same for causal and full attention)
+        :return: float [N, T, C], or [N, 1, C] with ``last_only``
         """
         if x.dim() != 3 or x.shape[2] != self.channels:
             raise ValueError(f'expected x of shape [N, T, C={self.channels}], got '
@@ -86,42 +88,27 @@ class TemporalAttention(nn.Module):
         if t > self.max_len:
             raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
         h, d = self.heads, self.head_dim
-        q = self.to_q(x).reshape(n, t, h, d)
+        queries = x[:, -1:] if last_only else x
+        tq = queries.shape[1]
+        q = self.to_q(queries).reshape(n, tq, h, d)
         k = self.to_k(x).reshape(n, t, h, d)
         v = self.to_v(x).reshape(n, t, h, d)
-        bias = self.relative_bias(t).to(q.dtype)  # [H, T, T]
+        bias = self.relative_bias(t)[:, t - tq:].to(q.dtype)  # [H, Tq, T]
         if self.fused:
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_mask=bias[None]).transpose(1, 2)  # [N, T, H, D]
+                attn_mask=bias[None]).transpose(1, 2)  # [N, Tq, H, D]
         else:
             y = self.attend_einsum(q, k, v, bias)
-        return self.to_out(y.reshape(n, t, h * d))
+        return self.to_out(y.reshape(n, tq, h * d))
 
     def forward_last(self, x: torch.Tensor) -> torch.Tensor:
-        """Output of the newest slice only: its query against every slice's key and value.
-
-        Equal to ``forward(x)[:, -1]`` for causal and full attention alike (the newest slice
-        sees the whole window either way), at ``1 / T`` of the query work.
+        """Output of the newest slice only (``forward(x)[:, -1]`` at ``1 / T`` of the query work).
 
         :param x: float [N, T, C], oldest slice first
         :return: float [N, C]
         """
-        if x.dim() != 3 or x.shape[2] != self.channels:
-            raise ValueError(f'expected x of shape [N, T, C={self.channels}], got '
-                             f'{tuple(x.shape)}')
-        n, t, _ = x.shape
-        if t > self.max_len:
-            raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
-        h, d = self.heads, self.head_dim
-        q = self.to_q(x[:, -1:]).reshape(n, 1, h, d)
-        k = self.to_k(x).reshape(n, t, h, d)
-        v = self.to_v(x).reshape(n, t, h, d)
-        bias = self.relative_bias(t)[:, -1:].to(q.dtype)  # [H, 1, T]: nothing masked
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=bias[None]).transpose(1, 2)  # [N, 1, H, D]
-        return self.to_out(y.reshape(n, h * d))
+        return self.forward(x, last_only=True)[:, 0]
 
     @staticmethod
     def attend_einsum(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -401,8 +401,8 @@ class NetworkRefiner:
             del self._encoded[stale]
         with torch.inference_mode():
             todo = [k for k in slots if k not in self._encoded]
-            feats = slot_features(todo + ([slots[-1]] if slots[-1] in self._encoded else []))
-            feats = feats.to(self.device, torch.float32)
+            need = todo if slots[-1] in todo else todo + slots[-1:]
+            feats = slot_features(need).to(self.device, torch.float32)
             c = len(self.feature_names)
             if feats.dim() != 5 or feats.shape[1] != c:
                 raise ValueError(f'slot features must be [k, C={c}, X, Y, Z], got '
@@ -411,7 +411,7 @@ class NetworkRefiner:
                 for k, enc in zip(todo, self.model.encode_slices(feats[:len(todo)])):
                     self._encoded[k] = enc
             encoded = torch.stack([self._encoded[k] for k in slots])
-            newest = feats[todo.index(slots[-1])] if slots[-1] in todo else feats[-1]
+            newest = feats[need.index(slots[-1])]
             prob = torch.sigmoid(self.model.forward_newest(encoded, newest))
             if self.support_voxels >= 0:
                 prob = prob * self.support(observed[None])[0]
