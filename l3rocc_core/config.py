@@ -163,6 +163,12 @@ class OutputConfig:
     """What is published and how."""
 
     occupancy_threshold: float = param(0.5, 'voxels with p >= this are occupied', 0.0, 1.0)
+    occupancy_hysteresis: float = param(
+        0.15, 'a voxel that was occupied in the previous slice stays occupied while p >= '
+        'occupancy_threshold - this; a free one becomes occupied only once p >= '
+        'occupancy_threshold + this (voxels not observed before: the plain threshold). The '
+        'published p of a held voxel is clamped to the threshold, so p >= occupancy_threshold '
+        'remains the state; fewer voxels flicker between frames (0 = off)', 0.0, 0.5)
     publish_markers: bool = param(True, 'publish the CUBE_LIST MarkerArray')
     publish_history: bool = param(False, 'also publish older slices as markers (ns history)')
     log_period_s: float = param(

@@ -15,6 +15,7 @@ An exception inside a stage propagates as :class:`StageError` naming the stage, 
 pipeline usable for the next frame: each stage commits its state only once it has succeeded.
 """
 
+from dataclasses import replace
 import logging
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from l3rocc_core.camera import PinholeCamera
-from l3rocc_core.config import PipelineConfig
+from l3rocc_core.config import OutputConfig, PipelineConfig
 from l3rocc_core.frame import Frame
 from l3rocc_core.fusion import EvidenceFusion
 from l3rocc_core.grid import VoxelGrid
@@ -280,8 +281,41 @@ class OccupancyPipeline:
             ob = fusion.observed()
         self._prob[todo] = prob.reshape(len(todo), -1).cpu().numpy()
         self._obs[todo] = ob.reshape(len(todo), -1).cpu().numpy()
+        self._hold(slots, todo)
         self._cached_slots.update(todo)
         return slots
+
+    def set_output(self, output: OutputConfig) -> None:
+        """Use new output parameters (threshold, hysteresis) from the next frame on."""
+        self.config = replace(self.config, output=output)
+
+    def _hold(self, slots: List[int], todo: List[int]) -> None:
+        """Hysteresis of the occupied state from each slice to the next (``occupancy_hysteresis``).
+
+        For each new slot in window order, the previous slice's state (``p >= threshold``, its
+        probabilities already held) sets the threshold per voxel: ``threshold - h`` where it
+        was occupied, ``threshold + h`` where it was free, ``threshold`` where the previous slice
+        had not observed the voxel. Probabilities on the wrong side of the threshold for the
+        held state are clamped to it (just below it for free), so thresholding the published
+        probabilities gives the held state. In ``newest`` mode this chains each newest slice to
+        the one published before it; when the window is re-estimated the chain restarts from
+        the oldest slice. Cost: a few vectorised passes over the grid per new slice.
+        """
+        h = self.config.output.occupancy_hysteresis
+        if h <= 0:
+            return
+        thr = np.float32(self.config.output.occupancy_threshold)
+        below = np.nextafter(thr, np.float32(0))
+        new = set(todo)
+        for prev, slot in zip(slots[:-1], slots[1:]):
+            if slot not in new:
+                continue
+            p = self._prob[slot]
+            was = self._prob[prev] >= thr
+            level = np.where(was, thr - np.float32(h), thr + np.float32(h))
+            level[~self._obs[prev]] = thr
+            now = p >= level
+            np.copyto(p, np.where(now, np.maximum(p, thr), np.minimum(p, below)))
 
 
 class _Stage:

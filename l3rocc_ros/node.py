@@ -452,6 +452,8 @@ class L3roccNode(Node):
         cfg = self.config
         if self._rebuild:
             self._rebuild_pipeline(cfg)
+        if self._pipeline.config.output != cfg.output:
+            self._pipeline.set_output(cfg.output)  # threshold, hysteresis: no rebuild needed
         try:
             frame = self._make_frame(msg, received, cfg)
         except (ConversionError, TransformUnavailable, FrameDropped) as exc:

@@ -30,7 +30,7 @@ from l3rocc_core.frame import Frame
 from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.pipeline import OccupancyPipeline
 
-Sink = Callable[[Frame, Occupancy4D, Any], None]
+Sink = Callable[[Frame, Occupancy4D, Any, Optional[Occupancy4D]], None]
 
 
 class _DepthTap:
@@ -49,8 +49,8 @@ class BenchPipeline(OccupancyPipeline):
     """:class:`~l3rocc_core.pipeline.OccupancyPipeline` that reports each result to a sink.
 
     Processing is the base class's, unchanged; after ``push`` returns a result the sink gets
-    ``(frame, occupancy, depth_result_or_None)``. Time spent in the sink adds up in
-    :attr:`hook_s`.
+    ``(frame, occupancy, depth_result_or_None, occupancy_without_hysteresis_or_None)``. Time
+    spent in the sink adds up in :attr:`hook_s`.
 
     :param config: the pipeline configuration
     :param sink: called once per processed frame
@@ -62,6 +62,26 @@ class BenchPipeline(OccupancyPipeline):
         self.sink = sink
         self.hook_s = 0.0
         self._tap: Optional[_DepthTap] = None
+        self._raw: Optional[np.ndarray] = None
+
+    def _hold(self, slots: List[int], todo: List[int]) -> None:
+        """Keep a copy of the new slices' probabilities before hysteresis, then apply it.
+
+        The network never sees its own output, so these are exactly the probabilities the
+        pipeline would publish with ``occupancy_hysteresis: 0``.
+        """
+        if self.config.output.occupancy_hysteresis > 0:
+            if self._raw is None or self._raw.shape != self._prob.shape:
+                self._raw = np.zeros_like(self._prob)
+            self._raw[todo] = self._prob[todo]
+        super()._hold(slots, todo)
+
+    def raw_occupancy(self, occ: Occupancy4D) -> Optional[Occupancy4D]:
+        """Return ``occ`` with the probabilities before hysteresis, or None when it is off."""
+        if self.config.output.occupancy_hysteresis <= 0 or self._raw is None:
+            return None
+        prob = self._raw[self.fusion.slot_order()].reshape(occ.prob.shape)
+        return Occupancy4D(occ.grid, occ.stamps_ns, prob, occ.observed, occ.threshold)
 
     @property
     def depth_estimator(self) -> Any:
@@ -78,7 +98,8 @@ class BenchPipeline(OccupancyPipeline):
         occ = super().push(frame)
         if occ is not None and self.sink is not None:
             t0 = time.perf_counter()
-            self.sink(frame, occ, self._tap.last if self._tap is not None else None)
+            self.sink(frame, occ, self._tap.last if self._tap is not None else None,
+                      self.raw_occupancy(occ))
             self.hook_s += time.perf_counter() - t0
         return occ
 
@@ -151,12 +172,17 @@ class CaseScorer:
         self.depth_truth = depth_truth
         self.max_depth = float(max_depth)
         self.scorer = M.SequenceScorer()
+        #: The same scores of the probabilities before ``occupancy_hysteresis``.
+        self.raw_scorer = M.SequenceScorer()
         self.depth_rows: List[Dict[str, float]] = []
         self.depth_missing = 0
 
-    def __call__(self, frame: Frame, occ: Occupancy4D, depth: Any) -> None:
-        """Score one pipeline result and its depth map."""
+    def __call__(self, frame: Frame, occ: Occupancy4D, depth: Any,
+                 raw: Optional[Occupancy4D] = None) -> None:
+        """Score one pipeline result (and the same before hysteresis) and its depth map."""
         M.add_occupancy(self.scorer, occ, self.gt)
+        if raw is not None:
+            M.add_occupancy(self.raw_scorer, raw, self.gt)
         if self.depth_truth is None:
             return
         if depth is None:
@@ -223,15 +249,17 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
     :param device: pipeline device
     :param extra: further parameter values
     :return: JSON-ready dict: ``occupancy`` (sequence summary of
-        :meth:`~l3rocc_core.metrics.SequenceScorer.summary`), ``depth``, ``timing``
-        (timing.json + ``bench_hooks_s``, ``fps_without_hooks``), ``per_frame``
+        :meth:`~l3rocc_core.metrics.SequenceScorer.summary`), ``occupancy_no_hysteresis``
+        (the same for the probabilities before ``occupancy_hysteresis``; None when it is 0),
+        ``depth``, ``timing`` (timing.json + ``bench_hooks_s``, ``fps_without_hooks``),
+        ``per_frame``
     """
     from l3rocc_core.tools.replay import replay
     config = case_config(prep, refiner, device, extra)
     sink_holder: Dict[str, CaseScorer] = {}
 
-    def sink(frame: Frame, occ: Occupancy4D, depth: Any) -> None:
-        sink_holder['scorer'](frame, occ, depth)
+    def sink(frame: Frame, occ: Occupancy4D, depth: Any, raw: Optional[Occupancy4D]) -> None:
+        sink_holder['scorer'](frame, occ, depth, raw)
 
     t_gt = time.perf_counter()
     pipeline = BenchPipeline(config, sink)
@@ -263,4 +291,7 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
         'parameters': dict(prep.parameters), 'params_file': (
             os.path.basename(prep.params_file) if prep.params_file else None),
         'occupancy': scorer.scorer.summary(), 'depth': scorer.depth_summary(),
+        'occupancy_hysteresis': config.output.occupancy_hysteresis,
+        'occupancy_no_hysteresis': (scorer.raw_scorer.summary() if scorer.raw_scorer.rows
+                                    else None),
         'timing': timing, 'per_frame': per_frame})

@@ -34,14 +34,24 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
     return out
 
 
-def mean_figures(runs: Sequence[Dict[str, Any]]) -> Dict[str, Optional[float]]:
-    """Return means over sequences of the occupancy and depth figures (missing values left out)."""
+def mean_figures(runs: Sequence[Dict[str, Any]],
+                 occupancy: str = 'occupancy') -> Dict[str, Optional[float]]:
+    """Return means over sequences of the occupancy and depth figures (missing values left out).
+
+    :param occupancy: the runs' key of the occupancy figures: ``occupancy`` (as published) or
+        ``occupancy_no_hysteresis`` (before ``occupancy_hysteresis``; runs without it left out)
+    """
     keys = ('iou', 'precision', 'recall', 'window_iou', 'static_iou', 'dynamic_iou',
             'window_static_iou', 'window_dynamic_iou', 'flicker')
     out: Dict[str, Optional[float]] = {}
     for k in keys:
-        v = [r['occupancy'].get(k) for r in runs if r['occupancy'].get(k) is not None]
+        v = [(r.get(occupancy) or {}).get(k) for r in runs]
+        v = [x for x in v if x is not None]
         out[k] = float(np.mean(v)) if v else None
+    if occupancy == 'occupancy':
+        v = [(r.get('occupancy_no_hysteresis') or {}).get('flicker') for r in runs]
+        v = [x for x in v if x is not None]
+        out['flicker_no_hysteresis'] = float(np.mean(v)) if v else None
     for k in ('abs_rel', 'delta_1_25', 'completeness'):
         v = [r['depth'].get(k) for r in runs if (r.get('depth') or {}).get(k) is not None]
         out['depth_' + k] = float(np.mean(v)) if v else None
@@ -57,6 +67,7 @@ def _accuracy_rows(runs: Sequence[Dict[str, Any]]) -> List[List[str]]:
                      fmt(r['frames']), fmt(o.get('iou')), fmt(o.get('window_iou')),
                      fmt(o.get('precision')), fmt(o.get('recall')), fmt(o.get('static_iou')),
                      fmt(o.get('dynamic_iou')), fmt(o.get('flicker'), 4),
+                     fmt((r.get('occupancy_no_hysteresis') or {}).get('flicker'), 4),
                      fmt(d.get('abs_rel')), fmt(d.get('delta_1_25')),
                      fmt(d.get('completeness'))])
     return rows
@@ -101,30 +112,39 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                   'newest slice (mean over frames), `window` = all slices of each window '
                   'against the GT at their stamps, static/dynamic = over GT static / moving '
                   'voxels (synthetic only), flicker = share of observed static voxels that '
-                  'change between consecutive frames; depth of the geometry stage (plane '
+                  'change between consecutive frames (`h=0`: the same before '
+                  '`occupancy_hysteresis`, from the same run); depth of the geometry stage (plane '
                   'sweep) against GT depth: AbsRel, δ<1.25 and completeness (share of GT '
                   'pixels with a valid estimate). Synthetic sequences: `l3rocc synth` test-split '
                   'seeds (never trained on).', '']
         header = ['sequence', 'camera', 'refiner', 'frames', 'IoU', 'window IoU', 'precision',
-                  'recall', 'static IoU', 'dynamic IoU', 'flicker', 'depth AbsRel', 'δ<1.25',
+                  'recall', 'static IoU', 'dynamic IoU', 'flicker', 'flicker h=0',
+                  'depth AbsRel', 'δ<1.25',
                   'depth compl.']
         rows = _accuracy_rows(runs)
         for refiner, m in (acc.get('means') or {}).items():
             rows.append([f'**mean ({m["sequences"]} seq.)**', '', refiner, '',
                          fmt(m['iou']), fmt(m['window_iou']), fmt(m['precision']),
                          fmt(m['recall']), fmt(m['static_iou']), fmt(m['dynamic_iou']),
-                         fmt(m['flicker'], 4), fmt(m['depth_abs_rel']),
+                         fmt(m['flicker'], 4), fmt(m.get('flicker_no_hysteresis'), 4),
+                         fmt(m['depth_abs_rel']),
                          fmt(m['depth_delta_1_25']), fmt(m['depth_completeness'])])
         lines += table(header, rows)
         lines.append('')
         if acc.get('network_pending'):
             lines += [f'`refiner: network`: pending ({acc["network_pending"]}); the '
                       'geometry-only rows are the baseline the network must beat.', '']
-        if acc.get('network_targets'):
-            lines += ['### Network against geometry only (issue 4)', '']
-            lines += table(['target', 'goal', 'measured', 'status'],
-                           [[t['name'], t['target'], fmt(t['measured']), t['status']]
-                            for t in acc['network_targets']])
+        targets = acc.get('network_targets')
+        if targets:
+            if not isinstance(targets, dict):
+                targets = {'all sequences': targets}
+            lines += ['### Network against geometry only (issue 4)', '',
+                      'Means over the sequences of each group, both refiners with the same '
+                      'parameters (`occupancy_hysteresis` included); the `h=0` rows compare the '
+                      'probabilities before hysteresis.', '']
+            lines += table(['sequences', 'target', 'goal', 'measured', 'status'],
+                           [[group, t['name'], t['target'], fmt(t['measured']), t['status']]
+                            for group, rows in targets.items() for t in rows])
             lines.append('')
         for key in ('iou', 'tum'):
             if key in plots:

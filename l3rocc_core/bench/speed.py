@@ -152,12 +152,16 @@ def speed_targets(replay: Optional[Dict[str, Any]], node: Optional[Dict[str, Any
     return rows
 
 
-def network_targets(none: Dict[str, Any], network: Dict[str, Any]) -> List[Dict[str, Any]]:
+def network_targets(none: Dict[str, Any], network: Dict[str, Any],
+                    none_h0: Optional[Dict[str, Any]] = None,
+                    network_h0: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Issue 4's accuracy targets of ``network`` against geometry only (means over sequences).
 
     :param none: mean occupancy figures with ``refiner: none`` (``iou``, ``window_iou``,
         ``flicker``, ``static_iou``)
     :param network: the same with ``refiner: network``
+    :param none_h0: ``none``'s figures before ``occupancy_hysteresis`` (adds flicker rows)
+    :param network_h0: the same for ``network``
     """
     def diff(key: str) -> Optional[float]:
         a, b = none.get(key), network.get(key)
@@ -174,4 +178,9 @@ def network_targets(none: Dict[str, Any], network: Dict[str, Any]) -> List[Dict[
                      _ok(r, lambda v: v <= 0.7)))
     d = diff('static_iou')
     rows.append(_row('static-voxel IoU change', '>= 0', d, _ok(d, lambda v: v >= 0.0)))
+    for name, a, b in (('flicker ratio network / geometry with h=0', none_h0, network),
+                       ('flicker ratio, both h=0', none_h0, network_h0)):
+        fa, fb = (a or {}).get('flicker'), (b or {}).get('flicker')
+        if fa and fb is not None:
+            rows.append(_row(name, '<= 0.7', fb / fa, _ok(fb / fa, lambda v: v <= 0.7)))
     return rows

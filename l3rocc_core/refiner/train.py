@@ -31,7 +31,7 @@ One call of :func:`train` runs the whole procedure (``l3rocc train`` is a thin C
 """
 
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import datetime
 import math
 import os
@@ -72,6 +72,7 @@ class TrainOptions:
     checkpointing: bool = False
     amp: bool = False
     resume: bool = False
+    init: str = ''
     seed: int = 0
     device: str = 'auto'
     threads: int = 0
@@ -259,6 +260,27 @@ def _net_config(opts: TrainOptions, feature_names: tuple) -> NetConfig:
                      padding=opts.padding)
 
 
+def _init_weights(model: TemporalOccupancyNet, path: str, feature_names: tuple) -> None:
+    """Load the weights of checkpoint ``path`` into ``model`` (fine-tuning start).
+
+    The architecture must equal the options' except ``causal``, which only masks the attention
+    (no weights depend on it): a full-attention model can be fine-tuned into a causal one.
+
+    :raises TrainError: unreadable file or a different architecture
+    """
+    try:
+        ckpt = read_checkpoint(path, map_location='cpu')
+        if 'model' in ckpt and 'format' not in ckpt:        # best.pt / last.pt of a run
+            ckpt = ckpt['model']
+        start, _ = model_from_checkpoint(ckpt, path, feature_names)
+    except (OSError, RuntimeError) as exc:      # CheckpointError is a RuntimeError
+        raise TrainError(f'--init {path}: {exc}') from exc
+    if replace(start.config, causal=model.config.causal) != model.config:
+        raise TrainError(f'--init {path}: architecture {asdict(start.config)} differs from the '
+                         f'options {asdict(model.config)}')
+    model.load_state_dict(start.state_dict())
+
+
 def train(opts: TrainOptions) -> Dict[str, Any]:
     """Run (or resume) a training run; see the module docstring.
 
@@ -324,7 +346,9 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
         if int(state.get('total', total)) != total:
             raise TrainError(f'{last_path}: planned {state["total"]} steps, now {total}; '
                              'resume with the same --steps/--epochs')
-    elif not opts.resume:
+    else:
+        if opts.init:
+            _init_weights(model, opts.init, feature_names)
         for name in ('train.csv', 'val.csv'):
             if os.path.isfile(os.path.join(opts.out, name)):
                 os.remove(os.path.join(opts.out, name))

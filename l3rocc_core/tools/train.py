@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--checkpointing', action='store_true', help='gradient checkpointing')
     p.add_argument('--amp', action='store_true', help='mixed precision (CUDA only)')
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--init', default='', metavar='CKPT',
+                   help='start from the weights of this checkpoint (an export, best.pt or '
+                        'last.pt; same architecture, --causal may differ): fine-tuning')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')

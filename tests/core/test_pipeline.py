@@ -4,6 +4,7 @@ The real plane sweep on a rendered textured plane, the fusion path with exact de
 (no pose, resets, duplicates) and failure recovery.
 """
 
+from dataclasses import replace
 import logging
 
 import numpy as np
@@ -150,3 +151,62 @@ def test_configuration_errors_and_refiner_fallback(caplog: pytest.LogCaptureFixt
     # An explicit checkpoint that cannot be loaded is an error, never a silent fallback.
     with pytest.raises((OSError, RuntimeError, ValueError)):
         OccupancyPipeline(_config(refiner='network', checkpoint='/nonexistent/refiner.pt'))
+
+
+def _held_reference(rows: list, observed: list, thr: float, h: float) -> list:
+    """Occupied states of consecutive newest slices under hysteresis, one voxel at a time."""
+    states = []
+    for t, row in enumerate(rows):
+        s = np.zeros(row.shape, bool)
+        for i, p in enumerate(row):
+            if t == 0 or not observed[t - 1][i]:
+                s[i] = p >= thr
+            elif states[t - 1][i]:
+                s[i] = p >= thr - h
+            else:
+                s[i] = p >= thr + h
+        states.append(s)
+    return states
+
+
+def test_hysteresis_holds_the_occupied_state_between_slices() -> None:
+    # A wall at 1.52 m seen by a still camera for two frames, then a wall at 1.90 m: the
+    # first wall's voxels lose log-odds frame by frame (rays now pass through them); their
+    # probabilities cross 0.5 and pass through the hysteresis band. One ray per voxel counts,
+    # so the log-odds fall by logodds_miss (0.4) a frame: 1.7 after the wall, then 1.3, 0.9,
+    # 0.5, 0.1, -0.3 (p = 0.43: free, but held occupied), -0.7 (p = 0.33: free in both).
+    h, thr = 0.15, 0.5
+    raw = OccupancyPipeline(_config(occupancy_hysteresis=0.0, evidence_max_rays=1.0))
+    held = OccupancyPipeline(_config(occupancy_hysteresis=h, evidence_max_rays=1.0))
+    raw_rows, held_rows, observed = [], [], []
+    for n in range(8):
+        depth = torch.full((CAM.height, CAM.width), 1.52 if n < 2 else 1.90)
+        f = Frame(np.zeros((CAM.height, CAM.width, 3), np.uint8), n * 33_333_333, CAM, _pose(0))
+        a, b = raw.push_depth(f, depth), held.push_depth(f, depth)
+        raw_rows.append(a.prob[-1].ravel())
+        held_rows.append(b.prob[-1].ravel())
+        observed.append(a.observed[-1].ravel())
+        # older slices keep what they were published with
+        for k in range(1, len(b.prob)):
+            assert np.array_equal(b.prob[-1 - k].ravel(), held_rows[-1 - k])
+    # The voxels whose probability ever enters the band, checked against the reference.
+    band = np.flatnonzero(np.any([np.abs(r - thr) < h for r in raw_rows], axis=0))
+    assert band.size > 20
+    ref = _held_reference([r[band] for r in raw_rows], [o[band] for o in observed], thr, h)
+    for t in range(8):
+        assert np.array_equal(held_rows[t][band] >= thr, ref[t]), t
+        # probabilities change only where the state is held, and only onto the threshold
+        changed = held_rows[t] != raw_rows[t]
+        moved = held_rows[t][changed]
+        assert np.all((moved == np.float32(thr)) | (moved == np.nextafter(np.float32(thr), 0)))
+    # Not vacuous: the old wall stays occupied for longer than without hysteresis.
+    wall = np.flatnonzero(raw_rows[1] >= thr)
+    raw_occupied = np.stack([r[wall] >= thr for r in raw_rows]).sum(0)     # frames, per voxel
+    held_occupied = np.stack([r[wall] >= thr for r in held_rows]).sum(0)
+    assert wall.size > 100 and np.all(held_occupied >= raw_occupied)
+    assert np.mean(held_occupied == raw_occupied + 1) > 0.9
+    # Switched off at run time, the next slice is the raw estimate again.
+    held.set_output(replace(held.config.output, occupancy_hysteresis=0.0))
+    f = Frame(np.zeros((CAM.height, CAM.width, 3), np.uint8), 9 * 33_333_333, CAM, _pose(0))
+    depth = torch.full((CAM.height, CAM.width), 1.90)
+    assert np.array_equal(raw.push_depth(f, depth).prob[-1], held.push_depth(f, depth).prob[-1])

@@ -199,6 +199,29 @@ def test_train_logs_validates_exports_and_resumes(tmp_path: Path) -> None:
         train(options(data, out2, resume=True, steps=9))
 
 
+def test_init_fine_tunes_from_a_checkpoint_and_may_switch_to_causal(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / 'd')
+    export = tmp_path / 'export.pt'
+    train(options(data, tmp_path / 'run', export_path=str(export), steps=4, val_every=4))
+    start, _ = load_model(str(export), feature_names=FEATURES)
+    # zero learning rate: the fine-tuned run keeps the start weights exactly (fp16 export)
+    out = tmp_path / 'causal'
+    train(options(data, out, init=str(export), causal=True, steps=2, val_every=2, lr=0.0,
+                  warmup_steps=0, weight_decay=0.0, calibrate=False))
+    tuned = read_checkpoint(str(out / 'last.pt'))['model']
+    assert tuned['arch']['causal'] is True
+    assert tuned['meta']['options']['init'] == str(export)
+    for k, v in start.state_dict().items():
+        assert torch.equal(tuned['state_dict'][k].float(), v), k
+    # a run's own best.pt works as a start too; a different architecture is refused
+    train(options(data, tmp_path / 'again', init=str(tmp_path / 'run' / 'best.pt'), steps=2,
+                  val_every=2))
+    with pytest.raises(TrainError, match='--init .*architecture'):
+        train(options(data, tmp_path / 'wide', init=str(export), width=12, steps=2))
+    with pytest.raises(TrainError, match='--init'):
+        train(options(data, tmp_path / 'none', init=str(tmp_path / 'missing.pt'), steps=2))
+
+
 def test_training_improves_over_geometry(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / 'd', shards=(('train', 2, 8), ('val', 1, 8)))
     summary = train(options(data, tmp_path / 'run', steps=300, val_every=300, batch_size=4,

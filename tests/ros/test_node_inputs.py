@@ -155,3 +155,14 @@ def test_parameter_change_rebuilds_the_pipeline(sim, wall) -> None:
     assert published(sim, wall, good)
     assert sim.node._pipeline is not old
     assert sim.node._pipeline.config.depth.num_depth_planes == 24
+
+
+def test_output_parameter_change_reaches_the_pipeline_without_a_rebuild(sim, wall) -> None:
+    from rclpy.parameter import Parameter
+    old = sim.node._pipeline
+    result = sim.node.set_parameters([Parameter('occupancy_hysteresis', value=0.05)])[0]
+    assert result.successful, result.reason
+    good = feed(sim, 2)
+    assert published(sim, wall, good)
+    assert sim.node._pipeline is old       # the window goes on
+    assert sim.node._pipeline.config.output.occupancy_hysteresis == 0.05
