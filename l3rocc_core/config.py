@@ -150,6 +150,10 @@ class RefinerConfig:
         'newest slice is estimated and each slice keeps the estimate it got when it was newest '
         '(about 1/window_size of the cost); auto: window on CUDA, newest on the CPU',
         choices=('auto', 'window', 'newest'), read_only=True)
+    network_revisit_age: int = param(
+        5, 'in newest mode, also re-estimate the slice this many frames old (1 = the newest) '
+        'every frame, with the newer evidence the window has gathered since: older slices get '
+        'a second, better-informed estimate for about twice the refiner cost (0 = off)', 0, 64)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
     refiner_fallback: bool = param(

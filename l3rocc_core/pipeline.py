@@ -266,10 +266,13 @@ class OccupancyPipeline:
             self._forget_encodings()
         if getattr(self.refiner, 'update', None) == 'newest' \
                 and all(k in self._cached_slots for k in slots[:-1]):
-            # Older slices keep the estimate they got when they were newest.
-            todo = slots[-1:]
+            # Older slices keep the estimate they got when they were newest, except the one
+            # ``network_revisit_age`` frames old, which is re-estimated with the newer evidence.
+            age = self.config.refiner.network_revisit_age
+            revisit = [slots[-age]] if 1 < age <= len(slots) else []
+            todo = revisit + slots[-1:]
             _, ob = fusion.slots(todo)
-            prob = self.refiner.refine_newest(slots, fusion.slot_features, ob[0])
+            prob = self.refiner.refine_newest(slots, fusion.slot_features, ob, revisit)
         elif isinstance(self.refiner, GeometryRefiner):
             # A slice's probabilities depend on that slice alone: only new slices are computed.
             todo = [s for s in slots[:-1] if s not in self._cached_slots] + [slots[-1]]

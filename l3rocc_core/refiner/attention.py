@@ -21,6 +21,7 @@ against a loop reference. Slices are ordered oldest first (the grid convention).
 """
 
 import math
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -73,13 +74,14 @@ class TemporalAttention(nn.Module):
             bias = bias.masked_fill(future[None], float('-inf'))
         return bias
 
-    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                queries: Optional[Sequence[int]] = None) -> torch.Tensor:
         """Attend over time at every location.
 
         :param x: float [N, T, C]: N independent locations, T slices (oldest first), C channels
-        :param last_only: compute the newest slice's output only (its query against every
-            slice's key and value: the same for causal and full attention)
-        :return: float [N, T, C], or [N, 1, C] with ``last_only``
+        :param queries: compute the output of these slices only (indices into T, each query
+            against every slice's key and value, the causal mask by its own index); None = all
+        :return: float [N, T, C], or [N, len(queries), C]
         """
         if x.dim() != 3 or x.shape[2] != self.channels:
             raise ValueError(f'expected x of shape [N, T, C={self.channels}], got '
@@ -88,12 +90,21 @@ class TemporalAttention(nn.Module):
         if t > self.max_len:
             raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
         h, d = self.heads, self.head_dim
-        queries = x[:, -1:] if last_only else x
-        tq = queries.shape[1]
-        q = self.to_q(queries).reshape(n, tq, h, d)
+        bias = self.relative_bias(t)  # [H, T, T]
+        if queries is None:
+            xq = x
+        else:
+            idx = [int(i) for i in queries]
+            if not idx or min(idx) < -t or max(idx) >= t:
+                raise ValueError(f'query slices {idx} outside a window of {t}')
+            idx = [i % t for i in idx]
+            xq = x[:, idx]
+            bias = bias[:, idx]
+        bias = bias.to(x.dtype)  # [H, Tq, T]
+        tq = xq.shape[1]
+        q = self.to_q(xq).reshape(n, tq, h, d)
         k = self.to_k(x).reshape(n, t, h, d)
         v = self.to_v(x).reshape(n, t, h, d)
-        bias = self.relative_bias(t)[:, t - tq:].to(q.dtype)  # [H, Tq, T]
         if self.fused:
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -108,7 +119,7 @@ class TemporalAttention(nn.Module):
         :param x: float [N, T, C], oldest slice first
         :return: float [N, C]
         """
-        return self.forward(x, last_only=True)[:, 0]
+        return self.forward(x, queries=[-1])[:, 0]
 
     @staticmethod
     def attend_einsum(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -203,13 +214,23 @@ class GridTemporalAttention(nn.Module):
             s = s + self.ffn(s)
         return s
 
+    def forward_at(self, s: torch.Tensor, queries: Sequence[int]) -> torch.Tensor:
+        """Apply the block for some slices only (``forward_sequences(s)[:, queries]``).
+
+        :param s: float [N, T, C]
+        :param queries: slice indices into T
+        :return: float [N, len(queries), C]
+        """
+        t = s.shape[1]
+        y = s[:, [int(i) % t for i in queries]] + self.attn(self.norm(s), queries)
+        if self.ffn is not None:
+            y = y + self.ffn(y)
+        return y
+
     def forward_last(self, s: torch.Tensor) -> torch.Tensor:
         """Apply the block for the newest slice only (``forward_sequences(s)[:, -1]``).
 
         :param s: float [N, T, C]
         :return: float [N, C]
         """
-        y = s[:, -1] + self.attn.forward_last(self.norm(s))
-        if self.ffn is not None:
-            y = y + self.ffn(y)
-        return y
+        return self.forward_at(s, [-1])[:, 0]

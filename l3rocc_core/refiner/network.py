@@ -261,6 +261,22 @@ class TemporalOccupancyNet(nn.Module):
         :return: float [X, Y, Z] logits
         :raises ValueError: bad shapes, or a network with several attention blocks
         """
+        return self.forward_slices(encoded, newest[None], [encoded.shape[0] - 1])[0]
+
+    def forward_slices(self, encoded: torch.Tensor, features: torch.Tensor,
+                       indices: Sequence[int]) -> torch.Tensor:
+        """Logits of some slices of a window whose slices are already encoded.
+
+        Equal to ``forward(window)[0, indices]`` (tested): attention, decoder and head run for
+        the chosen slices only, each attending to every slice of the window.
+
+        :param encoded: float [T, X', Y', Z', W] encodings of the window's slices, oldest first
+        :param features: float [K, C, X, Y, Z] features of the chosen slices, in ``indices``
+            order (the head and the log-odds skip read them)
+        :param indices: K slice indices into T (negative counts from the newest)
+        :return: float [K, X, Y, Z] logits
+        :raises ValueError: bad shapes, or a network with several attention blocks
+        """
         if not self.streams:
             raise ValueError('forward_newest needs exactly one attention block')
         if encoded.dim() != 5 or encoded.shape[-1] != self.config.width:
@@ -269,16 +285,22 @@ class TemporalOccupancyNet(nn.Module):
         if encoded.shape[0] > self.config.max_len:
             raise ValueError(f'window length {encoded.shape[0]} exceeds max_len '
                              f'{self.config.max_len}')
-        flat = newest[None]
-        nx, ny, nz = flat.shape[2:]
+        indices = [int(i) for i in indices]
+        if features.dim() != 5 or features.shape[0] != len(indices) \
+                or features.shape[1] != self.config.in_channels:
+            raise ValueError(f'features must be [K={len(indices)}, C='
+                             f'{self.config.in_channels}, X, Y, Z], got '
+                             f'{tuple(features.shape)}')
+        nx, ny, nz = features.shape[2:]
         t, hx, hy, hz, w = encoded.shape
         if (hx, hy, hz) != ((nx + 1) // 2, (ny + 1) // 2, (nz + 1) // 2):
             raise ValueError(f'encodings {tuple(encoded.shape)} do not fit features '
-                             f'{tuple(newest.shape)}')
+                             f'{tuple(features.shape)}')
+        k = len(indices)
         seq = encoded.permute(1, 2, 3, 0, 4).reshape(-1, t, w)  # [N, T, W]
-        h = self.attn[0].forward_last(seq).reshape(1, hx, hy, hz, 1, w)
-        up = self._decode(h)[:, :nx, :ny, :nz]
-        return self._output(up, flat)[0]
+        h = self.attn[0].forward_at(seq, indices).reshape(1, hx, hy, hz, k, w)
+        up = self._decode(h)[:, :nx, :ny, :nz]  # [K, X, Y, Z, U]
+        return self._output(up, features)
 
     def _head(self, up: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Pointwise head at full resolution (channels-last matrix products, no concatenation).
@@ -382,26 +404,34 @@ class NetworkRefiner:
             self._encoded.pop(int(slot), None)
 
     def refine_newest(self, slots: Sequence[int], slot_features: Any,
-                      observed: torch.Tensor) -> torch.Tensor:
-        """Occupancy of the newest slice only, from cached per-slice encodings.
+                      observed: torch.Tensor, revisit: Sequence[int] = ()) -> torch.Tensor:
+        """Occupancy of the newest slice (and optionally some older ones) from cached encodings.
 
         Slices not encoded yet (the new one, or all after :meth:`forget`) are encoded in one
-        batch; the others come from the cache. Equal to the newest slice of :meth:`refine` on
+        batch; the others come from the cache. Equal to the same slices of :meth:`refine` on
         the same window.
 
         :param slots: ring slots of the window, oldest first (the newest last)
         :param slot_features: callable(list of slots) -> float [k, C, X, Y, Z] features
-        :param observed: bool [X, Y, Z] observed mask of the newest slice (support)
-        :return: float32 [X, Y, Z] p(occupied), on :attr:`device`
+        :param observed: bool [K, X, Y, Z] observed masks of the estimated slices (support),
+            ``revisit`` order then the newest; or [X, Y, Z] when only the newest is estimated
+        :param revisit: older slots of the window to re-estimate too (with the newer evidence
+            the window has now), before the newest
+        :return: float32 [K, X, Y, Z] p(occupied) of ``revisit`` then the newest, on
+            :attr:`device`; [X, Y, Z] when ``revisit`` is empty
         """
         start = time.perf_counter()
         slots = [int(v) for v in slots]
+        targets = [int(v) for v in revisit] + slots[-1:]
+        if any(k not in slots for k in targets) or len(set(targets)) != len(targets):
+            raise ValueError(f'revisit slots {list(revisit)} must be distinct older slots of '
+                             f'the window {slots}')
         live = set(slots)
         for stale in [k for k in self._encoded if k not in live]:
             del self._encoded[stale]
         with torch.inference_mode():
             todo = [k for k in slots if k not in self._encoded]
-            need = todo if slots[-1] in todo else todo + slots[-1:]
+            need = todo + [k for k in targets if k not in todo]
             feats = slot_features(need).to(self.device, torch.float32)
             c = len(self.feature_names)
             if feats.dim() != 5 or feats.shape[1] != c:
@@ -411,12 +441,14 @@ class NetworkRefiner:
                 for k, enc in zip(todo, self.model.encode_slices(feats[:len(todo)])):
                     self._encoded[k] = enc
             encoded = torch.stack([self._encoded[k] for k in slots])
-            newest = feats[need.index(slots[-1])]
-            prob = torch.sigmoid(self.model.forward_newest(encoded, newest))
+            chosen = feats[[need.index(k) for k in targets]]
+            logits = self.model.forward_slices(encoded, chosen, [slots.index(k) for k in targets])
+            prob = torch.sigmoid(logits)
             if self.support_voxels >= 0:
-                prob = prob * self.support(observed[None])[0]
+                obs = observed if observed.dim() == 4 else observed[None]
+                prob = prob * self.support(obs)
         self.last_ms = (time.perf_counter() - start) * 1e3
-        return prob
+        return prob if revisit else prob[0]
 
     def support(self, observed: torch.Tensor) -> torch.Tensor:
         """Return float [T, X, Y, Z]: 1 within ``support_voxels`` of observed voxels, else 0.

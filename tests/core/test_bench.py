@@ -78,6 +78,29 @@ def test_targets_pass_miss_and_missing() -> None:
     assert net['static-voxel IoU change']['status'] == 'MISS'
 
 
+def test_network_target_groups_leave_out_static_cameras() -> None:
+    from l3rocc_core.tools.bench import _network_targets
+
+    def run(seq: str, kind: str, camera: str, refiner: str, iou: float) -> dict:
+        return {'sequence': seq, 'kind': kind, 'camera': camera, 'refiner_used': refiner,
+                'occupancy': {'iou': iou, 'window_iou': iou, 'flicker': 0.01},
+                'depth': {}}
+
+    runs = [run('a', 'synth', 'handheld', 'geometry', 0.2),
+            run('a', 'synth', 'handheld', 'network', 0.28),
+            run('s', 'synth', 'static', 'geometry', 0.0),
+            run('s', 'synth', 'static', 'network', 0.0),
+            run('t', 'tum', '', 'geometry', 0.4),
+            run('t', 'tum', '', 'network', 0.44)]
+    groups = _network_targets(runs)
+    assert set(groups) == {'synthetic test split (moving cameras)', 'TUM fr1/xyz',
+                           'all moving-camera sequences'}
+    rows = {r['name']: r for r in groups['synthetic test split (moving cameras)']}
+    assert rows['newest-slice IoU gain']['status'] == 'PASS'  # +8; +4 with the zeros in
+    rows = {r['name']: r for r in groups['all moving-camera sequences']}
+    assert rows['newest-slice IoU gain']['status'] == 'PASS'  # +6; +4 with the zeros in
+
+
 @pytest.fixture(scope='module')
 def tiny_case(tmp_path_factory) -> object:
     """Return a 6-frame 96x72 synthetic sequence made by ``l3rocc synth`` (a subprocess)."""

@@ -65,6 +65,26 @@ def test_newest_slice_from_cached_encodings_equals_the_window_pass(causal: bool,
         assert torch.allclose(net.forward_newest(encoded, x[0, -1]), full[-1], atol=1e-5)
 
 
+@pytest.mark.parametrize('causal', [False, True])
+def test_chosen_slices_from_cached_encodings_equal_the_window_pass(causal: bool) -> None:
+    net = _net(causal=causal)
+    x = torch.randn(1, 6, 5, 8, 6, 4)
+    with torch.no_grad():
+        full = net(x)[0]
+        encoded = net.encode_slices(x[0])
+        for idx in ([1, 5], [0], [3, -1], [4, 2, 0]):
+            out = net.forward_slices(encoded, x[0, idx], idx)
+            assert out.shape == (len(idx), 8, 6, 4)
+            assert torch.allclose(out, full[idx], atol=1e-5), idx
+        seq = torch.randn(10, 6, 8)
+        attn = net.attn[0].attn
+        assert torch.allclose(attn(seq, [2, 4]), attn(seq)[:, [2, 4]], atol=1e-6)
+        with pytest.raises(ValueError, match='outside a window'):
+            attn(seq, [6])
+        with pytest.raises(ValueError, match='K=2'):
+            net.forward_slices(encoded, x[0, :1], [0, 1])
+
+
 def test_forward_newest_rejects_bad_input() -> None:
     net = _net()
     x = torch.randn(3, 5, 8, 8, 4)
@@ -84,10 +104,11 @@ def test_forward_newest_rejects_bad_input() -> None:
         resolve_update('sometimes', torch.device('cpu'), net)
 
 
-def _run(update: str, n: int = 7):
+def _run(update: str, n: int = 7, revisit: int = 0, hysteresis: float = 0.15):
     config = PipelineConfig().with_values({
         'grid_min': [-1.0, -1.0, 0.0], 'grid_max': [1.0, 1.0, 2.0], 'window_size': 4,
-        'refiner': 'network', 'network_update': update, 'device': 'cpu'})
+        'refiner': 'network', 'network_update': update, 'device': 'cpu',
+        'network_revisit_age': revisit, 'occupancy_hysteresis': hysteresis})
     pipe = OccupancyPipeline(config)
     pipe.refiner = NetworkRefiner(_net(), torch.device('cpu'), update=update,
                                   support_voxels=-1)
@@ -118,3 +139,18 @@ def test_reset_and_new_slices_drop_cached_encodings() -> None:
     assert not pipe.refiner._encoded
     out = pipe.push_depth(*wall_frame(9, 0.0))
     assert out.num_slices == 1 and len(pipe.refiner._encoded) == 1
+
+
+def test_newest_mode_revisits_the_slice_of_network_revisit_age() -> None:
+    _, newest = _run('newest', revisit=3, hysteresis=0.0)
+    _, window = _run('window', hysteresis=0.0)
+    for k, (a, b) in enumerate(zip(newest, window)):
+        np.testing.assert_allclose(a.prob[-1], b.prob[-1], atol=1e-5)
+        if a.num_slices >= 3:  # the slice 3 frames old: as the window pass estimates it now
+            np.testing.assert_allclose(a.prob[-3], b.prob[-3], atol=1e-5)
+            # the slice between keeps its estimate from when it was newest
+            np.testing.assert_array_equal(a.prob[-2], newest[k - 1].prob[-1])
+    # the revisited estimate differs from the one it got as the newest slice
+    assert not np.allclose(newest[-1].prob[-3], newest[-3].prob[-1], atol=1e-5)
+    # the oldest slice keeps the revisited estimate
+    np.testing.assert_array_equal(newest[-1].prob[0], newest[-2].prob[-3])
