@@ -170,7 +170,8 @@ class OutputConfig:
     occupancy_hysteresis: float = param(
         0.15, 'a voxel that was occupied in the previous slice stays occupied while p >= '
         'occupancy_threshold - this; a free one becomes occupied only once p >= '
-        'occupancy_threshold + this (voxels not observed before: the plain threshold). The '
+        'occupancy_threshold + this (voxels without an estimate in the previous slice: the plain '
+        'threshold). The '
         'published p of a held voxel is clamped to the threshold, so p >= occupancy_threshold '
         'remains the state; fewer voxels flicker between frames (0 = off)', 0.0, 0.5)
     publish_markers: bool = param(True, 'publish the CUBE_LIST MarkerArray')

@@ -298,7 +298,9 @@ class OccupancyPipeline:
         For each new slot in window order, the previous slice's state (``p >= threshold``, its
         probabilities already held) sets the threshold per voxel: ``threshold - h`` where it
         was occupied, ``threshold + h`` where it was free, ``threshold`` where the previous slice
-        had not observed the voxel. Probabilities on the wrong side of the threshold for the
+        had no estimate of the voxel (neither observed it nor gave it a probability above 0: the
+        geometry's never-observed voxels; the network's estimates next to observed space count,
+        it completes surfaces there). Probabilities on the wrong side of the threshold for the
         held state are clamped to it (just below it for free), so thresholding the published
         probabilities gives the held state. In ``newest`` mode this chains each newest slice to
         the one published before it; when the window is re-estimated the chain restarts from
@@ -316,7 +318,7 @@ class OccupancyPipeline:
             p = self._prob[slot]
             was = self._prob[prev] >= thr
             level = np.where(was, thr - np.float32(h), thr + np.float32(h))
-            level[~self._obs[prev]] = thr
+            level[~(self._obs[prev] | (self._prob[prev] > 0))] = thr
             now = p >= level
             np.copyto(p, np.where(now, np.maximum(p, thr), np.minimum(p, below)))
 

@@ -159,7 +159,7 @@ def _held_reference(rows: list, observed: list, thr: float, h: float) -> list:
     for t, row in enumerate(rows):
         s = np.zeros(row.shape, bool)
         for i, p in enumerate(row):
-            if t == 0 or not observed[t - 1][i]:
+            if t == 0 or not (observed[t - 1][i] or rows[t - 1][i] > 0):
                 s[i] = p >= thr
             elif states[t - 1][i]:
                 s[i] = p >= thr - h
@@ -167,6 +167,21 @@ def _held_reference(rows: list, observed: list, thr: float, h: float) -> list:
                 s[i] = p >= thr + h
         states.append(s)
     return states
+
+
+def test_hysteresis_uses_every_estimate_of_the_previous_slice() -> None:
+    # The network also estimates voxels next to observed space that the slice did not observe
+    # (p > 0 there); those states are held too. Voxels with no estimate (never observed, p = 0,
+    # as geometry gives) use the plain threshold, so a newly seen surface appears at once.
+    pipe = OccupancyPipeline(_config(occupancy_hysteresis=0.15))
+    pipe._prob = np.array([[0.6, 0.6, 0.0, 0.3, 0.3],
+                           [0.45, 0.45, 0.55, 0.55, 0.55]], np.float32)
+    pipe._obs = np.array([[True, False, False, True, False],
+                          [True, True, True, True, True]])
+    pipe._hold([0, 1], [1])
+    state = pipe._prob[1] >= 0.5
+    assert state.tolist() == [True, True, True, False, False]
+    assert pipe._prob[1, 1] == np.float32(0.5) and pipe._prob[1, 2] == np.float32(0.55)
 
 
 def test_hysteresis_holds_the_occupied_state_between_slices() -> None:
