@@ -358,3 +358,9 @@ def test_device_parity(device: str, tmp_path: Path) -> None:
     assert prob.device.type == device
     expected = ref.refine(w['features'], w['features'][:, 0], w['observed'])
     assert torch.allclose(prob.cpu(), expected, atol=1e-4)
+    # ``newest`` update with a revisited slice: cached encodings on the device, same slices
+    assert out.model.streams
+    got = out.refine_newest(list(range(8)), lambda ks: w['features'][ks],
+                            w['observed'][[3, 7]].to(device), [3])
+    assert got.device.type == device
+    assert torch.allclose(got.cpu(), expected[[3, 7]], atol=1e-4)
