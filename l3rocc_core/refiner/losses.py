@@ -4,7 +4,9 @@
 ``O = sigmoid(logits)`` [B, T, X, Y, Z] and ground truth ``G`` in {0, 1}:
 
 - per-voxel weight ``w = 1`` on observed voxels, ``w = unobserved_weight`` on unobserved voxels
-  whose ground truth is known, ``0`` elsewhere;
+  whose ground truth is known, ``0`` elsewhere; BCE and L1 multiply it by ``dynamic_weight`` on
+  voxels of moving objects (when a dynamic mask is given; 1 = the method as published), the
+  smoothness term does not (a moving part *should* change between slices);
 - ``BCE = sum(w * bce(logits, G)) / sum(w)`` (binary cross-entropy on the logits, ``pos_weight``
   on the occupied class);
 - ``S = sum_t sum_v w(t, v) * (O(t+1, v) - 2 O(t, v) + O(t-1, v))^2 / sum_t sum_v w(t, v)`` over
@@ -31,6 +33,7 @@ class LossWeights:
     :param l1: lambda_L1, weight of the L1 term on probabilities
     :param unobserved: per-voxel weight of unobserved voxels with known ground truth
     :param pos_weight: BCE weight of occupied voxels (class balance)
+    :param dynamic: BCE and L1 weight multiplier on voxels of moving objects
     """
 
     geo: float = 1.0
@@ -38,6 +41,7 @@ class LossWeights:
     l1: float = 0.2
     unobserved: float = 0.1
     pos_weight: float = 1.0
+    dynamic: float = 1.0
 
 
 def voxel_weights(observed: torch.Tensor, known: Optional[torch.Tensor],
@@ -64,7 +68,8 @@ def second_difference(prob: torch.Tensor) -> torch.Tensor:
 
 def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
                  known: Optional[torch.Tensor] = None,
-                 weights: Optional[LossWeights] = None) -> Dict[str, torch.Tensor]:
+                 weights: Optional[LossWeights] = None,
+                 dynamic: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Compute the training loss and each of its terms.
 
     :param logits: float [B, T, X, Y, Z] network output
@@ -72,25 +77,31 @@ def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Ten
     :param observed: bool [B, T, X, Y, Z] voxels observed up to each slice
     :param known: bool [B, T, X, Y, Z] where the ground truth is defined (None = everywhere)
     :param weights: term weights (default :class:`LossWeights`)
+    :param dynamic: bool [B, T, X, Y, Z] voxels of moving objects (``weights.dynamic`` applies
+        there), or None
     :return: ``{'total', 'bce', 'temporal', 'l1'}`` scalar tensors; ``total`` is weighted, the
         others are the raw terms (for logging)
     """
     w_cfg = weights or LossWeights()
     if logits.dim() != 5:
         raise ValueError(f'logits must be [B, T, X, Y, Z], got {tuple(logits.shape)}')
-    for name, a in (('target', target), ('observed', observed), ('known', known)):
+    for name, a in (('target', target), ('observed', observed), ('known', known),
+                    ('dynamic', dynamic)):
         if a is not None and a.shape != logits.shape:
             raise ValueError(f'{name} shape {tuple(a.shape)} != logits {tuple(logits.shape)}')
     logits = logits.float()
     g = target.float()
     w = voxel_weights(observed, known, w_cfg.unobserved)
-    norm = w.sum().clamp_min(1.0)
+    w_fit = w
+    if dynamic is not None and w_cfg.dynamic != 1.0:
+        w_fit = w * (1.0 + (float(w_cfg.dynamic) - 1.0) * dynamic.float())
+    norm = w_fit.sum().clamp_min(1.0)
     pos_weight = torch.tensor(float(w_cfg.pos_weight), device=logits.device)
     bce_map = F.binary_cross_entropy_with_logits(logits, g, reduction='none',
                                                  pos_weight=pos_weight)
-    bce = (w * bce_map).sum() / norm
+    bce = (w_fit * bce_map).sum() / norm
     prob = torch.sigmoid(logits)
-    l1 = (w * (prob - g).abs()).sum() / norm
+    l1 = (w_fit * (prob - g).abs()).sum() / norm
     if logits.shape[1] >= 3:
         w_mid = w[:, 1:-1]
         temporal = (w_mid * second_difference(prob) ** 2).sum() / w_mid.sum().clamp_min(1.0)

@@ -67,6 +67,7 @@ class TrainOptions:
     lambda_l1: float = 0.2
     unobserved_weight: float = 0.1
     pos_weight: float = 1.0
+    dynamic_weight: float = 1.0
     seq_len: int = 16
     voxel_size: float = 0.05
     checkpointing: bool = False
@@ -124,6 +125,7 @@ class _Counter:
         self.tp = self.fp = self.fn = 0
         self.ntp = self.nfp = self.nfn = 0
         self.changed = self.pairs = 0
+        self.dtp = self.dfp = self.dfn = 0
 
     def add(self, pred: torch.Tensor, gt: torch.Tensor, obs: torch.Tensor,
             dyn: torch.Tensor) -> None:
@@ -136,19 +138,24 @@ class _Counter:
         self.ntp += int((p & g & o).sum())
         self.nfp += int((p & ~g & o).sum())
         self.nfn += int((~p & g & o).sum())
+        d = obs & dyn
+        self.dtp += int((pred & gt & d).sum())
+        self.dfp += int((pred & ~gt & d).sum())
+        self.dfn += int((~pred & gt & d).sum())
         keep = obs[:, 1:] & obs[:, :-1] & ~dyn[:, 1:] & ~dyn[:, :-1]
         self.changed += int(((pred[:, 1:] != pred[:, :-1]) & keep).sum())
         self.pairs += int(keep.sum())
 
     def result(self, prefix: str) -> Dict[str, float]:
-        """Return IoU (window), newest-slice IoU, precision, recall and flicker."""
+        """Return IoU (window), newest-slice IoU, precision, recall, flicker, dynamic IoU."""
         def ratio(a: int, b: int) -> float:
             return a / b if b else float('nan')
         return {f'{prefix}iou': ratio(self.tp, self.tp + self.fp + self.fn),
                 f'{prefix}iou_newest': ratio(self.ntp, self.ntp + self.nfp + self.nfn),
                 f'{prefix}precision': ratio(self.tp, self.tp + self.fp),
                 f'{prefix}recall': ratio(self.tp, self.tp + self.fn),
-                f'{prefix}flicker': ratio(self.changed, self.pairs)}
+                f'{prefix}flicker': ratio(self.changed, self.pairs),
+                f'{prefix}dynamic_iou': ratio(self.dtp, self.dtp + self.dfp + self.dfn)}
 
 
 def evaluate(model: TemporalOccupancyNet, dataset: ShardDataset, device: torch.device,
@@ -172,7 +179,8 @@ def evaluate(model: TemporalOccupancyNet, dataset: ShardDataset, device: torch.d
             dyn = batch['dynamic'].to(device)
             logits = model(x).float()
             losses.append(float(refiner_loss(logits, gt, batch['observed_window'].to(device),
-                                             batch['known'].to(device), loss_weights)['total']))
+                                             batch['known'].to(device), loss_weights,
+                                             dyn)['total']))
             net.add(torch.sigmoid(logits) >= threshold, gt, obs, dyn)
             if li >= 0:
                 feat_obs = x[:, :, model.config.feature_names.index('observed')] > 0.5 \
@@ -310,7 +318,8 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
                          'feature_names in meta.json')
     logodds_scale = _geometry_logodds_scale(meta)
     weights = LossWeights(geo=opts.lambda_geo, temporal=opts.temp_weight, l1=opts.lambda_l1,
-                          unobserved=opts.unobserved_weight, pos_weight=opts.pos_weight)
+                          unobserved=opts.unobserved_weight, pos_weight=opts.pos_weight,
+                          dynamic=opts.dynamic_weight)
 
     torch.manual_seed(opts.seed)
     model = TemporalOccupancyNet(_net_config(opts, tuple(feature_names))).to(device)
@@ -406,7 +415,7 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
             logits = model(x)
         terms = refiner_loss(logits.float(), batch['occupancy'].to(device),
                              batch['observed_window'].to(device), batch['known'].to(device),
-                             weights)
+                             weights, batch['dynamic'].to(device))
         optimizer.zero_grad(set_to_none=True)
         terms['total'].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

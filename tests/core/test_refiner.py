@@ -108,6 +108,24 @@ def test_loss_weights_unobserved_and_unknown_voxels() -> None:
     assert out['temporal'].item() == pytest.approx((0.7 - 1.0 + 0.2) ** 2, rel=1e-5)
 
 
+def test_loss_dynamic_weight_scales_bce_and_l1_not_smoothness() -> None:
+    # two observed voxels, T = 3; voxel 1 belongs to a moving object in slice 1 only
+    p = torch.tensor([[0.2, 0.5, 0.7], [0.6, 0.6, 0.3]]).T.reshape(1, 3, 2, 1, 1)
+    logits = torch.log(p / (1 - p))
+    g = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]).T.reshape(1, 3, 2, 1, 1)
+    observed = torch.ones(1, 3, 2, 1, 1, dtype=torch.bool)
+    dynamic = torch.zeros_like(observed)
+    dynamic[0, 1, 1] = True
+    plain = refiner_loss(logits, g, observed, weights=LossWeights(), dynamic=dynamic)
+    out = refiner_loss(logits, g, observed, weights=LossWeights(dynamic=3.0), dynamic=dynamic)
+    err = [0.2, 0.5, 0.3, 0.4, 0.4, 0.3]  # |p - g|, voxel 0 then voxel 1
+    assert plain['l1'].item() == pytest.approx(sum(err) / 6, rel=1e-5)
+    assert out['l1'].item() == pytest.approx((sum(err) + 2 * 0.4) / 8, rel=1e-5)
+    assert out['bce'].item() == pytest.approx(
+        (plain['bce'].item() * 6 - math.log(0.6) * 2) / 8, rel=1e-5)
+    assert out['temporal'].item() == pytest.approx(plain['temporal'].item(), rel=1e-6)
+
+
 def test_loss_is_zero_smoothness_for_linear_ramps_and_checks_shapes() -> None:
     p = torch.linspace(0.1, 0.9, 6).view(1, 6, 1, 1, 1)
     out = refiner_loss(torch.log(p / (1 - p)), (p > 0.5).float(),
