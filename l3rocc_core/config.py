@@ -153,7 +153,7 @@ class RefinerConfig:
     network_revisit_age: int = param(
         5, 'in newest mode, also re-estimate the slice this many frames old (1 = the newest) '
         'every frame, with the newer evidence the window has gathered since: older slices get '
-        'a second, better-informed estimate for about twice the refiner cost (0 = off)', 0, 64)
+        'a second, better-informed estimate for 10-20 % more refiner time (0 = off)', 0, 64)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
     refiner_fallback: bool = param(

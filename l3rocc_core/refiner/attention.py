@@ -21,7 +21,7 @@ against a loop reference. Slices are ordered oldest first (the grid convention).
 """
 
 import math
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -94,10 +94,7 @@ class TemporalAttention(nn.Module):
         if queries is None:
             xq = x
         else:
-            idx = [int(i) for i in queries]
-            if not idx or min(idx) < -t or max(idx) >= t:
-                raise ValueError(f'query slices {idx} outside a window of {t}')
-            idx = [i % t for i in idx]
+            idx = query_index(queries, t)
             xq = x[:, idx]
             bias = bias[:, idx]
         bias = bias.to(x.dtype)  # [H, Tq, T]
@@ -141,6 +138,17 @@ class TemporalAttention(nn.Module):
         scores = torch.einsum('nthd,nuhd->nhtu', q, k) * (1.0 / math.sqrt(d))
         weights = torch.softmax(scores + bias[None], dim=-1)  # over u (time)
         return torch.einsum('nhtu,nuhd->nthd', weights, v)
+
+
+def query_index(queries: Sequence[int], t: int) -> List[int]:
+    """Slice indices into a window of ``t`` (negative counts from the newest), as 0 .. t-1.
+
+    :raises ValueError: empty, or an index outside the window
+    """
+    idx = [int(i) for i in queries]
+    if not idx or min(idx) < -t or max(idx) >= t:
+        raise ValueError(f'query slices {idx} outside a window of {t}')
+    return [i % t for i in idx]
 
 
 def grid_to_sequences(x: torch.Tensor) -> torch.Tensor:
@@ -221,8 +229,7 @@ class GridTemporalAttention(nn.Module):
         :param queries: slice indices into T
         :return: float [N, len(queries), C]
         """
-        t = s.shape[1]
-        y = s[:, [int(i) % t for i in queries]] + self.attn(self.norm(s), queries)
+        y = s[:, query_index(queries, s.shape[1])] + self.attn(self.norm(s), queries)
         if self.ffn is not None:
             y = y + self.ffn(y)
         return y

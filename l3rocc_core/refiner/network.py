@@ -278,7 +278,7 @@ class TemporalOccupancyNet(nn.Module):
         :raises ValueError: bad shapes, or a network with several attention blocks
         """
         if not self.streams:
-            raise ValueError('forward_newest needs exactly one attention block')
+            raise ValueError('estimating single slices needs exactly one attention block')
         if encoded.dim() != 5 or encoded.shape[-1] != self.config.width:
             raise ValueError(f'encoded must be [T, x, y, z, W={self.config.width}] (half '
                              f'resolution), got {tuple(encoded.shape)}')
@@ -414,11 +414,11 @@ class NetworkRefiner:
         :param slots: ring slots of the window, oldest first (the newest last)
         :param slot_features: callable(list of slots) -> float [k, C, X, Y, Z] features
         :param observed: bool [K, X, Y, Z] observed masks of the estimated slices (support),
-            ``revisit`` order then the newest; or [X, Y, Z] when only the newest is estimated
+            ``revisit`` order then the newest
         :param revisit: older slots of the window to re-estimate too (with the newer evidence
             the window has now), before the newest
         :return: float32 [K, X, Y, Z] p(occupied) of ``revisit`` then the newest, on
-            :attr:`device`; [X, Y, Z] when ``revisit`` is empty
+            :attr:`device`
         """
         start = time.perf_counter()
         slots = [int(v) for v in slots]
@@ -445,10 +445,9 @@ class NetworkRefiner:
             logits = self.model.forward_slices(encoded, chosen, [slots.index(k) for k in targets])
             prob = torch.sigmoid(logits)
             if self.support_voxels >= 0:
-                obs = observed if observed.dim() == 4 else observed[None]
-                prob = prob * self.support(obs)
+                prob = prob * self.support(observed)
         self.last_ms = (time.perf_counter() - start) * 1e3
-        return prob if revisit else prob[0]
+        return prob
 
     def support(self, observed: torch.Tensor) -> torch.Tensor:
         """Return float [T, X, Y, Z]: 1 within ``support_voxels`` of observed voxels, else 0.
