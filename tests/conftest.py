@@ -57,6 +57,19 @@ def tum_dir(repo_root: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Run torch single-threaded for the test (small tensors; the test machines are shared).
+
+    Modules use it with ``pytestmark = pytest.mark.usefixtures('one_thread')``.
+    """
+    torch = pytest.importorskip('torch')
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=['cpu', 'cuda'])
 def device(request: pytest.FixtureRequest) -> str:
     """Return a torch device name, ``'cpu'`` and ``'cuda'`` in turn; CUDA skips without a GPU."""

@@ -12,13 +12,17 @@ Layout (written by :mod:`l3rocc_core.synth.dataset`)::
                                                (optional; the loss mask when present)
         dynamic          bool [N, T, x, y, z]  voxels of moving objects (optional)
         known            bool [N, T, x, y, z]  ground truth defined (optional; default all)
+        flow             float16 [N, T, 3, x, y, z]  feature-matched occupancy flow, m/s
+                                               (optional; the motion-consistency target)
+        flow_valid       bool [N, T, x, y, z]  voxels holding a match (with ``flow``)
 
 Shards are read lazily with a small cache, and :class:`ShardBatches` visits one shard at a time
 in a seeded order (shards shuffled, samples shuffled inside each shard), so memory stays at a few
 shards whatever the dataset size. Training augmentation flips x and y and swaps them (gravity,
 z, is kept) and shifts the content along z by up to ``z_shift`` voxels (the uncovered layers
 are unobserved, with unknown ground truth), chosen per sample from ``(seed, step)`` so a
-resumed run sees the same batches. A share of the batches are stream starts (see
+resumed run sees the same batches (flips and the swap also flip and swap the flow's x and y
+components). A share of the batches are stream starts (see
 :class:`ShardBatches`): windows of 2-15 slices, as a pipeline holds right after it starts.
 The shift matters: synthetic grids start at the floor, and a
 network that always sees the floor at the bottom of its input learns to put one there.
@@ -34,7 +38,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-ARRAYS = ('features', 'occupancy', 'observed', 'observed_window', 'dynamic', 'known')
+ARRAYS = ('features', 'occupancy', 'observed', 'observed_window', 'dynamic', 'known',
+          'flow_valid', 'flow')
+#: Arrays with a channel axis after T (the others are [N, T, x, y, z] masks).
+CHANNEL_ARRAYS = ('features', 'flow')
 
 
 class DatasetError(ValueError):
@@ -147,10 +154,15 @@ class ShardDataset:
         n = data['features'].shape[0]
         grid = data['features'].shape[:2] + data['features'].shape[3:]
         for k in ARRAYS[1:]:
-            if k in data:
+            if k in data and k not in CHANNEL_ARRAYS:
                 if data[k].shape != grid:
                     raise DatasetError(f'{path}: {k} shape {data[k].shape} != {grid}')
                 data[k] = _bool(data[k])
+        if ('flow' in data) != ('flow_valid' in data):
+            raise DatasetError(f'{path}: flow and flow_valid come together')
+        if 'flow' in data and data['flow'].shape != grid[:2] + (3,) + grid[2:]:
+            raise DatasetError(f'{path}: flow shape {data["flow"].shape} != '
+                               f'{grid[:2] + (3,) + grid[2:]}')
         if n == 0:
             raise DatasetError(f'{path}: empty shard')
         self._cache[f_i] = data
@@ -188,15 +200,17 @@ class ShardDataset:
         """One sample: features float32 [T, C, x, y, z] and bool [T, x, y, z] masks.
 
         Masks: occupancy, observed, observed_window (defaults to observed), dynamic (defaults
-        to all False), known (defaults to all True).
+        to all False), known (defaults to all True); flow float32 [T, 3, x, y, z] and
+        flow_valid when the shards hold them.
         """
         f_i, j = self.index[i]
         data = self._shard(f_i)
         t0 = data['features'].shape[1] - self.seq_len
         sl = slice(t0, None)
-        out = {'features': torch.from_numpy(data['features'][j, sl].astype(np.float32))}
+        out = {k: torch.from_numpy(data[k][j, sl].astype(np.float32))
+               for k in CHANNEL_ARRAYS if k in data}
         for k in ARRAYS[1:]:
-            if k in data:
+            if k in data and k not in CHANNEL_ARRAYS:
                 out[k] = torch.from_numpy(np.ascontiguousarray(data[k][j, sl]))
         grid = out['occupancy'].shape
         out.setdefault('observed_window', out['observed'])
@@ -208,19 +222,30 @@ class ShardDataset:
 def augment(sample: Dict[str, torch.Tensor], code: int) -> Dict[str, torch.Tensor]:
     """Flip x (bit 0), flip y (bit 1), swap x and y (bit 2, square crops only).
 
-    :param sample: features [T, C, x, y, z] and [T, x, y, z] masks
+    A flow (a vector field) also has its x component negated by the x flip, its y component by
+    the y flip, and its x and y components exchanged by the swap.
+
+    :param sample: features [T, C, x, y, z], optional flow [T, 3, x, y, z] and
+        [T, x, y, z] masks
     :param code: 0..7
     """
     out = {}
     for k, v in sample.items():
-        off = 1 if k == 'features' else 0  # features have a channel axis after T
+        off = 1 if k in CHANNEL_ARRAYS else 0  # a channel axis after T
         ax, ay = 1 + off, 2 + off
+        sign = torch.ones(3, dtype=v.dtype)
         if code & 1:
             v = torch.flip(v, (ax,))
+            sign[0] = -1.0
         if code & 2:
             v = torch.flip(v, (ay,))
+            sign[1] = -1.0
+        if k == 'flow':
+            v = v * sign.reshape(1, 3, 1, 1, 1)
         if code & 4 and v.shape[ax] == v.shape[ay]:
             v = v.transpose(ax, ay)
+            if k == 'flow':
+                v = v[:, [1, 0, 2]]
         out[k] = v.contiguous()
     return out
 

@@ -14,7 +14,11 @@
   weighted by the middle slice's weight and normalised by the number of weighted terms (a mean,
   so ``temp_weight`` does not depend on the crop size);
 - ``L1 = sum(w * |O - G|) / sum(w)``: the L1 distance between the predicted *probabilities* and
-  the ground-truth occupancy.
+  the ground-truth occupancy;
+- optional motion consistency (``weights.motion`` > 0, the method's 0.1 when used):
+  ``M = sum_v valid(v) * ||F(v) - F_match(v)||_1 / sum_v valid(v)``, the L1 distance between the
+  predicted occupancy flow ``F`` [B, T, 3, X, Y, Z] (m/s) and the flow from feature matching
+  ``F_match`` (:mod:`l3rocc_core.refiner.motion`) on the voxels holding a match.
 """
 
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ class LossWeights:
     :param unobserved: per-voxel weight of unobserved voxels with known ground truth
     :param pos_weight: BCE weight of occupied voxels (class balance)
     :param dynamic: BCE and L1 weight multiplier on voxels of moving objects
+    :param motion: weight of the motion-consistency term (0 = off)
     """
 
     geo: float = 1.0
@@ -42,6 +47,7 @@ class LossWeights:
     unobserved: float = 0.1
     pos_weight: float = 1.0
     dynamic: float = 1.0
+    motion: float = 0.0
 
 
 def voxel_weights(observed: torch.Tensor, known: Optional[torch.Tensor],
@@ -66,10 +72,33 @@ def second_difference(prob: torch.Tensor) -> torch.Tensor:
     return prob[:, 2:] - 2.0 * prob[:, 1:-1] + prob[:, :-2]
 
 
+def motion_consistency(flow: torch.Tensor, flow_target: torch.Tensor,
+                       flow_valid: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between predicted and feature-matched flow over the matched voxels.
+
+    :param flow: float [B, T, 3, X, Y, Z] predicted occupancy flow (m/s)
+    :param flow_target: float [B, T, 3, X, Y, Z] flow from feature matching (m/s)
+    :param flow_valid: bool [B, T, X, Y, Z] voxels holding a match
+    :return: scalar (0 when no voxel holds a match)
+    """
+    if flow.shape != flow_target.shape or flow.dim() != 6 or flow.shape[2] != 3:
+        raise ValueError(f'flow {tuple(flow.shape)} and target {tuple(flow_target.shape)} '
+                         'must both be [B, T, 3, X, Y, Z]')
+    grid = flow.shape[:2] + flow.shape[3:]
+    if flow_valid.shape != grid:
+        raise ValueError(f'flow_valid shape {tuple(flow_valid.shape)} != {tuple(grid)}')
+    v = flow_valid.float()
+    dist = (flow.float() - flow_target.float()).abs().sum(2)
+    return (v * dist).sum() / v.sum().clamp_min(1.0)
+
+
 def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Tensor,
                  known: Optional[torch.Tensor] = None,
                  weights: Optional[LossWeights] = None,
-                 dynamic: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                 dynamic: Optional[torch.Tensor] = None,
+                 flow: Optional[torch.Tensor] = None,
+                 flow_target: Optional[torch.Tensor] = None,
+                 flow_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Compute the training loss and each of its terms.
 
     :param logits: float [B, T, X, Y, Z] network output
@@ -79,8 +108,12 @@ def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Ten
     :param weights: term weights (default :class:`LossWeights`)
     :param dynamic: bool [B, T, X, Y, Z] voxels of moving objects (``weights.dynamic`` applies
         there), or None
-    :return: ``{'total', 'bce', 'temporal', 'l1'}`` scalar tensors; ``total`` is weighted, the
-        others are the raw terms (for logging)
+    :param flow: float [B, T, 3, X, Y, Z] predicted occupancy flow, or None
+    :param flow_target: float [B, T, 3, X, Y, Z] feature-matched flow (with ``flow``)
+    :param flow_valid: bool [B, T, X, Y, Z] voxels holding a match (with ``flow``)
+    :return: ``{'total', 'bce', 'temporal', 'l1', 'motion'}`` scalar tensors; ``total`` is
+        weighted, the others are the raw terms (for logging); ``motion`` is 0 without ``flow``
+    :raises ValueError: bad shapes, or ``weights.motion`` > 0 without the flow tensors
     """
     w_cfg = weights or LossWeights()
     if logits.dim() != 5:
@@ -108,4 +141,13 @@ def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Ten
     else:
         temporal = logits.new_zeros(())
     total = w_cfg.geo * bce + w_cfg.temporal * temporal + w_cfg.l1 * l1
-    return {'total': total, 'bce': bce, 'temporal': temporal, 'l1': l1}
+    motion = logits.new_zeros(())
+    if flow is not None:
+        if flow_target is None or flow_valid is None:
+            raise ValueError('flow needs flow_target and flow_valid')
+        motion = motion_consistency(flow, flow_target, flow_valid)
+    elif w_cfg.motion > 0:
+        raise ValueError('weights.motion > 0 needs flow, flow_target and flow_valid')
+    if w_cfg.motion > 0:
+        total = total + w_cfg.motion * motion
+    return {'total': total, 'bce': bce, 'temporal': temporal, 'l1': l1, 'motion': motion}

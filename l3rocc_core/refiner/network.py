@@ -18,7 +18,11 @@ Architecture of :class:`TemporalOccupancyNet` (every slice shares the spatial la
    starts as ``sigmoid(logodds + logit_bias)``, the geometry-only answer (unknown voxels below
    0.5), and learns the residual.
 
-Output: logits [B, T, X, Y, Z]; ``sigmoid`` gives p(occupied).
+Output: logits [B, T, X, Y, Z]; ``sigmoid`` gives p(occupied). With ``motion_head`` a second
+pointwise head on the same full-resolution features predicts occupancy flow [B, T, 3, X, Y, Z]
+(m/s, world axes), trained against feature-matched flow by the motion-consistency loss term
+(:mod:`l3rocc_core.refiner.motion`); it only shapes the shared features during training, and
+inference never runs it.
 """
 
 from dataclasses import asdict, dataclass
@@ -59,6 +63,8 @@ class NetConfig:
     :param padding: how convolutions see past the crop or grid border: 'replicate' (the
         border voxels repeated, so the border itself leaves no trace in the features and the
         network cannot learn where a grid starts) or 'zeros' (the first checkpoints)
+    :param motion_head: also build the occupancy-flow head (training with the
+        motion-consistency term; checkpoints without the key have none)
     """
 
     feature_names: Tuple[str, ...] = DEFAULT_FEATURE_NAMES
@@ -74,6 +80,7 @@ class NetConfig:
     logodds_scale: float = 3.5
     logit_bias: float = -1.0
     padding: str = 'zeros'
+    motion_head: bool = False
 
     def __post_init__(self) -> None:
         """Normalise and check the values."""
@@ -171,6 +178,10 @@ class TemporalOccupancyNet(nn.Module):
             last = self.up
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
+        if cfg.motion_head:  # occupancy flow (m/s) from the full-resolution features
+            hidden = max(cfg.head_channels, 8)
+            self.flow_head = nn.Sequential(nn.Linear(cfg.up_channels, hidden), nn.GELU(),
+                                           nn.Linear(hidden, 3))
         self.logodds_index = (cfg.feature_names.index(cfg.logodds_feature)
                               if cfg.logodds_feature else -1)
         self.logodds_gain = nn.Parameter(torch.tensor(float(cfg.logodds_scale)))
@@ -321,13 +332,15 @@ class TemporalOccupancyNet(nn.Module):
             out = up + F.linear(x_cl, self.head.weight.reshape(1, c), self.head.bias)
         return out[..., 0]
 
-    def forward(self, x: torch.Tensor, head_chunk: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, head_chunk: int = 0, return_flow: bool = False) -> Any:
         """Occupancy logits of every voxel of every slice.
 
         :param x: float [B, T, C, X, Y, Z] evidence features (channels ``config.feature_names``)
         :param head_chunk: run the full-resolution head on this many slices at a time to bound
             memory (0 = all at once)
-        :return: float [B, T, X, Y, Z] logits
+        :param return_flow: also return the occupancy flow (needs ``config.motion_head``)
+        :return: float [B, T, X, Y, Z] logits; with ``return_flow`` the tuple
+            ``(logits, flow float [B, T, 3, X, Y, Z] m/s)``
         """
         cfg = self.config
         if x.dim() != 6 or x.shape[2] != cfg.in_channels:
@@ -347,7 +360,13 @@ class TemporalOccupancyNet(nn.Module):
         step = n if head_chunk <= 0 else max(1, int(head_chunk))
         outs = [self._output(up[s:s + step], flat[s:s + step]) for s in range(0, n, step)]
         logits = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
-        return logits.reshape(b, t, nx, ny, nz)
+        logits = logits.reshape(b, t, nx, ny, nz)
+        if not return_flow:
+            return logits
+        if not cfg.motion_head:
+            raise ValueError('return_flow needs a network built with motion_head')
+        flow = self.flow_head(up)  # [B*T, X, Y, Z, 3]
+        return logits, flow.reshape(b, t, nx, ny, nz, 3).permute(0, 1, 5, 2, 3, 4)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,7 +8,10 @@ One call of :func:`train` runs the whole procedure (``l3rocc train`` is a thin C
 - AdamW, linear warm-up then cosine decay to 5 % of ``lr`` over the planned steps;
 - the loss of :mod:`l3rocc_core.refiner.losses` (``temp_weight`` = the smoothness weight), with
   weight 1 on voxels observed by any window frame up to the slice (``observed_window``), which
-  the network must keep, and ``unobserved_weight`` elsewhere;
+  the network must keep, and ``unobserved_weight`` elsewhere; with ``motion_weight`` > 0 the
+  network gets the occupancy-flow head and the motion-consistency term (the shards' ``flow``),
+  and validation reports the flow's end-point error (``val_flow_epe``, ``_dynamic`` on moving
+  parts, ``_zero`` for a zero-flow prediction);
 - gradient checkpointing of the half-resolution trunk (``checkpointing``), mixed precision
   (bfloat16 autocast) on CUDA only (``amp``);
 - ``OUT/train.csv`` (every ``log_every`` steps: loss terms, lr), ``OUT/val.csv`` (each
@@ -68,6 +71,7 @@ class TrainOptions:
     unobserved_weight: float = 0.1
     pos_weight: float = 1.0
     dynamic_weight: float = 1.0
+    motion_weight: float = 0.0
     seq_len: int = 16
     voxel_size: float = 0.05
     checkpointing: bool = False
@@ -158,16 +162,72 @@ class _Counter:
                 f'{prefix}dynamic_iou': ratio(self.dtp, self.dtp + self.dfp + self.dfn)}
 
 
+class _FlowCounter:
+    """Accumulated end-point errors of predicted occupancy flow on matched voxels."""
+
+    def __init__(self) -> None:
+        self.sums = {'': 0.0, '_dynamic': 0.0, '_zero': 0.0}
+        self.counts = {'': 0, '_dynamic': 0, '_zero': 0}
+
+    def add(self, flow: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+            dyn: torch.Tensor) -> None:
+        """Count a batch: flows [B, T, 3, x, y, z] (m/s), masks bool [B, T, x, y, z]."""
+        err = torch.linalg.vector_norm(flow.float() - target.float(), dim=2)
+        zero = torch.linalg.vector_norm(target.float(), dim=2)
+        for key, e, m in (('', err, valid), ('_dynamic', err, valid & dyn),
+                          ('_zero', zero, valid)):
+            self.sums[key] += float(e[m].sum())
+            self.counts[key] += int(m.sum())
+
+    def result(self, prefix: str) -> Dict[str, float]:
+        """Return mean end-point errors (m/s): all matched, moving-part, zero-flow baseline."""
+        return {f'{prefix}flow_epe{k}': self.sums[k] / self.counts[k] if self.counts[k]
+                else float('nan') for k in self.sums}
+
+
+def _loss_terms(model: TemporalOccupancyNet, batch: Dict[str, torch.Tensor],
+                device: torch.device, weights: Optional[LossWeights],
+                use_amp: bool = False) -> Tuple[Dict[str, torch.Tensor], torch.Tensor,
+                                                Optional[torch.Tensor]]:
+    """Run the model on a batch and compute the loss terms.
+
+    :return: (terms, logits float32 [B, T, X, Y, Z], flow [B, T, 3, X, Y, Z] or None); the flow
+        head runs when ``weights.motion`` > 0 (the batch must hold ``flow`` / ``flow_valid``)
+    """
+    x = batch['features'].to(device, non_blocking=True)
+    motion = weights is not None and weights.motion > 0
+    flow = None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        out = model(x, return_flow=motion)
+    if motion:
+        logits, flow = out[0].float(), out[1].float()
+    else:
+        logits = out.float()
+    extra = {}
+    if motion:
+        extra = {'flow': flow, 'flow_target': batch['flow'].to(device),
+                 'flow_valid': batch['flow_valid'].to(device)}
+    terms = refiner_loss(logits, batch['occupancy'].to(device),
+                         batch['observed_window'].to(device), batch['known'].to(device),
+                         weights, batch['dynamic'].to(device), **extra)
+    return terms, logits, flow
+
+
 def evaluate(model: TemporalOccupancyNet, dataset: ShardDataset, device: torch.device,
              batch_size: int, logodds_scale: float = 3.5, threshold: float = 0.5,
              loss_weights: Optional[LossWeights] = None) -> Dict[str, float]:
     """Score the network and the geometry-only answer on validation data.
 
     :return: ``val_loss``, ``val_iou``, ``val_iou_newest``, ``val_precision``, ``val_recall``,
-        ``val_flicker`` and the same with ``geo_`` for ``sigmoid(logodds)`` (unobserved = free)
+        ``val_flicker`` and the same with ``geo_`` for ``sigmoid(logodds)`` (unobserved = free);
+        with the motion term on, ``val_flow_epe`` (and ``_dynamic``, ``_zero``)
     """
     model.eval()
     net, geo = _Counter(), _Counter()
+    flows = _FlowCounter()
+    motion = loss_weights is not None and loss_weights.motion > 0
+    if motion and len(dataset) and 'flow' not in dataset[0]:  # e.g. an older test split
+        motion, loss_weights = False, replace(loss_weights, motion=0.0)
     losses: List[float] = []
     li = model.logodds_index
     with torch.inference_mode():
@@ -177,10 +237,10 @@ def evaluate(model: TemporalOccupancyNet, dataset: ShardDataset, device: torch.d
             gt = batch['occupancy'].to(device)
             obs = batch['observed'].to(device)
             dyn = batch['dynamic'].to(device)
-            logits = model(x).float()
-            losses.append(float(refiner_loss(logits, gt, batch['observed_window'].to(device),
-                                             batch['known'].to(device), loss_weights,
-                                             dyn)['total']))
+            terms, logits, flow = _loss_terms(model, batch, device, loss_weights)
+            losses.append(float(terms['total']))
+            if motion:
+                flows.add(flow, batch['flow'].to(device), batch['flow_valid'].to(device), dyn)
             net.add(torch.sigmoid(logits) >= threshold, gt, obs, dyn)
             if li >= 0:
                 feat_obs = x[:, :, model.config.feature_names.index('observed')] > 0.5 \
@@ -189,6 +249,8 @@ def evaluate(model: TemporalOccupancyNet, dataset: ShardDataset, device: torch.d
                 geo.add((p_geo >= threshold) & feat_obs, gt, obs, dyn)
     out = {'val_loss': float(np.mean(losses)) if losses else float('nan')}
     out.update(net.result('val_'))
+    if motion:
+        out.update(flows.result('val_'))
     if li >= 0:
         out.update(geo.result('geo_'))
     return out
@@ -265,14 +327,16 @@ def _net_config(opts: TrainOptions, feature_names: tuple) -> NetConfig:
     return NetConfig(feature_names=feature_names, width=opts.width, heads=opts.heads,
                      attn_blocks=opts.attn_blocks, causal=opts.causal,
                      up_channels=opts.up_channels, head_channels=opts.head_channels,
-                     padding=opts.padding)
+                     padding=opts.padding, motion_head=opts.motion_weight > 0)
 
 
 def _init_weights(model: TemporalOccupancyNet, path: str, feature_names: tuple) -> None:
     """Load the weights of checkpoint ``path`` into ``model`` (fine-tuning start).
 
     The architecture must equal the options' except ``causal``, which only masks the attention
-    (no weights depend on it): a full-attention model can be fine-tuned into a causal one.
+    (no weights depend on it): a full-attention model can be fine-tuned into a causal one, and
+    ``motion_head``: a flow head the checkpoint lacks starts freshly initialised (seeded), one
+    the options do not ask for is dropped.
 
     :raises TrainError: unreadable file or a different architecture
     """
@@ -283,10 +347,17 @@ def _init_weights(model: TemporalOccupancyNet, path: str, feature_names: tuple) 
         start, _ = model_from_checkpoint(ckpt, path, feature_names)
     except (OSError, RuntimeError) as exc:      # CheckpointError is a RuntimeError
         raise TrainError(f'--init {path}: {exc}') from exc
-    if replace(start.config, causal=model.config.causal) != model.config:
+    if replace(start.config, causal=model.config.causal,
+               motion_head=model.config.motion_head) != model.config:
         raise TrainError(f'--init {path}: architecture {asdict(start.config)} differs from the '
                          f'options {asdict(model.config)}')
-    model.load_state_dict(start.state_dict())
+    state = {k: v for k, v in start.state_dict().items() if not k.startswith('flow_head.')}
+    if model.config.motion_head and start.config.motion_head:
+        state = start.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith('flow_head.') for k in missing):
+        raise TrainError(f'--init {path}: weights do not fit (missing {missing}, '
+                         f'unexpected {unexpected})')
 
 
 def train(opts: TrainOptions) -> Dict[str, Any]:
@@ -319,7 +390,13 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     logodds_scale = _geometry_logodds_scale(meta)
     weights = LossWeights(geo=opts.lambda_geo, temporal=opts.temp_weight, l1=opts.lambda_l1,
                           unobserved=opts.unobserved_weight, pos_weight=opts.pos_weight,
-                          dynamic=opts.dynamic_weight)
+                          dynamic=opts.dynamic_weight, motion=opts.motion_weight)
+    if opts.motion_weight > 0:
+        for d in (train_set, val_set):
+            if 'flow' not in d[0]:
+                raise TrainError(f'--motion-weight needs flow targets, and the {d.split} '
+                                 'shards have none: regenerate them with `l3rocc synth '
+                                 '--dataset` (which writes flow and flow_valid)')
 
     torch.manual_seed(opts.seed)
     model = TemporalOccupancyNet(_net_config(opts, tuple(feature_names))).to(device)
@@ -410,12 +487,7 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     for step, epoch, batch in batches.iterate(start_step):
         if step >= stop:
             break
-        x = batch['features'].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = model(x)
-        terms = refiner_loss(logits.float(), batch['occupancy'].to(device),
-                             batch['observed_window'].to(device), batch['known'].to(device),
-                             weights, batch['dynamic'].to(device))
+        terms = _loss_terms(model, batch, device, weights, use_amp)[0]
         optimizer.zero_grad(set_to_none=True)
         terms['total'].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -24,6 +24,13 @@ key                  dtype / shape                 meaning
 ``frame_index``      int64 [N]                     frame index of the newest slice
 ``corner``           int64 [N, 3]                  crop min corner (voxel ijk) in the sequence
                                                    grid
+``flow``             float16 [N, T, 3, x, y, z]    occupancy flow from feature matching (m/s,
+                                                   world x, y, z; see
+                                                   :mod:`l3rocc_core.refiner.motion`): the
+                                                   velocity of matched surface points between
+                                                   the previous frame and the slice's, in the
+                                                   voxel of the newer end (``motion_targets``)
+``flow_valid``       bool [N, T, x, y, z]          voxels holding a matched point
 ===================  ============================  ==============================================
 
 ``DIR/<split>/meta.json`` records feature names, crop size, voxel size, window size, seeds,
@@ -63,6 +70,8 @@ class DatasetOptions:
     :param max_extent_m: largest horizontal grid extent of street scenes (metres)
     :param distortion_prob: share of sequences rendered with lens distortion
     :param blur_prob: share of sequences rendered with motion blur
+    :param motion_targets: also write ``flow`` / ``flow_valid`` (feature-matched occupancy
+        flow, the targets of the motion-consistency loss term; ~8 ms per frame)
     """
 
     frames: int = 40
@@ -77,6 +86,7 @@ class DatasetOptions:
     max_extent_m: Tuple[float, float] = (6.4, 6.4)
     distortion_prob: float = 0.25
     blur_prob: float = 0.25
+    motion_targets: bool = True
 
     def __post_init__(self) -> None:
         """Check values on entry."""
@@ -154,6 +164,7 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
     from l3rocc_core.config import PipelineConfig
     from l3rocc_core.frame import Frame
     from l3rocc_core.pipeline import OccupancyPipeline
+    from l3rocc_core.refiner.motion import dense_crop, matched_scene_flow, voxel_flow
     from l3rocc_core.synth.ground_truth import GroundTruth, suggest_grid
 
     seq = SyntheticSequence(spec, ground_truth=False)
@@ -176,6 +187,10 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
     gt: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     stamp_to_index: Dict[int, int] = {}
     timings = timings if timings is not None else {}
+    # Per frame: sparse matched flow (flat voxel indices [V], m/s [V, 3]); the previous frame.
+    flows: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+    previous = None
+    no_flow = (np.zeros(0, np.int64), np.zeros((0, 3), np.float32))
     for i in range(spec.frames):
         t0 = time.perf_counter()
         f = seq.frame(i)
@@ -183,12 +198,25 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
         gt[i] = (f.occupied, f.observed, f.dynamic)
         gt.pop(i - 2 * T, None)
         stamp_to_index[f.stamp_ns] = i
-        frame = Frame(undistort(f.image), f.stamp_ns, undistort.camera, f.T_world_cam,
+        image = undistort(f.image)
+        frame = Frame(image, f.stamp_ns, undistort.camera, f.T_world_cam,
                       'camera_optical_frame')
         pipe.push(frame)
         t2 = time.perf_counter()
         timings['render_gt'] = timings.get('render_gt', 0.0) + t1 - t0
         timings['pipeline'] = timings.get('pipeline', 0.0) + t2 - t1
+        if opts.motion_targets:
+            flows[i] = no_flow
+            if previous is not None:
+                pts, vel = matched_scene_flow(previous[0], image, previous[1], f.depth,
+                                              undistort.camera.K, previous[2], f.T_world_cam,
+                                              f.t - previous[3])
+                flows[i] = voxel_flow(pts, vel, g.origin, g.voxel_size, tuple(g.dims))
+            previous = (image, f.depth, f.T_world_cam, f.t)
+            flows.pop(i - 2 * T, None)
+            t2b = time.perf_counter()
+            timings['flow'] = timings.get('flow', 0.0) + t2b - t2
+            t2 = t2b
         if progress is not None:
             progress(1)
         full = pipe.fusion.num_slices >= T
@@ -208,7 +236,13 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
         cx, cy, cz = np.minimum(np.asarray(opts.crop), np.asarray(g.dims))
         for c in corners:
             sl = (slice(c[0], c[0] + cx), slice(c[1], c[1] + cy), slice(c[2], c[2] + cz))
+            motion = {}
+            if opts.motion_targets:
+                dense = [dense_crop(*flows[k], tuple(g.dims), c, (cx, cy, cz)) for k in idx]
+                motion = {'flow': np.stack([d[0] for d in dense]).astype(np.float16),
+                          'flow_valid': np.stack([d[1] for d in dense])}
             yield {
+                **motion,
                 'features': feats[(slice(None), slice(None)) + sl].astype(np.float16),
                 'occupancy': occ[(slice(None),) + sl], 'observed': obs[(slice(None),) + sl],
                 'observed_window': union[(slice(None),) + sl],
@@ -319,7 +353,8 @@ def _meta(split: str, specs: List[SequenceSpec], done: int, windows: int,
                  'observed': 'bool [N, T, x, y, z]', 'observed_window': 'bool [N, T, x, y, z]',
                  'dynamic': 'bool [N, T, x, y, z]', 'stamps_ns': 'int64 [N, T]',
                  'seed': 'int64 [N]', 'family': 'int8 [N]', 'frame_index': 'int64 [N]',
-                 'corner': 'int64 [N, 3]'},
+                 'corner': 'int64 [N, 3]', 'flow': 'float16 [N, T, 3, x, y, z] m/s',
+                 'flow_valid': 'bool [N, T, x, y, z]'},
     }
 
 

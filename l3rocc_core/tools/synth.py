@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ds.add_argument('--window-size', type=int, default=16)
     ds.add_argument('--windows-per-shard', type=int, default=8)
     ds.add_argument('--device', default='cpu', help='torch device of the geometry pipeline')
+    ds.add_argument('--no-flow', dest='motion_targets', action='store_false',
+                    help='do not write the feature-matched flow targets (flow, flow_valid) of '
+                         'the motion-consistency term')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
     opts = DatasetOptions(frames=args.dataset_frames, width=args.dataset_width,
                           crop=tuple(args.crop), crops_per_window=args.crops_per_window,
                           window_every=args.window_every, window_size=args.window_size,
-                          windows_per_shard=args.windows_per_shard, device=args.device)
+                          windows_per_shard=args.windows_per_shard, device=args.device,
+                          motion_targets=args.motion_targets)
     splits = ('train', 'val', 'test') if args.split == 'all' else (args.split,)
     for split in splits:
         n = args.num_sequences

@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--pos-weight', type=float, default=1.0, help='BCE weight of occupied voxels')
     p.add_argument('--dynamic-weight', type=float, default=1.0,
                    help='BCE and L1 weight multiplier on voxels of moving objects (1 = none)')
+    p.add_argument('--motion-weight', type=float, default=0.0,
+                   help='weight of the motion-consistency term (predicted occupancy flow '
+                        'against feature-matched flow; the method uses 0.1; 0 = off). Adds '
+                        'the flow head; needs shards with flow (current `l3rocc synth`)')
     p.add_argument('--seq-len', type=int, default=16, help='time slices per training window')
     p.add_argument('--voxel-size', type=float, default=0.05,
                    help='metres; must match the dataset')

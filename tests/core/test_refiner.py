@@ -23,13 +23,7 @@ from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, NetConfig, NetworkR
 FEATURES = ('logodds', 'hits', 'free', 'observed', 'confidence')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: small tensors, and the test machines are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def moving_box_window(t: int = 8, dims=(16, 16, 8), seed: int = 0,

@@ -9,13 +9,7 @@ from l3rocc_core.refiner.attention import (GridTemporalAttention, TemporalAttent
                                            grid_to_sequences, sequences_to_grid)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: small tensors, and the test machines are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def loop_reference(att: TemporalAttention, x: torch.Tensor) -> torch.Tensor:

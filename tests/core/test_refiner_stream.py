@@ -30,13 +30,7 @@ def wall_frame(n: int, x: float):
             torch.full((CAM.height, CAM.width), WALL_Z))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: small tensors, and the test machines are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _net(**kw) -> TemporalOccupancyNet:

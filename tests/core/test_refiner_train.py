@@ -21,13 +21,7 @@ from l3rocc_core.refiner.train import TrainError, TrainOptions, cosine_factor, t
 FEATURES = ['logodds', 'hits', 'free', 'observed', 'confidence']
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run single-threaded: small tensors, and the test machines are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def box_sample(rng: np.random.Generator, t: int = 6, dims=(8, 8, 4)) -> dict:

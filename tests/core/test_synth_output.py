@@ -100,6 +100,14 @@ def test_dataset_shards_hold_pipeline_features_and_exact_ground_truth(tmp_path):
     for key in ('occupancy', 'observed', 'observed_window', 'dynamic'):
         assert shard[key].shape == (n, 3, 8, 8, 4) and shard[key].dtype == bool
     assert np.all(shard['observed_window'] >= shard['observed'])
+    # Feature-matched flow: m/s per matched voxel, zero elsewhere, none at the first frame.
+    assert shard['flow'].shape == (n, 3, 3, 8, 8, 4) and shard['flow'].dtype == np.float16
+    assert shard['flow_valid'].shape == (n, 3, 8, 8, 4)
+    flow = shard['flow'].astype(np.float32)
+    assert not flow.transpose(0, 1, 3, 4, 5, 2)[~shard['flow_valid']].any()
+    assert np.linalg.norm(flow, axis=2).max() <= 6.0 + 1e-2
+    first = shard['frame_index'] == opts.window_size - 1
+    assert first.any() and not shard['flow_valid'][first, 0].any()
     # The GT of a crop is the exact GT of the sequence at that slice's frame.
     spec = sequence_spec('val', 0, opts)
     from l3rocc_core.synth.ground_truth import GroundTruth, suggest_grid
