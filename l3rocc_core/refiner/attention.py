@@ -21,7 +21,7 @@ against a loop reference. Slices are ordered oldest first (the grid convention).
 """
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -89,19 +89,61 @@ class TemporalAttention(nn.Module):
         n, t, _ = x.shape
         if t > self.max_len:
             raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
+        xq = x if queries is None else x[:, query_index(queries, t)]
+        k, v = self.project_kv(x)
+        return self.attend_projected(xq, k, v, queries)
+
+    def project_kv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of every slice (each depends on its own slice only: cacheable).
+
+        :param x: float [N, T, C]
+        :return: (k, v), float [N, T, C] each
+        """
+        return self.to_k(x), self.to_v(x)
+
+    def attend_projected(self, xq: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         queries: Optional[Sequence[int]] = None,
+                         key_times: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
+        """Attention of some slices against keys and values already projected.
+
+        :param xq: float [N, Tq, C] the query slices' inputs (all T slices when ``queries`` is
+            None)
+        :param k: float [N, P, C] keys (:meth:`project_kv`; any strides); P = T slices in
+            window order, or any order with ``key_times``
+        :param v: float [N, P, C] values
+        :param queries: the query slices' window indices (None = every slice, in order)
+        :param key_times: the window index of each of the P keys, None for a key outside the
+            window (masked), e.g. a ring buffer of slices; default: ``0 .. P-1``
+        :return: float [N, Tq, C]
+        """
+        n, p, c = k.shape
+        if key_times is not None and len(key_times) != p:
+            raise ValueError(f'{len(key_times)} key times for {p} keys')
+        present = [i for i in (range(p) if key_times is None else key_times) if i is not None]
+        if not present or len(set(present)) != len(present) or min(present) < 0:
+            raise ValueError(f'key times {list(key_times or [])} must hold distinct window '
+                             'indices >= 0')
+        t = max(present) + 1
+        if t > self.max_len:
+            raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
         h, d = self.heads, self.head_dim
         bias = self.relative_bias(t)  # [H, T, T]
-        if queries is None:
-            xq = x
-        else:
-            idx = query_index(queries, t)
-            xq = x[:, idx]
-            bias = bias[:, idx]
-        bias = bias.to(x.dtype)  # [H, Tq, T]
+        if queries is not None:
+            bias = bias[:, query_index(queries, t)]
+        if key_times is not None:  # columns in key order; absent keys masked
+            cols = torch.tensor([0 if i is None else int(i) for i in key_times],
+                                device=bias.device)
+            bias = bias[:, :, cols].masked_fill(
+                torch.tensor([i is None for i in key_times], device=bias.device),
+                float('-inf'))
+        bias = bias.to(xq.dtype)  # [H, Tq, P]
         tq = xq.shape[1]
+        if xq.shape[0] != n or xq.shape[2] != c or v.shape != k.shape or bias.shape[1] != tq:
+            raise ValueError(f'queries {tuple(xq.shape)}, keys {tuple(k.shape)}, values '
+                             f'{tuple(v.shape)} disagree')
         q = self.to_q(xq).reshape(n, tq, h, d)
-        k = self.to_k(x).reshape(n, t, h, d)
-        v = self.to_v(x).reshape(n, t, h, d)
+        k = k.reshape(n, p, h, d)
+        v = v.reshape(n, p, h, d)
         if self.fused:
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -229,7 +271,33 @@ class GridTemporalAttention(nn.Module):
         :param queries: slice indices into T
         :return: float [N, len(queries), C]
         """
-        y = s[:, query_index(queries, s.shape[1])] + self.attn(self.norm(s), queries)
+        k, v = self.key_values(s)
+        return self.forward_kv(s[:, query_index(queries, s.shape[1])], k, v, queries)
+
+    def key_values(self, s: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the normalised slices: float [N, T, C] each.
+
+        A slice's keys and values depend on that slice only, so a stream can compute them once
+        per slice and keep them (:meth:`forward_kv`).
+        """
+        return self.attn.project_kv(self.norm(s))
+
+    def forward_kv(self, sq: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   queries: Sequence[int],
+                   key_times: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
+        """Apply the block for some slices given every slice's keys and values.
+
+        Equal to :meth:`forward_at` with ``k, v = key_values(s)`` and ``sq = s[:, queries]``.
+
+        :param sq: float [N, K, C] the query slices' inputs
+        :param k: float [N, P, C] keys (:meth:`key_values`; any strides)
+        :param v: float [N, P, C] values
+        :param queries: the K query slices' window indices
+        :param key_times: window index of each key (None = not in the window); default
+            ``0 .. P-1`` (see :meth:`TemporalAttention.attend_projected`)
+        :return: float [N, K, C]
+        """
+        y = sq + self.attn.attend_projected(self.norm(sq), k, v, queries, key_times)
         if self.ffn is not None:
             y = y + self.ffn(y)
         return y

