@@ -232,11 +232,25 @@ class TemporalOccupancyNet(nn.Module):
         mode = 'replicate' if self.config.padding == 'replicate' else 'constant'
         return F.pad(flat, pad, mode=mode)
 
-    def _output(self, up: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        """Head, log-odds skip and bias: [N, X, Y, Z] logits from [N, X, Y, Z, U] and input."""
-        logit = self._head(up, flat)
+    def _output(self, up: torch.Tensor, flat: torch.Tensor,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Head, log-odds skip and bias: [N, X, Y, Z] logits from [N, X, Y, Z, U] and input.
+
+        :param mask: bool [N, X, Y, Z]: compute only these voxels, the others are -inf
+            (p = 0); None = all
+        """
+        x_cl = flat.permute(0, 2, 3, 4, 1)
+        if mask is not None:
+            out = flat.new_full(mask.shape, float('-inf'))
+            out[mask] = self._output_cl(up[mask], x_cl[mask])
+            return out
+        return self._output_cl(up, x_cl)
+
+    def _output_cl(self, up: torch.Tensor, x_cl: torch.Tensor) -> torch.Tensor:
+        """:meth:`_output` on channels-last inputs [..., U] and [..., C]: logits [...]."""
+        logit = self._head(up, x_cl)
         if self.logodds_index >= 0:
-            logit = logit + self.logodds_gain * flat[:, self.logodds_index]
+            logit = logit + self.logodds_gain * x_cl[..., self.logodds_index]
         return logit + self.logit_bias
 
     @property
@@ -312,7 +326,8 @@ class TemporalOccupancyNet(nn.Module):
 
     def forward_slices_kv(self, encoded: torch.Tensor, keys: torch.Tensor,
                           features: torch.Tensor, indices: Sequence[int],
-                          key_times: Optional[Sequence[Optional[int]]] = None) -> torch.Tensor:
+                          key_times: Optional[Sequence[Optional[int]]] = None,
+                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits of some slices from their encodings and every slice's keys and values.
 
         Equal to :meth:`forward_slices` (tested) without touching the other slices' encodings.
@@ -325,6 +340,8 @@ class TemporalOccupancyNet(nn.Module):
         :param indices: the K slice indices into the window (negative counts from the newest)
         :param key_times: window index of each of the P keys, None for a key not in the window
             (e.g. a ring buffer: no reordering copy); default ``0 .. P-1``
+        :param mask: bool [K, X, Y, Z]: run the full-resolution head on these voxels only,
+            the others get -inf (p = 0); None = every voxel
         :return: float [K, X, Y, Z] logits
         """
         if not self.streams:
@@ -349,17 +366,18 @@ class TemporalOccupancyNet(nn.Module):
         sq = encoded.permute(1, 2, 3, 0, 4).reshape(-1, k, w)  # [N, K, W]
         h = self.attn[0].forward_kv(sq, keys[..., :w], keys[..., w:], indices, key_times)
         up = self._decode(h.reshape(1, hx, hy, hz, k, w))[:, :nx, :ny, :nz]  # [K, X, Y, Z, U]
-        return self._output(up, features)
+        if mask is not None and tuple(mask.shape) != (k, nx, ny, nz):
+            raise ValueError(f'mask must be [{k}, {nx}, {ny}, {nz}], got {tuple(mask.shape)}')
+        return self._output(up, features, mask)
 
-    def _head(self, up: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _head(self, up: torch.Tensor, x_cl: torch.Tensor) -> torch.Tensor:
         """Pointwise head at full resolution (channels-last matrix products, no concatenation).
 
-        :param up: [N, X, Y, Z, U] upsampled features (channels-last)
-        :param x: [N, C, X, Y, Z] input features
-        :return: [N, X, Y, Z] logit correction
+        :param up: [..., U] upsampled features (channels-last)
+        :param x_cl: [..., C] input features (channels-last), the same leading shape
+        :return: [...] logit correction
         """
-        c = x.shape[1]
-        x_cl = x.permute(0, 2, 3, 4, 1)
+        c = x_cl.shape[-1]
         u = up.shape[-1]
         if self.config.head_channels > 0:
             first, last = self.head[0], self.head[-1]
@@ -515,11 +533,13 @@ class NetworkRefiner:
                 times[k] = i
             encoded = torch.stack([self._encoded[k] for k in targets])
             chosen = feats[[need.index(k) for k in targets]]
-            logits = self.model.forward_slices_kv(encoded, self._keys, chosen,
-                                                  [slots.index(k) for k in targets], times)
+            support = self.support(observed) if self.support_voxels >= 0 else None
+            logits = self.model.forward_slices_kv(
+                encoded, self._keys, chosen, [slots.index(k) for k in targets], times,
+                None if support is None else support > 0)   # the head only where it counts
             prob = torch.sigmoid(logits)
-            if self.support_voxels >= 0:
-                prob = prob * self.support(observed)
+            if support is not None:
+                prob = prob * support
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
 

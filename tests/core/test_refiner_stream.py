@@ -201,3 +201,28 @@ def test_key_ring_serves_any_slot_order_and_a_grid_change() -> None:
     torch.testing.assert_close(masked, attn(seq[:, :2], [1]))
     with pytest.raises(ValueError, match='distinct window'):
         attn.attend_projected(seq[:, [1]], k, v, [1], [0, 1, 1])
+
+
+def test_newest_with_support_runs_the_head_on_supported_voxels_only() -> None:
+    """The head skips voxels outside the support; the result equals the window pass's."""
+    net = _net()
+    newest = NetworkRefiner(net, torch.device('cpu'), update='newest', support_voxels=1)
+    window = NetworkRefiner(net, torch.device('cpu'), update='window', support_voxels=1)
+    torch.manual_seed(3)
+    x = torch.randn(5, 5, 10, 8, 6)
+    observed = torch.rand(5, 10, 8, 6) > 0.97
+    full = window.refine(x, x[:, 0], observed)
+    out = newest.refine_newest([0, 1, 2, 3, 4], lambda ks: x[list(ks)], observed[[1, 4]],
+                               revisit=[1])
+    torch.testing.assert_close(out, full[[1, 4]], atol=1e-5, rtol=0)
+    assert (out == 0).float().mean() > 0.3  # much of the grid is outside the support
+    enc = net.encode_slices(x)
+    mask = torch.zeros(1, 10, 8, 6, dtype=torch.bool)
+    mask[0, 2:5] = True
+    with torch.no_grad():
+        some = net.forward_slices_kv(enc[[4]], net.slice_keys(enc), x[[4]], [4], mask=mask)
+        every = net.forward_slices_kv(enc[[4]], net.slice_keys(enc), x[[4]], [4])
+    torch.testing.assert_close(some[mask], every[mask])
+    assert torch.isinf(some[~mask]).all() and (some[~mask] < 0).all()
+    with pytest.raises(ValueError, match='mask must be'):
+        net.forward_slices_kv(enc[[4]], net.slice_keys(enc), x[[4]], [4], mask=mask[:, :5])
