@@ -34,11 +34,13 @@ def test_support_can_be_switched_off():
 
 
 def test_support_is_the_box_dilation_of_the_observed_mask():
-    """Three 1D passes give exactly the (2r+1)^3 box maximum."""
+    """Shifted boolean ORs along each axis give exactly the (2r+1)^3 box maximum."""
     refiner = load_refiner(RefinerConfig(), 'cpu')
+    assert refiner.support_voxels == 2
     torch.manual_seed(1)
-    obs = torch.rand(3, 9, 7, 6) > 0.9
-    r = refiner.support_voxels
-    expected = torch.nn.functional.max_pool3d(obs.float()[:, None], 2 * r + 1, stride=1,
-                                              padding=r)[:, 0]
-    assert r == 2 and torch.equal(refiner.support(obs), expected)
+    for r, shape in ((2, (3, 9, 7, 6)), (1, (2, 5, 4, 3)), (3, (2, 9, 2, 1))):
+        refiner.support_voxels = r
+        obs = torch.rand(shape) > 0.9
+        expected = torch.nn.functional.max_pool3d(obs.float()[:, None], 2 * r + 1, stride=1,
+                                                  padding=r)[:, 0]
+        assert torch.equal(refiner.support(obs), expected), (r, shape)
