@@ -28,7 +28,7 @@ inference never runs it.
 from dataclasses import asdict, dataclass
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -468,29 +468,30 @@ class NetworkRefiner:
         self.head_chunk = int(head_chunk)
         self.last_ms = 0.0
         self.update = resolve_update(update, self.device, self.model)
-        #: Per ring slot (``update == 'newest'``): the slice's half-resolution encoding
-        #: [X', Y', Z', W]; its attention keys and values are in :attr:`_keys`.
-        self._encoded: Dict[int, torch.Tensor] = {}
+        #: Ring slots whose attention keys and values are in :attr:`_keys`
+        #: (``update == 'newest'``).
+        self._cached: Set[int] = set()
         #: float [X' * Y' * Z', R, 2W]: keys and values of ring slot r at [:, r] (valid for
-        #: the slots in :attr:`_encoded`); attention reads it in place.
+        #: the slots in :attr:`_cached`); attention reads it in place.
         self._keys: Optional[torch.Tensor] = None
 
     def forget(self, slot: Optional[int] = None) -> None:
-        """Drop the cached encoding of ``slot`` (rewritten), or of every slot (None)."""
+        """Drop the cached keys of ``slot`` (rewritten), or of every slot (None)."""
         if slot is None:
-            self._encoded.clear()
+            self._cached.clear()
             self._keys = None
         else:
-            self._encoded.pop(int(slot), None)
+            self._cached.discard(int(slot))
 
     def refine_newest(self, slots: Sequence[int], slot_features: Any,
                       observed: torch.Tensor, revisit: Sequence[int] = ()) -> torch.Tensor:
         """Occupancy of the newest slice (and optionally some older ones) from cached encodings.
 
-        Slices not encoded yet (the new one, or all after :meth:`forget`) are encoded in one
-        batch, with their attention keys and values; the others come from the cache, so a
-        frame projects keys and values for its new slice only. Equal to the same slices of
-        :meth:`refine` on the same window.
+        Slices new to the cache (the new one, or all after :meth:`forget`) are encoded in one
+        batch and their attention keys and values kept; the other slices' keys come from the
+        cache, so a frame encodes its new slice and the revisited ones (their encodings are
+        not kept: keys and values are all the other slices contribute). Equal to the same
+        slices of :meth:`refine` on the same window.
 
         :param slots: ring slots of the window, oldest first (the newest last)
         :param slot_features: callable(list of slots) -> float [k, C, X, Y, Z] features
@@ -507,32 +508,29 @@ class NetworkRefiner:
         if any(k not in slots for k in targets) or len(set(targets)) != len(targets):
             raise ValueError(f'revisit slots {list(revisit)} must be distinct older slots of '
                              f'the window {slots}')
-        live = set(slots)
-        for stale in [k for k in self._encoded if k not in live]:
-            del self._encoded[stale]
+        self._cached &= set(slots)
         with torch.inference_mode():
-            todo = [k for k in slots if k not in self._encoded]
+            todo = [k for k in slots if k not in self._cached]
             need = todo + [k for k in targets if k not in todo]
             feats = slot_features(need).to(self.device, torch.float32)
             c = len(self.feature_names)
             if feats.dim() != 5 or feats.shape[1] != c:
                 raise ValueError(f'slot features must be [k, C={c}, X, Y, Z], got '
                                  f'{tuple(feats.shape)}')
+            enc = self.model.encode_slices(feats)  # the new slices, then revisited ones
             if todo:
-                enc = self.model.encode_slices(feats[:len(todo)])
-                kv = self.model.slice_keys(enc)  # [N, len(todo), 2W]
+                kv = self.model.slice_keys(enc[:len(todo)])  # [N, len(todo), 2W]
                 ring = self._ring(kv, max(slots) + 1)
                 if ring is None:  # new grid or device: every slice again
                     self.forget()
                     return self.refine_newest(slots, slot_features, observed, revisit)
-                for i, k in enumerate(todo):
-                    self._encoded[k] = enc[i]
-                    ring[:, k] = kv[:, i]
+                ring[:, todo] = kv
+                self._cached.update(todo)
             times: List[Optional[int]] = [None] * self._keys.shape[1]
             for i, k in enumerate(slots):
                 times[k] = i
-            encoded = torch.stack([self._encoded[k] for k in targets])
-            chosen = feats[[need.index(k) for k in targets]]
+            pick = [need.index(k) for k in targets]
+            encoded, chosen = enc[pick], feats[pick]
             support = self.support(observed) if self.support_voxels >= 0 else None
             logits = self.model.forward_slices_kv(
                 encoded, self._keys, chosen, [slots.index(k) for k in targets], times,
@@ -556,7 +554,7 @@ class NetworkRefiner:
         if ring is not None and (ring.shape[0] != n or ring.shape[2] != w2
                                  or ring.dtype != kv.dtype or ring.device != kv.device):
             self._keys = ring = None
-            if self._encoded:  # cached slices of the other grid
+            if self._cached:  # cached slices of the other grid
                 return None
         if ring is None or ring.shape[1] < slots:
             grown = kv.new_zeros((n, max(slots, 0 if ring is None else ring.shape[1]), w2))

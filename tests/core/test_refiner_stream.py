@@ -151,11 +151,11 @@ def test_pipeline_newest_mode_matches_the_window_pass_on_the_newest_slice() -> N
 
 def test_reset_and_new_slices_drop_cached_encodings() -> None:
     pipe, _ = _run('newest', n=5)
-    assert len(pipe.refiner._encoded) == 4  # one per slice of the window
+    assert len(pipe.refiner._cached) == 4  # keys of every slice of the window
     pipe.reset()
-    assert not pipe.refiner._encoded
+    assert not pipe.refiner._cached
     out = pipe.push_depth(*wall_frame(9, 0.0))
-    assert out.num_slices == 1 and len(pipe.refiner._encoded) == 1
+    assert out.num_slices == 1 and len(pipe.refiner._cached) == 1
 
 
 def test_newest_mode_revisits_the_slice_of_network_revisit_age() -> None:
