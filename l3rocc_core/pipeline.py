@@ -251,7 +251,7 @@ class OccupancyPipeline:
         return occ
 
     def _forget_encodings(self, slot: Optional[int] = None) -> None:
-        """Drop the network's cached per-slice encodings of ``slot`` (None: all)."""
+        """Drop the network's cached per-slice keys of ``slot`` (None: all)."""
         forget = getattr(self.refiner, 'forget', None)
         if forget is not None:
             forget(slot)

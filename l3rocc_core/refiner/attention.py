@@ -113,17 +113,18 @@ class TemporalAttention(nn.Module):
         :param v: float [N, P, C] values
         :param queries: the query slices' window indices (None = every slice, in order)
         :param key_times: the window index of each of the P keys, None for a key outside the
-            window (masked), e.g. a ring buffer of slices; default: ``0 .. P-1``
+            window (masked), e.g. a ring buffer of slices; the indices present must be
+            ``0 .. T-1``, each once; default: ``0 .. P-1``
         :return: float [N, Tq, C]
         """
         n, p, c = k.shape
         if key_times is not None and len(key_times) != p:
             raise ValueError(f'{len(key_times)} key times for {p} keys')
         present = [i for i in (range(p) if key_times is None else key_times) if i is not None]
-        if not present or len(set(present)) != len(present) or min(present) < 0:
-            raise ValueError(f'key times {list(key_times or [])} must hold distinct window '
-                             'indices >= 0')
-        t = max(present) + 1
+        t = len(present)
+        if sorted(present) != list(range(t)) or t == 0:  # every query then sees a key
+            raise ValueError(f'key times {list(key_times or [])} must hold each window index '
+                             '0 .. T-1 once')
         if t > self.max_len:
             raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
         h, d = self.heads, self.head_dim
@@ -166,7 +167,7 @@ class TemporalAttention(nn.Module):
         """Scaled dot-product attention over time, every contraction an explicit einsum.
 
         :param q: [N, T, H, D] queries
-        :param k: [N, U, H, D] keys (U = T)
+        :param k: [N, U, H, D] keys (U = T, or the P keys of a ring)
         :param v: [N, U, H, D] values
         :param bias: [H, T, U] additive scores (relative-time bias, ``-inf`` where masked)
         :return: [N, T, H, D]

@@ -111,8 +111,8 @@ def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Ten
     :param flow: float [B, T, 3, X, Y, Z] predicted occupancy flow, or None
     :param flow_target: float [B, T, 3, X, Y, Z] feature-matched flow (with ``flow``)
     :param flow_valid: bool [B, T, X, Y, Z] voxels holding a match (with ``flow``)
-    :return: ``{'total', 'bce', 'temporal', 'l1', 'motion'}`` scalar tensors; ``total`` is
-        weighted, the others are the raw terms (for logging); ``motion`` is 0 without ``flow``
+    :return: ``{'total', 'bce', 'temporal', 'l1'}`` scalar tensors, and ``'motion'`` when
+        ``flow`` is given; ``total`` is weighted, the others are the raw terms (for logging)
     :raises ValueError: bad shapes, or ``weights.motion`` > 0 without the flow tensors
     """
     w_cfg = weights or LossWeights()
@@ -141,13 +141,12 @@ def refiner_loss(logits: torch.Tensor, target: torch.Tensor, observed: torch.Ten
     else:
         temporal = logits.new_zeros(())
     total = w_cfg.geo * bce + w_cfg.temporal * temporal + w_cfg.l1 * l1
-    motion = logits.new_zeros(())
+    out = {'bce': bce, 'temporal': temporal, 'l1': l1}
     if flow is not None:
         if flow_target is None or flow_valid is None:
             raise ValueError('flow needs flow_target and flow_valid')
-        motion = motion_consistency(flow, flow_target, flow_valid)
+        out['motion'] = motion_consistency(flow, flow_target, flow_valid)
+        total = total + w_cfg.motion * out['motion']
     elif w_cfg.motion > 0:
         raise ValueError('weights.motion > 0 needs flow, flow_target and flow_valid')
-    if w_cfg.motion > 0:
-        total = total + w_cfg.motion * motion
-    return {'total': total, 'bce': bce, 'temporal': temporal, 'l1': l1, 'motion': motion}
+    return dict(total=total, **out)

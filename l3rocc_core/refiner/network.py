@@ -474,6 +474,8 @@ class NetworkRefiner:
         #: float [X' * Y' * Z', R, 2W]: keys and values of ring slot r at [:, r] (valid for
         #: the slots in :attr:`_cached`); attention reads it in place.
         self._keys: Optional[torch.Tensor] = None
+        #: (X', Y', Z') of the grid whose keys :attr:`_keys` holds.
+        self._key_grid: Tuple[int, ...] = ()
 
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop the cached keys of ``slot`` (rewritten), or of every slot (None)."""
@@ -485,7 +487,7 @@ class NetworkRefiner:
 
     def refine_newest(self, slots: Sequence[int], slot_features: Any,
                       observed: torch.Tensor, revisit: Sequence[int] = ()) -> torch.Tensor:
-        """Occupancy of the newest slice (and optionally some older ones) from cached encodings.
+        """Occupancy of the newest slice (and optionally some older ones) from cached keys.
 
         Slices new to the cache (the new one, or all after :meth:`forget`) are encoded in one
         batch and their attention keys and values kept; the other slices' keys come from the
@@ -520,7 +522,7 @@ class NetworkRefiner:
             enc = self.model.encode_slices(feats)  # the new slices, then revisited ones
             if todo:
                 kv = self.model.slice_keys(enc[:len(todo)])  # [N, len(todo), 2W]
-                ring = self._ring(kv, max(slots) + 1)
+                ring = self._ring(kv, max(slots) + 1, tuple(enc.shape[1:4]))
                 if ring is None:  # new grid or device: every slice again
                     self.forget()
                     return self.refine_newest(slots, slot_features, observed, revisit)
@@ -541,17 +543,19 @@ class NetworkRefiner:
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
 
-    def _ring(self, kv: torch.Tensor, slots: int) -> Optional[torch.Tensor]:
+    def _ring(self, kv: torch.Tensor, slots: int,
+              grid: Tuple[int, ...]) -> Optional[torch.Tensor]:
         """Return the key ring, (re)allocated for ``slots`` ring slots when needed.
 
         :param kv: float [N, n, 2W] keys of the slices being added (sets N, 2W, dtype, device)
         :param slots: ring slots needed (largest slot + 1)
-        :return: the ring; None when an existing ring had other keys (grid size, device):
-            it was dropped and the cached slices are no longer valid
+        :param grid: (X', Y', Z') of the half-resolution grid of ``kv``
+        :return: the ring; None when an existing ring held keys of another grid (dims, width,
+            device): it was dropped and the cached slices are no longer valid
         """
         ring = self._keys
         n, _, w2 = kv.shape
-        if ring is not None and (ring.shape[0] != n or ring.shape[2] != w2
+        if ring is not None and (self._key_grid != grid or ring.shape[2] != w2
                                  or ring.dtype != kv.dtype or ring.device != kv.device):
             self._keys = ring = None
             if self._cached:  # cached slices of the other grid
@@ -561,6 +565,7 @@ class NetworkRefiner:
             if ring is not None:
                 grown[:, :ring.shape[1]] = ring
             self._keys = ring = grown
+        self._key_grid = grid
         return ring
 
     def support(self, observed: torch.Tensor) -> torch.Tensor:

@@ -368,6 +368,8 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     """
     if (opts.steps <= 0) == (opts.epochs <= 0):
         raise TrainError('give exactly one of --steps or --epochs (> 0)')
+    if opts.motion_weight < 0:
+        raise TrainError(f'--motion-weight must be >= 0, got {opts.motion_weight}')
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     device = resolve_device(opts.device)

@@ -353,8 +353,9 @@ def _meta(split: str, specs: List[SequenceSpec], done: int, windows: int,
                  'observed': 'bool [N, T, x, y, z]', 'observed_window': 'bool [N, T, x, y, z]',
                  'dynamic': 'bool [N, T, x, y, z]', 'stamps_ns': 'int64 [N, T]',
                  'seed': 'int64 [N]', 'family': 'int8 [N]', 'frame_index': 'int64 [N]',
-                 'corner': 'int64 [N, 3]', 'flow': 'float16 [N, T, 3, x, y, z] m/s',
-                 'flow_valid': 'bool [N, T, x, y, z]'},
+                 'corner': 'int64 [N, 3]',
+                 **({'flow': 'float16 [N, T, 3, x, y, z] m/s',
+                     'flow_valid': 'bool [N, T, x, y, z]'} if opts.motion_targets else {})},
     }
 
 

@@ -117,7 +117,7 @@ def test_motion_consistency_term_by_hand() -> None:
                        flow_target=target, flow_valid=valid)
     assert out['motion'].item() == pytest.approx(1.75)
     assert out['total'].item() == pytest.approx(plain['total'].item() + 0.175, rel=1e-6)
-    assert plain['motion'].item() == 0.0
+    assert 'motion' not in plain  # train.csv keeps its columns without the term
     with pytest.raises(ValueError, match='needs flow'):
         refiner_loss(logits, occ, obs, weights=LossWeights(motion=0.1))
     with pytest.raises(ValueError, match=r'\[B, T, 3'):
@@ -265,3 +265,5 @@ def test_init_adds_or_drops_the_flow_head_and_needs_flow_data(tmp_path: Path) ->
     old = write_flow_dataset(tmp_path / 'old', flow=False)
     with pytest.raises(TrainError, match='needs flow targets'):
         train(options(old, tmp_path / 'x', motion_weight=0.1))
+    with pytest.raises(TrainError, match='>= 0'):
+        train(options(data, tmp_path / 'y', motion_weight=-0.1))

@@ -177,7 +177,8 @@ def test_key_ring_serves_any_slot_order_and_a_grid_change() -> None:
     """Keys live in a ring indexed by slot; a window in any slot order reads them in place."""
     net = _net()
     refiner = NetworkRefiner(net, torch.device('cpu'), update='newest', support_voxels=-1)
-    for dims in ((8, 6, 4), (6, 6, 4)):  # a grid change without forget(): all encoded again
+    # Grid changes without forget(): x and y swapped (same number of keys), another size.
+    for dims in ((8, 6, 4), (6, 8, 4), (6, 6, 4)):
         x = torch.randn(6, 5, *dims)
 
         def features(ks):
@@ -191,7 +192,7 @@ def test_key_ring_serves_any_slot_order_and_a_grid_change() -> None:
             torch.testing.assert_close(out, full[[0, -1]], atol=1e-5, rtol=0)
             x[3] = torch.randn_like(x[3])  # slot 3 rewritten: encoded again on its next use
             refiner.forget(3)
-        assert refiner._keys.shape[:2] == ((dims[0] // 2) * 3 * 2, 6)
+        assert refiner._keys.shape[:2] == ((dims[0] // 2) * (dims[1] // 2) * 2, 6)
     attn = net.attn[0].attn
     seq = torch.randn(4, 3, 8)
     k, v = attn.project_kv(seq)
@@ -199,8 +200,9 @@ def test_key_ring_serves_any_slot_order_and_a_grid_change() -> None:
     torch.testing.assert_close(ring, attn(seq, [2]))
     masked = attn.attend_projected(seq[:, [1]], k, v, [1], [0, 1, None])
     torch.testing.assert_close(masked, attn(seq[:, :2], [1]))
-    with pytest.raises(ValueError, match='distinct window'):
-        attn.attend_projected(seq[:, [1]], k, v, [1], [0, 1, 1])
+    for bad in ([0, 1, 1], [0, None, 2], [None, None, None]):  # repeated, a gap, none
+        with pytest.raises(ValueError, match='each window index'):
+            attn.attend_projected(seq[:, [1]], k, v, [1], bad)
 
 
 def test_newest_with_support_runs_the_head_on_supported_voxels_only() -> None:
