@@ -86,10 +86,7 @@ class TemporalAttention(nn.Module):
         if x.dim() != 3 or x.shape[2] != self.channels:
             raise ValueError(f'expected x of shape [N, T, C={self.channels}], got '
                              f'{tuple(x.shape)}')
-        n, t, _ = x.shape
-        if t > self.max_len:
-            raise ValueError(f'window length {t} exceeds max_len {self.max_len}')
-        xq = x if queries is None else x[:, query_index(queries, t)]
+        xq = x if queries is None else x[:, query_index(queries, x.shape[1])]
         k, v = self.project_kv(x)
         return self.attend_projected(xq, k, v, queries)
 

@@ -100,12 +100,16 @@ class ShardDataset:
         self._cache: 'OrderedDict[int, Dict[str, np.ndarray]]' = OrderedDict()
         self.index: List[Tuple[int, int]] = []
         shape = None
+        flows = set()
         for f_i, path in enumerate(self.files):
-            n, s = self._peek(path)
+            n, s, flow = self._peek(path)
             shape = shape or s
             if s != shape:
                 raise DatasetError(f'{path}: sample shape {s} differs from {shape}')
+            flows.add(flow)
             self.index.extend((f_i, j) for j in range(n))
+        #: Whether every shard holds flow targets (``flow``, ``flow_valid``).
+        self.has_flow = flows == {True}
         if 0 < max_samples < len(self.index):  # evenly spread over every shard, in order
             keep = np.unique(np.linspace(0, len(self.index) - 1, int(max_samples)).round())
             self.index = [self.index[int(k)] for k in keep]
@@ -121,8 +125,8 @@ class ShardDataset:
                                f'shards hold C = {c}')
 
     @staticmethod
-    def _peek(path: str) -> Tuple[int, Tuple[int, ...]]:
-        """Return (number of samples, per-sample feature shape) from the npz headers only."""
+    def _peek(path: str) -> Tuple[int, Tuple[int, ...], bool]:
+        """Return (samples, per-sample feature shape, holds flow) from the npz headers only."""
         try:
             with zipfile.ZipFile(path) as zf:
                 names = {n[:-4] for n in zf.namelist() if n.endswith('.npy')}
@@ -139,7 +143,7 @@ class ShardDataset:
             raise DatasetError(f'{path}: unreadable shard: {exc}') from exc
         if len(shape) != 6:
             raise DatasetError(f'{path}: features must be [N, T, C, x, y, z], got {shape}')
-        return int(shape[0]), tuple(int(v) for v in shape[1:])
+        return int(shape[0]), tuple(int(v) for v in shape[1:]), 'flow' in names
 
     def _shard(self, f_i: int) -> Dict[str, np.ndarray]:
         if f_i in self._cache:
@@ -233,15 +237,13 @@ def augment(sample: Dict[str, torch.Tensor], code: int) -> Dict[str, torch.Tenso
     for k, v in sample.items():
         off = 1 if k in CHANNEL_ARRAYS else 0  # a channel axis after T
         ax, ay = 1 + off, 2 + off
-        sign = torch.ones(3, dtype=v.dtype)
         if code & 1:
             v = torch.flip(v, (ax,))
-            sign[0] = -1.0
         if code & 2:
             v = torch.flip(v, (ay,))
-            sign[1] = -1.0
-        if k == 'flow':
-            v = v * sign.reshape(1, 3, 1, 1, 1)
+        if k == 'flow' and code & 3:  # a flipped axis reverses that component
+            sign = [-1.0 if code & 1 else 1.0, -1.0 if code & 2 else 1.0, 1.0]
+            v = v * v.new_tensor(sign).reshape(1, 3, 1, 1, 1)
         if code & 4 and v.shape[ax] == v.shape[ay]:
             v = v.transpose(ax, ay)
             if k == 'flow':

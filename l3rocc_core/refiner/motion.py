@@ -23,6 +23,8 @@ from typing import Tuple
 
 import numpy as np
 
+from l3rocc_core.grid import VoxelGrid
+
 
 @dataclass
 class MatchOptions:
@@ -114,9 +116,7 @@ def lift(uv: np.ndarray, depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarr
     wts = np.stack([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv], 1)
     z = (d * wts).sum(1)
     valid = np.all(np.isfinite(d) & (d > 0), axis=1)
-    if len(uv):
-        spread = d.max(1) - d.min(1)
-        valid &= spread <= float(edge_rel) * np.maximum(d.mean(1), 1e-6)
+    valid &= d.max(1) - d.min(1) <= float(edge_rel) * np.maximum(d.mean(1), 1e-6)
     x = (u - K[0, 2]) / K[0, 0] * z
     y = (v - K[1, 2]) / K[1, 1] * z
     p_cam = np.stack([x, y, z], axis=1)
@@ -152,50 +152,39 @@ def matched_scene_flow(image0: np.ndarray, image1: np.ndarray, depth0: np.ndarra
     return p1[ok], flow[ok]
 
 
-def voxel_flow(points: np.ndarray, flow: np.ndarray, origin: np.ndarray, voxel_size: float,
-               dims: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
+def voxel_flow(points: np.ndarray, flow: np.ndarray,
+               grid: VoxelGrid) -> Tuple[np.ndarray, np.ndarray]:
     """Average the flow of the points in each voxel of a grid.
 
     :param points: float [M, 3] world points (metres)
     :param flow: float [M, 3] their flow (m/s)
-    :param origin: [3] min corner of the grid (metres)
-    :param voxel_size: edge length (metres)
-    :param dims: (X, Y, Z)
-    :return: (flat voxel indices int64 [V] into the C-ordered grid, ascending; mean flow
-        float32 [V, 3])
+    :param grid: the voxel grid (points outside it are dropped)
+    :return: (flat voxel indices int64 [V] of the grid, ascending; mean flow float32 [V, 3])
     """
-    ijk = np.floor((np.asarray(points, np.float64) - np.asarray(origin, np.float64))
-                   / float(voxel_size)).astype(np.int64)
-    d = np.asarray(dims, np.int64)
-    inside = np.all((ijk >= 0) & (ijk < d), axis=1)
-    if not inside.any():
-        return np.zeros(0, np.int64), np.zeros((0, 3), np.float32)
-    flat = np.ravel_multi_index(tuple(ijk[inside].T), tuple(int(v) for v in d))
-    uniq, inv = np.unique(flat, return_inverse=True)
-    count = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
+    flat, inside = grid.world_to_flat(np.asarray(points, np.float64))
+    uniq, inv = np.unique(flat[inside], return_inverse=True)
+    count = np.maximum(np.bincount(inv, minlength=len(uniq)), 1).astype(np.float64)
     f = np.asarray(flow, np.float64)[inside]
     mean = np.stack([np.bincount(inv, f[:, k], len(uniq)) for k in range(3)], axis=1)
-    return uniq, (mean / count[:, None]).astype(np.float32)
+    return uniq.astype(np.int64), (mean / count[:, None]).astype(np.float32)
 
 
-def dense_crop(flat: np.ndarray, values: np.ndarray, dims: Tuple[int, int, int],
-               corner: np.ndarray, size: Tuple[int, int, int]
-               ) -> Tuple[np.ndarray, np.ndarray]:
+def dense_crop(flat: np.ndarray, values: np.ndarray, grid: VoxelGrid, corner: np.ndarray,
+               size: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """Dense flow and mask of one crop from the sparse per-voxel flow of the whole grid.
 
-    :param flat: int64 [V] flat voxel indices (see :func:`voxel_flow`)
+    :param flat: int64 [V] flat voxel indices of ``grid`` (see :func:`voxel_flow`)
     :param values: float [V, 3] flow per voxel
-    :param dims: grid (X, Y, Z)
+    :param grid: the voxel grid of ``flat``
     :param corner: int [3] crop min corner (voxel ijk)
     :param size: crop size (x, y, z)
     :return: (flow float32 [3, x, y, z], valid bool [x, y, z])
     """
     out = np.zeros((3,) + tuple(size), np.float32)
     valid = np.zeros(tuple(size), bool)
-    if len(flat):
-        ijk = np.stack(np.unravel_index(flat, tuple(dims)), axis=1) - np.asarray(corner)
-        keep = np.all((ijk >= 0) & (ijk < np.asarray(size)), axis=1)
-        i, j, k = ijk[keep].T
-        out[:, i, j, k] = np.asarray(values, np.float32)[keep].T
-        valid[i, j, k] = True
+    ijk = grid.flat_to_ijk(np.asarray(flat, np.int64)).reshape(-1, 3) - np.asarray(corner)
+    keep = np.all((ijk >= 0) & (ijk < np.asarray(size)), axis=1)
+    i, j, k = ijk[keep].T
+    out[:, i, j, k] = np.asarray(values, np.float32).reshape(-1, 3)[keep].T
+    valid[i, j, k] = True
     return out, valid

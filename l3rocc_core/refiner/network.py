@@ -482,6 +482,7 @@ class NetworkRefiner:
         if slot is None:
             self._cached.clear()
             self._keys = None
+            self._key_grid = ()
         else:
             self._cached.discard(int(slot))
 
@@ -510,6 +511,10 @@ class NetworkRefiner:
         if any(k not in slots for k in targets) or len(set(targets)) != len(targets):
             raise ValueError(f'revisit slots {list(revisit)} must be distinct older slots of '
                              f'the window {slots}')
+        grid = tuple((n + 1) // 2 for n in observed.shape[1:])
+        if grid != self._key_grid:  # another grid (or the first): no cached key fits
+            self.forget()
+            self._key_grid = grid
         self._cached &= set(slots)
         with torch.inference_mode():
             todo = [k for k in slots if k not in self._cached]
@@ -522,11 +527,7 @@ class NetworkRefiner:
             enc = self.model.encode_slices(feats)  # the new slices, then revisited ones
             if todo:
                 kv = self.model.slice_keys(enc[:len(todo)])  # [N, len(todo), 2W]
-                ring = self._ring(kv, max(slots) + 1, tuple(enc.shape[1:4]))
-                if ring is None:  # new grid or device: every slice again
-                    self.forget()
-                    return self.refine_newest(slots, slot_features, observed, revisit)
-                ring[:, todo] = kv
+                self._ring(kv, max(slots) + 1)[:, todo] = kv
                 self._cached.update(todo)
             times: List[Optional[int]] = [None] * self._keys.shape[1]
             for i, k in enumerate(slots):
@@ -543,29 +544,19 @@ class NetworkRefiner:
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
 
-    def _ring(self, kv: torch.Tensor, slots: int,
-              grid: Tuple[int, ...]) -> Optional[torch.Tensor]:
-        """Return the key ring, (re)allocated for ``slots`` ring slots when needed.
+    def _ring(self, kv: torch.Tensor, slots: int) -> torch.Tensor:
+        """Return the key ring of the current grid, allocated or grown to ``slots`` slots.
 
-        :param kv: float [N, n, 2W] keys of the slices being added (sets N, 2W, dtype, device)
+        :param kv: float [N, n, 2W] keys of the slices being added (sets N and 2W)
         :param slots: ring slots needed (largest slot + 1)
-        :param grid: (X', Y', Z') of the half-resolution grid of ``kv``
-        :return: the ring; None when an existing ring held keys of another grid (dims, width,
-            device): it was dropped and the cached slices are no longer valid
         """
         ring = self._keys
-        n, _, w2 = kv.shape
-        if ring is not None and (self._key_grid != grid or ring.shape[2] != w2
-                                 or ring.dtype != kv.dtype or ring.device != kv.device):
-            self._keys = ring = None
-            if self._cached:  # cached slices of the other grid
-                return None
         if ring is None or ring.shape[1] < slots:
-            grown = kv.new_zeros((n, max(slots, 0 if ring is None else ring.shape[1]), w2))
+            n, _, w2 = kv.shape
+            grown = kv.new_zeros((n, slots, w2))
             if ring is not None:
                 grown[:, :ring.shape[1]] = ring
             self._keys = ring = grown
-        self._key_grid = grid
         return ring
 
     def support(self, observed: torch.Tensor) -> torch.Tensor:

@@ -196,17 +196,11 @@ def _loss_terms(model: TemporalOccupancyNet, batch: Dict[str, torch.Tensor],
     """
     x = batch['features'].to(device, non_blocking=True)
     motion = weights is not None and weights.motion > 0
-    flow = None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         out = model(x, return_flow=motion)
-    if motion:
-        logits, flow = out[0].float(), out[1].float()
-    else:
-        logits = out.float()
-    extra = {}
-    if motion:
-        extra = {'flow': flow, 'flow_target': batch['flow'].to(device),
-                 'flow_valid': batch['flow_valid'].to(device)}
+    logits, flow = (out[0].float(), out[1].float()) if motion else (out.float(), None)
+    extra = {'flow': flow, 'flow_target': batch['flow'].to(device),
+             'flow_valid': batch['flow_valid'].to(device)} if motion else {}
     terms = refiner_loss(logits, batch['occupancy'].to(device),
                          batch['observed_window'].to(device), batch['known'].to(device),
                          weights, batch['dynamic'].to(device), **extra)
@@ -226,7 +220,7 @@ def evaluate(model: TemporalOccupancyNet, dataset: ShardDataset, device: torch.d
     net, geo = _Counter(), _Counter()
     flows = _FlowCounter()
     motion = loss_weights is not None and loss_weights.motion > 0
-    if motion and len(dataset) and 'flow' not in dataset[0]:  # e.g. an older test split
+    if motion and not dataset.has_flow:  # e.g. an older test split
         motion, loss_weights = False, replace(loss_weights, motion=0.0)
     losses: List[float] = []
     li = model.logodds_index
@@ -351,9 +345,8 @@ def _init_weights(model: TemporalOccupancyNet, path: str, feature_names: tuple) 
                motion_head=model.config.motion_head) != model.config:
         raise TrainError(f'--init {path}: architecture {asdict(start.config)} differs from the '
                          f'options {asdict(model.config)}')
-    state = {k: v for k, v in start.state_dict().items() if not k.startswith('flow_head.')}
-    if model.config.motion_head and start.config.motion_head:
-        state = start.state_dict()
+    state = {k: v for k, v in start.state_dict().items()
+             if model.config.motion_head or not k.startswith('flow_head.')}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith('flow_head.') for k in missing):
         raise TrainError(f'--init {path}: weights do not fit (missing {missing}, '
@@ -395,7 +388,7 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
                           dynamic=opts.dynamic_weight, motion=opts.motion_weight)
     if opts.motion_weight > 0:
         for d in (train_set, val_set):
-            if 'flow' not in d[0]:
+            if not d.has_flow:
                 raise TrainError(f'--motion-weight needs flow targets, and the {d.split} '
                                  'shards have none: regenerate them with `l3rocc synth '
                                  '--dataset` (which writes flow and flow_valid)')

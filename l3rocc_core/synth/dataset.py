@@ -211,7 +211,7 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
                 pts, vel = matched_scene_flow(previous[0], image, previous[1], f.depth,
                                               undistort.camera.K, previous[2], f.T_world_cam,
                                               f.t - previous[3])
-                flows[i] = voxel_flow(pts, vel, g.origin, g.voxel_size, tuple(g.dims))
+                flows[i] = voxel_flow(pts, vel, g)
             previous = (image, f.depth, f.T_world_cam, f.t)
             flows.pop(i - 2 * T, None)
             t2b = time.perf_counter()
@@ -238,7 +238,7 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
             sl = (slice(c[0], c[0] + cx), slice(c[1], c[1] + cy), slice(c[2], c[2] + cz))
             motion = {}
             if opts.motion_targets:
-                dense = [dense_crop(*flows[k], tuple(g.dims), c, (cx, cy, cz)) for k in idx]
+                dense = [dense_crop(*flows[k], g, c, (cx, cy, cz)) for k in idx]
                 motion = {'flow': np.stack([d[0] for d in dense]).astype(np.float16),
                           'flow_valid': np.stack([d[1] for d in dense])}
             yield {

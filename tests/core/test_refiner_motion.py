@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.refiner.checkpoint import load_model
 from l3rocc_core.refiner.dataset import ShardDataset, augment, shift_z
 from l3rocc_core.refiner.losses import LossWeights, motion_consistency, refiner_loss
@@ -87,10 +88,11 @@ def test_voxel_flow_averages_per_voxel_and_crops_place_it() -> None:
     pts = np.array([[0.01, 0.01, 0.01], [0.04, 0.02, 0.03], [0.12, 0.01, 0.01],
                     [-0.2, 0.0, 0.0]])  # two in voxel (0, 0, 0), one in (2, 0, 0), one outside
     fl = np.array([[1.0, 0, 0], [3.0, 2, 0], [0, 0, -1.0], [9.0, 9, 9]])
-    flat, mean = voxel_flow(pts, fl, np.zeros(3), 0.05, (4, 3, 2))
+    grid = VoxelGrid((0.0, 0.0, 0.0), 0.05, (4, 3, 2))
+    flat, mean = voxel_flow(pts, fl, grid)
     np.testing.assert_array_equal(flat, [0, np.ravel_multi_index((2, 0, 0), (4, 3, 2))])
     np.testing.assert_allclose(mean, [[2.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
-    dense, valid = dense_crop(flat, mean, (4, 3, 2), np.array([1, 0, 0]), (3, 3, 2))
+    dense, valid = dense_crop(flat, mean, grid, np.array([1, 0, 0]), (3, 3, 2))
     assert valid.sum() == 1 and valid[1, 0, 0]
     np.testing.assert_allclose(dense[:, 1, 0, 0], [0.0, 0.0, -1.0])
     assert not dense[:, ~valid].any()

@@ -60,7 +60,7 @@ def test_newest_slice_from_cached_encodings_equals_the_window_pass(causal: bool,
 
 
 @pytest.mark.parametrize('causal', [False, True])
-def test_chosen_slices_from_cached_encodings_equal_the_window_pass(causal: bool) -> None:
+def test_chosen_slices_and_cached_keys_equal_the_window_pass(causal: bool) -> None:
     net = _net(causal=causal)
     x = torch.randn(1, 6, 5, 8, 6, 4)
     with torch.no_grad():
@@ -79,16 +79,7 @@ def test_chosen_slices_from_cached_encodings_equal_the_window_pass(causal: bool)
             net.forward_slices(encoded, x[0, :1], [0, 1])
         with pytest.raises(ValueError, match='outside a window'):
             net.forward_slices(encoded, x[0, :1], [6])
-
-
-@pytest.mark.parametrize('causal', [False, True])
-def test_keys_and_values_cached_slice_by_slice_give_the_window_pass(causal: bool) -> None:
-    """A stream projects each slice's keys and values once; together they act as the window's."""
-    net = _net(causal=causal)
-    x = torch.randn(1, 6, 5, 8, 6, 4)
-    with torch.no_grad():
-        full = net(x)[0]
-        encoded = net.encode_slices(x[0])
+        # A stream projects each slice's keys and values once; together they act as the window's.
         per_slice = [net.slice_keys(encoded[i:i + 1]) for i in range(6)]  # [N, 1, 2W] each
         keys = torch.cat(per_slice, dim=1)
         assert keys.shape == (4 * 3 * 2, 6, 16)
