@@ -14,8 +14,8 @@ from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.frame import Frame
 from l3rocc_core.pipeline import OccupancyPipeline
-from l3rocc_core.refiner.network import (NetConfig, NetworkRefiner, TemporalOccupancyNet,
-                                         resolve_update)
+from l3rocc_core.refiner.network import (active_cells, NetConfig, NetworkRefiner,
+                                         resolve_update, TemporalOccupancyNet)
 
 CAM = PinholeCamera(96, 72, 80.0, 80.0, 47.5, 35.5)
 WALL_Z = 1.52  # a wall facing the camera; the camera looks along world +z
@@ -219,3 +219,56 @@ def test_newest_with_support_runs_the_head_on_supported_voxels_only() -> None:
     assert torch.isinf(some[~mask]).all() and (some[~mask] < 0).all()
     with pytest.raises(ValueError, match='mask must be'):
         net.forward_slices_kv(enc[[4]], net.slice_keys(enc), x[[4]], [4], mask=mask[:, :5])
+
+
+def test_active_cells_are_the_cells_masked_voxels_read() -> None:
+    """A voxel reads its half-resolution cell and that cell's 26 neighbours (decoder conv)."""
+    mask = torch.zeros(2, 9, 7, 5, dtype=torch.bool)  # odd dims: the last cell is half full
+    mask[1, 8, 6, 4] = True  # the corner voxel -> cell (4, 3, 2)
+    cells = active_cells(mask)
+    assert cells.shape == (5, 4, 3)
+    expected = torch.zeros(5, 4, 3, dtype=torch.bool)
+    expected[3:5, 2:4, 1:3] = True
+    assert torch.equal(cells, expected)
+    mask[0, 0, 0, 0] = True  # any slice counts
+    assert bool(active_cells(mask)[:2, :2, :2].all())
+    assert int(active_cells(mask).sum()) == 2 * 2 * 2 + 8
+    assert not bool(active_cells(torch.zeros(1, 4, 4, 4, dtype=torch.bool)).any())
+
+
+def test_masked_slices_run_attention_only_where_the_mask_reads_it() -> None:
+    """With a sparse mask, attention runs on a few cells and the masked logits are unchanged."""
+    net = _net(padding='replicate')
+    torch.manual_seed(5)
+    x = torch.randn(6, 5, 24, 20, 11)
+    enc = net.encode_slices(x)
+    keys = net.slice_keys(enc)
+    rows = []
+    attend = net.attn[0].forward_kv
+
+    def counting(sq, *args):
+        rows.append(sq.shape[0])
+        return attend(sq, *args)
+
+    net.attn[0].forward_kv = counting
+    with torch.no_grad():
+        every = net.forward_slices_kv(enc[[2, 5]], keys, x[[2, 5]], [2, 5])
+        assert rows == [12 * 10 * 6]
+        for blob in ((slice(0, 3), slice(15, 20), slice(9, 11)),  # an edge of odd Z
+                     (slice(10, 12), slice(4, 5), slice(3, 6)),
+                     (slice(0, 24), slice(0, 20), slice(0, 11))):  # all: the dense pass
+            mask = torch.zeros(2, 24, 20, 11, dtype=torch.bool)
+            mask[(1,) + blob] = True
+            mask[0, 5, 5, 5] = True
+            some = net.forward_slices_kv(enc[[2, 5]], keys, x[[2, 5]], [2, 5], mask=mask)
+            torch.testing.assert_close(some[mask], every[mask], atol=1e-5, rtol=0)
+            assert torch.isinf(some[~mask]).all()
+        assert rows[1] < 0.3 * rows[0] and rows[2] < 0.2 * rows[0] and rows[3] == rows[0]
+    # The gathered keys live in a kept buffer: reused across calls of any size and across
+    # inference mode (the refiner) and no_grad (training-time validation).
+    mask = torch.zeros(2, 24, 20, 11, dtype=torch.bool)
+    mask[1, 3:9, 2:6, 1:4] = True
+    for mode in (torch.inference_mode, torch.no_grad, torch.inference_mode):
+        with mode():
+            some = net.forward_slices_kv(enc[[2, 5]], keys, x[[2, 5]], [2, 5], mask=mask)
+        torch.testing.assert_close(some[mask], every[mask], atol=1e-5, rtol=0)
