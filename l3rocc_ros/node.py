@@ -1,12 +1,19 @@
 """The l3rocc streaming node: camera images + poses in, 4D occupancy out.
 
 Threading: input callbacks only store messages (images go into a bounded queue where the latest
-wins); one worker in its own mutually exclusive callback group, woken by a guard condition, turns
+wins) and wake the worker, a thread of the node's own (not an executor callback), which turns
 queued images into frames (``l3rocc_core.convert``), looks up their poses, pushes them through
-``l3rocc_core.pipeline.OccupancyPipeline`` and publishes. Run it under a MultiThreadedExecutor
-(:func:`main` does) so that inputs, parameters and diagnostics are served while the worker
-computes. Every failure is counted by kind in ``/diagnostics``, logged at most once per few
-seconds per kind, and costs only the frame it concerns.
+``l3rocc_core.pipeline.OccupancyPipeline`` and publishes. Every executor callback is short, so
+one executor thread serves inputs, parameters and diagnostics while the worker computes
+(:func:`main` spins a SingleThreadedExecutor; a MultiThreadedExecutor works too, but rclpy's
+loops while a ready callback waits for its busy callback group, which on two busy cores costs
+CPU and GIL for nothing). The worker used to be a guard-condition callback in its own
+callback group of a MultiThreadedExecutor: while it computed, each new image made the guard
+condition ready again, and the executor, unable to run it, looped in Python at up to a full
+core and held the GIL the worker needed (measured: 55 % of a core for an idle stand-in worker;
+the depth stage took 150-320 ms in the node against 60-80 ms in replay). Every failure is
+counted by kind in ``/diagnostics``, logged at most once per few seconds per kind, and costs
+only the frame it concerns.
 """
 
 from collections import deque
@@ -37,7 +44,7 @@ import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy)
@@ -55,6 +62,7 @@ PIPELINE_STAGES = ('camera', 'window', 'depth', 'grid', 'fusion', 'refiner')
 JUMP_BACK_NS = 1_000_000_000  # an image this much older than the previous: time jumped back
 LOG_PERIOD_S = 3.0
 STOP_BUDGET_S = 1.5  # shutdown waits this long for the frame in hand, then leaves it
+WORKER_POLL_S = 0.25  # the worker thread checks for a stop request at least this often
 MALLOC_TRIM_PERIOD_S = 10.0  # the worker gives the heap's free pages back this often
 MALLOC_ARENAS = 2  # glibc malloc arenas of the node process (see memwatch.limit_arenas)
 RCLError = rclpy_implementation.RCLError
@@ -245,7 +253,6 @@ class L3roccNode(Node):
         if not self._markers.ok:
             self.get_logger().info(f'markers built as message objects ({self._markers.reason})')
 
-        self._worker_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -289,10 +296,6 @@ class L3roccNode(Node):
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
                 callback_group=self._input_group)
 
-        self._wake = self.create_guard_condition(self._drain, callback_group=self._worker_group)
-        # A slow steady timer in the same group catches a wake-up that raced with the drain.
-        self._backstop = self.create_timer(0.25, self._drain, callback_group=self._worker_group,
-                                           clock=steady)
         self._diag_timer = self.create_timer(1.0, self.publish_diagnostics,
                                              callback_group=self._diag_group, clock=steady)
         self.get_logger().info(
@@ -301,6 +304,9 @@ class L3roccNode(Node):
             f'{self.pub_occupancy.topic_name}; poses: {cfg.input.pose_source} in '
             f'{cfg.grid.world_frame!r}; device {self._pipeline.device}, refiner '
             f'{self._refiner_name()}')
+        self._wake = threading.Event()
+        self._worker = threading.Thread(target=self._work, name='l3rocc_worker', daemon=True)
+        self._worker.start()
 
     # ------------------------------------------------------------------------- set-up helpers
     @property
@@ -387,7 +393,7 @@ class L3roccNode(Node):
         dropped = self._queue.put(msg, time.monotonic())
         if dropped:
             self.stats.dropped_queue_full(dropped)
-        self._wake.trigger()
+        self._wake.set()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -417,8 +423,24 @@ class L3roccNode(Node):
         self._log.log(kind, f'{topic}: {message}')
 
     # --------------------------------------------------------------------------------- worker
+    def _work(self) -> None:
+        """Body of the worker thread: wait for images, process them, until :meth:`stop`.
+
+        It also ends when the node's ROS context is shut down without the node being destroyed
+        (an in-process user that only calls ``rclpy.shutdown``).
+        """
+        while not self._stopping and self.context.ok():
+            self._wake.wait(WORKER_POLL_S)
+            self._wake.clear()   # before draining: an image queued from now on wakes it again
+            try:
+                self._drain()
+            except Exception as exc:  # noqa: B902 - the worker thread must survive anything
+                self.stats.error('internal_error', f'{type(exc).__name__}: {exc}')
+                self._log.log('internal_error', f'worker: unexpected {type(exc).__name__}: '
+                              f'{exc}', 'error')
+
     def _drain(self) -> None:
-        """Process queued frames until the queue is empty (the worker group's only callback)."""
+        """Process queued frames until the queue is empty (in the worker thread)."""
         while not self._stopping:
             item = self._queue.pop()
             if item is None:
@@ -426,7 +448,7 @@ class L3roccNode(Node):
             self._idle.clear()
             try:
                 self._process(*item)
-            except Exception as exc:  # noqa: B902 - an exception here would stop the executor
+            except Exception as exc:  # noqa: B902 - one bad frame must not stop the worker
                 self.stats.error('internal_error', f'{type(exc).__name__}: {exc}')
                 self._log.log('internal_error', f'{self.image_topic}: frame dropped after an '
                               f'unexpected {type(exc).__name__}: {exc}', 'error')
@@ -722,6 +744,7 @@ class L3roccNode(Node):
     def stop(self) -> None:
         """Ask the worker to stop after the frame in hand (a waiting TF lookup ends at once)."""
         self._stopping = True
+        self._wake.set()
         if self._poses is not None:
             self._poses.stopping = True
 
@@ -732,7 +755,10 @@ class L3roccNode(Node):
             still being computed; its result is discarded)
         """
         self.stop()
+        start = time.monotonic()
         idle = self._idle.wait(timeout=timeout_s)
+        if idle:  # the loop ends at its next check; a frame still in hand is not waited for
+            self._worker.join(timeout=max(0.0, timeout_s - (time.monotonic() - start)))
         logging.getLogger('l3rocc_core').removeHandler(self._core_log)
         super().destroy_node()
         return idle
@@ -748,7 +774,7 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def main(args: Optional[List[str]] = None, fast_exit: bool = True) -> int:
-    """Entry point of ``l3rocc_node``: spin the node on a MultiThreadedExecutor until shutdown.
+    """Entry point of ``l3rocc_node``: spin the node on a SingleThreadedExecutor until shutdown.
 
     SIGINT and SIGTERM (rclpy's signal handlers) end the spin; the node is destroyed and rclpy
     shut down in every case. Shutdown waits at most ``STOP_BUDGET_S`` for a frame being
@@ -779,7 +805,7 @@ def main(args: Optional[List[str]] = None, fast_exit: bool = True) -> int:
     try:
         node = L3roccNode()
         watch = from_environment()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()   # every callback is short (see the module doc)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -806,10 +832,7 @@ def main(args: Optional[List[str]] = None, fast_exit: bool = True) -> int:
                                            if node.busy else ''))
             node.stop()
         if executor is not None:
-            try:
-                executor.shutdown(timeout_sec=0.0, wait_for_threads=False)
-            except TypeError:  # Humble: no wait_for_threads
-                executor.shutdown(timeout_sec=STOP_BUDGET_S)
+            executor.shutdown(timeout_sec=STOP_BUDGET_S)   # no callback is running: at once
         if node is not None:
             idle = node.destroy_node(STOP_BUDGET_S)
             logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s'

@@ -244,20 +244,23 @@ def spin_in_thread(executor: Any) -> SpinThread:
 
 
 class Running:
-    """A node under test and a :class:`Client`, spun by a MultiThreadedExecutor thread.
+    """A node under test and a :class:`Client`, spun by an executor thread.
 
     :param context: rclpy context
     :param overrides: node parameters (``OVERRIDES`` updated with these)
     :param node_name: name of the node under test
     :param inputs: namespace its image and camera_info are remapped into ('' = none)
     :param camera_qos: QoS of the client's camera publishers (default: sensor data)
+    :param single_threaded: spin a SingleThreadedExecutor, as ``l3rocc_node`` does (False: a
+        MultiThreadedExecutor with 4 threads)
     """
 
     def __init__(self, context: Any, overrides: Optional[Dict[str, Any]] = None,
-                 node_name: str = 'l3rocc', inputs: str = '', camera_qos: Any = None):
+                 node_name: str = 'l3rocc', inputs: str = '', camera_qos: Any = None,
+                 single_threaded: bool = True):
         """Start both nodes and wait until their topics are matched."""
         from l3rocc_ros.node import L3roccNode
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
         from rclpy.parameter import Parameter
         params = dict(OVERRIDES, **(overrides or {}))
         cli_args = None
@@ -269,7 +272,8 @@ class Running:
                                parameter_overrides=[Parameter(k, value=v)
                                                     for k, v in params.items()])
         self.client = Client(context, inputs, node_name, camera_qos)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor = (SingleThreadedExecutor(context=context) if single_threaded
+                         else MultiThreadedExecutor(num_threads=4, context=context))
         self.executor.add_node(self.node)
         self.executor.add_node(self.client.node)
         self.thread = spin_in_thread(self.executor)
