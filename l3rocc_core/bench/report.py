@@ -163,6 +163,19 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
         lines.append('')
         if 'stages' in plots:
             lines += [f'![stages]({plots["stages"]})', '']
+    budget_rows = _refiner_budget_rows(results)
+    if budget_rows:
+        lines += ['### Refiner inference against the frame budget (issue 4)', '',
+                  '`refiner: network` as it runs by default on this device (on the CPU '
+                  '`network_update: newest`: per frame the newest slice and one revisited slice '
+                  'of the 16-slice window are estimated): the refiner stage per frame (median '
+                  "ms), its share of the pipeline's time per frame, and its share of the "
+                  "camera's frame period (median stamp step of the sequence; the node: its "
+                  'camera rate), the time a pipeline keeping up with the camera has per frame.',
+                  '']
+        lines += table(['run', 'device', 'grid voxels', 'refiner ms', 'share of pipeline',
+                        'frame period ms', 'share of frame period'], budget_rows)
+        lines.append('')
     nodes = [(k, speed[k]) for k in sorted(speed) if k.startswith('node') and speed[k]]
     if nodes:
         lines += ['## Node under a 30 Hz camera', '']
@@ -233,6 +246,67 @@ def _stage_rows(results: Dict[str, Any]) -> List[List[str]]:
                     + [fmt(st.get(s), 1) for s in STAGES]
                     + [fmt(st.get('total'), 1), fmt(node.get('processed_fps'), 2),
                        fmt(node.get('peak_rss_mb'), 0)])
+    return rows
+
+
+def frame_period_ms(per_frame: Sequence[Dict[str, Any]]) -> Optional[float]:
+    """Median step between consecutive frame stamps (ns) in milliseconds; None below 2 frames."""
+    stamps = np.asarray([f['stamp'] for f in per_frame if f.get('stamp') is not None],
+                        dtype=np.float64)
+    steps = np.diff(np.sort(stamps))
+    steps = steps[steps > 0]
+    return float(np.median(steps)) / 1e6 if steps.size else None
+
+
+def _share(part: Optional[float], whole: Optional[float]) -> str:
+    if part is None or not whole:
+        return '–'
+    return f'{100.0 * part / whole:.0f} %'
+
+
+def _refiner_budget_rows(results: Dict[str, Any]) -> List[List[str]]:
+    """Rows of the refiner-against-budget table: every run whose refiner was the network."""
+    rows = []
+    periods: Dict[str, Optional[float]] = {}
+    voxels: Dict[str, int] = {}   # by sequence, and by parameter file
+    for r in (results.get('accuracy') or {}).get('runs') or []:
+        period = frame_period_ms(r.get('per_frame') or [])
+        periods[r['sequence']] = period
+        voxels[r['sequence']] = int(np.prod(r.get('grid_dims') or [0]))
+        if r.get('params_file'):
+            voxels[r['params_file']] = voxels[r['sequence']]
+        if r.get('refiner_used') != 'network':
+            continue
+        st = (r.get('timing') or {}).get('stages_ms') or {}
+        rows.append([f'replay {r["sequence"]}', r.get('device', ''),
+                     f'{voxels[r["sequence"]] / 1e3:.0f} k', fmt(st.get('refiner'), 1),
+                     _share(st.get('refiner'), st.get('total')), fmt(period, 1),
+                     _share(st.get('refiner'), period)])
+    speed = results.get('speed') or {}
+    for key in sorted(k for k in speed if k.startswith('replay')):
+        rep = speed[key]
+        if not rep or not rep.get('timing') or rep.get('refiner') != 'network':
+            continue
+        st = rep['timing'].get('stages_ms') or {}
+        seq = rep.get('sequence', '')
+        period = periods.get(seq)
+        rows.append([f'`l3rocc replay` {seq}', rep.get('device', ''),
+                     f'{voxels[seq] / 1e3:.0f} k' if seq in voxels else '–',
+                     fmt(st.get('refiner'), 1), _share(st.get('refiner'), st.get('total')),
+                     fmt(period, 1), _share(st.get('refiner'), period)])
+    for key in sorted(k for k in speed if k.startswith('node')):
+        node = speed[key]
+        if not node or 'error' in node or node.get('refiner') != 'network':
+            continue
+        st = node.get('stage_ms') or {}
+        period = 1e3 / node['rate_hz'] if node.get('rate_hz') else None
+        cmd = list(node.get('command') or [])
+        params = (os.path.basename(cmd[cmd.index('--params-file') + 1])
+                  if '--params-file' in cmd[:-1] else '')
+        rows.append([f'node ({params or "default parameters"})', node.get('device') or '',
+                     f'{voxels[params] / 1e3:.0f} k' if params in voxels else '–',
+                     fmt(st.get('refiner'), 1), _share(st.get('refiner'), st.get('total')),
+                     fmt(period, 1), _share(st.get('refiner'), period)])
     return rows
 
 

@@ -155,10 +155,17 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
            'timing': {'stages_ms': {'depth': 10.0, 'fusion': 5.0, 'total': 16.0},
                       'fps_without_hooks': 5.0},
            'per_frame': [{'stamp': i * 10 ** 8, 'iou': 0.5} for i in range(3)]}
+    net = dict(run, refiner='network', refiner_used='network', grid_dims=[40, 20, 10],
+               params_file='tum.yaml',
+               timing={'stages_ms': {'depth': 20.0, 'refiner': 25.0, 'total': 50.0}})
+    node = {'refiner': 'network', 'device': 'cpu', 'rate_hz': 20.0,
+            'command': ['python', '-m', 'l3rocc_ros.node', '--params-file', '/x/tum.yaml'],
+            'stage_ms': {'refiner': 10.0, 'total': 40.0}}
     results = {'meta': {'command': 'l3rocc bench --quick'},
-               'accuracy': {'runs': [run], 'means': {'geometry': report.mean_figures([run])},
+               'accuracy': {'runs': [run, net], 'means': {'geometry': report.mean_figures([run])},
                             'network_pending': 'no checkpoint'},
-               'speed': {'targets': speed.speed_targets(None, None, None)},
+               'speed': {'targets': speed.speed_targets(None, None, None),
+                         'node_network': node},
                'octomap': {'resolution': '8x6', 'points_per_frame': 48, 'voxel_size': 0.05,
                            'max_range_m': 4.0, 'device': 'cpu', 'timed_frames': 2,
                            'ours': {'default': {
@@ -181,6 +188,12 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
     assert 'fusion vs OctoMap discretize: 1.5x' in md
     assert '1.50/1.00/0.50 -> 1.75/1.10/0.50 on 2 cores' in md
     assert '| tum_fr1_xyz |' in md and 'n/a' in md
+    # the refiner against the frame budget: 25 of 50 ms per frame, 100 ms frame period
+    assert '| replay tum_fr1_xyz | cpu | 8 k | 25.0 | 50 % | 100.0 | 25 % |' in md
+    assert '| node (tum.yaml) | cpu | 8 k | 10.0 | 25 % | 50.0 | 20 % |' in md
+    assert report.frame_period_ms([{'stamp': 0}, {'stamp': 4 * 10 ** 7},
+                                   {'stamp': 10 ** 8}]) == pytest.approx(50.0)
+    assert report.frame_period_ms([{'stamp': 5}]) is None
     for name in plots.values():
         assert (tmp_path / name).stat().st_size > 1000
     assert set(plots) == {'iou', 'tum', 'stages', 'soak'}
