@@ -446,6 +446,9 @@ class L3roccNode(Node):
             if item is None:
                 return
             self._idle.clear()
+            if self._stopping:   # stop() came between the check above and now: leave it
+                self._idle.set()
+                return
             try:
                 self._process(*item)
             except Exception as exc:  # noqa: B902 - one bad frame must not stop the worker
@@ -759,6 +762,7 @@ class L3roccNode(Node):
         idle = self._idle.wait(timeout=timeout_s)
         if idle:  # the loop ends at its next check; a frame still in hand is not waited for
             self._worker.join(timeout=max(0.0, timeout_s - (time.monotonic() - start)))
+            idle = not self._worker.is_alive()
         logging.getLogger('l3rocc_core').removeHandler(self._core_log)
         super().destroy_node()
         return idle

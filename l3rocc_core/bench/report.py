@@ -272,14 +272,17 @@ def _refiner_budget_rows(results: Dict[str, Any]) -> List[List[str]]:
     for r in (results.get('accuracy') or {}).get('runs') or []:
         period = frame_period_ms(r.get('per_frame') or [])
         periods[r['sequence']] = period
-        voxels[r['sequence']] = int(np.prod(r.get('grid_dims') or [0]))
-        if r.get('params_file'):
-            voxels[r['params_file']] = voxels[r['sequence']]
+        if r.get('grid_dims'):
+            voxels[r['sequence']] = int(np.prod(r['grid_dims']))
+            if r.get('params_file'):
+                voxels[r['params_file']] = voxels[r['sequence']]
         if r.get('refiner_used') != 'network':
             continue
         st = (r.get('timing') or {}).get('stages_ms') or {}
-        rows.append([f'replay {r["sequence"]}', r.get('device', ''),
-                     f'{voxels[r["sequence"]] / 1e3:.0f} k', fmt(st.get('refiner'), 1),
+        seq = r['sequence']
+        rows.append([f'replay {seq}', r.get('device', ''),
+                     f'{voxels[seq] / 1e3:.0f} k' if seq in voxels else '–',
+                     fmt(st.get('refiner'), 1),
                      _share(st.get('refiner'), st.get('total')), fmt(period, 1),
                      _share(st.get('refiner'), period)])
     speed = results.get('speed') or {}

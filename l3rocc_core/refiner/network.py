@@ -402,6 +402,8 @@ class TemporalOccupancyNet(nn.Module):
                              f'{tuple(keys.shape)}')
         if mask is not None and tuple(mask.shape) != (k, nx, ny, nz):
             raise ValueError(f'mask must be [{k}, {nx}, {ny}, {nz}], got {tuple(mask.shape)}')
+        if mask is not None and not bool(mask.any()):   # nothing to estimate (nothing seen)
+            return features.new_full(mask.shape, float('-inf'))
         sq = encoded.permute(1, 2, 3, 0, 4).reshape(-1, k, w)  # [N, K, W]
         cells = None
         if mask is not None:
@@ -436,8 +438,13 @@ class TemporalOccupancyNet(nn.Module):
             and buf.device == keys.device \
             and buf.is_inference() == torch.is_inference_mode_enabled()
         if not fits:
+            self._scratch = None   # the old buffer goes before the new one is allocated
             buf = self._scratch = keys.new_empty(int(n * 1.25) + 1)
         return torch.index_select(keys, 0, cells, out=buf[:n].view(shape))
+
+    def release_scratch(self) -> None:
+        """Free the inference scratch buffer of :meth:`_gather` (it is re-allocated on use)."""
+        self._scratch = None
 
     def _head(self, up: torch.Tensor, x_cl: torch.Tensor) -> torch.Tensor:
         """Pointwise head at full resolution (channels-last matrix products, no concatenation).
@@ -592,6 +599,7 @@ class NetworkRefiner:
             self._cached.clear()
             self._keys = None
             self._key_grid = ()
+            self.model.release_scratch()
         else:
             self._cached.discard(int(slot))
 
