@@ -714,6 +714,7 @@ class L3roccNode(Node):
             'image_topic': self.image_topic,
             'camera_info': 'received' if self._camera_info is not None else 'missing',
             'queue_size': cfg.input.queue_size, 'queued': len(self._queue),
+            'worker': 'running' if self._worker.is_alive() else 'stopped',
         }
         occ = self._last_occ
         if occ is not None:
@@ -739,10 +740,13 @@ class L3roccNode(Node):
         waiting = ''
         if self._camera_info is None and snap['recent_received']:
             waiting = f'camera_info on {self.camera_info_topic}'
+        degraded = list(self._degraded.values())
+        if not self._worker.is_alive() and not self._stopping:
+            degraded.append('the worker thread has ended: no frame will be processed')
         header = Header(stamp=self.get_clock().now().to_msg())
         self.pub_diagnostics.publish(diagnostic_array(
             header, f'{self.get_name()}: occupancy pipeline', self.get_fully_qualified_name(),
-            snap, self.diagnostics_extra(), waiting, list(self._degraded.values())))
+            snap, self.diagnostics_extra(), waiting, degraded))
 
     def stop(self) -> None:
         """Ask the worker to stop after the frame in hand (a waiting TF lookup ends at once)."""

@@ -67,3 +67,32 @@ def test_inputs_are_served_while_the_worker_computes(ros_context, wall) -> None:
         release.set()
         run.close()
     assert not node._worker.is_alive()
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnhandledThreadExceptionWarning')
+def test_a_dead_worker_shows_in_diagnostics(ros_context, wall) -> None:
+    """If the worker thread ever ended (nothing it catches), /diagnostics says so (WARN)."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    run = wall.Running(ros_context, node_name='l3rocc_dead')
+    try:
+        node = run.node
+        hw = node.get_fully_qualified_name()
+        assert run.client.wait_for(
+            'diagnostics', lambda m: wall.diagnostic_values(m, hw).get('worker') == 'running',
+            5.0)
+
+        def die() -> None:
+            raise SystemExit('stand-in for an error the worker does not catch')
+
+        node._drain = die
+        run.client.publish_frame(0)
+        node._worker.join(5.0)
+        assert not node._worker.is_alive()
+        dead = run.client.wait_for(
+            'diagnostics', lambda m: wall.diagnostic_values(m, hw).get('worker') == 'stopped',
+            5.0)
+        assert dead is not None
+        status = [st for st in dead.status if st.hardware_id == hw][0]
+        assert status.level == DiagnosticStatus.WARN and 'worker thread' in status.message
+    finally:
+        run.close()
