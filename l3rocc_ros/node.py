@@ -7,13 +7,9 @@ queued images into frames (``l3rocc_core.convert``), looks up their poses, pushe
 one executor thread serves inputs, parameters and diagnostics while the worker computes
 (:func:`main` spins a SingleThreadedExecutor; a MultiThreadedExecutor works too, but rclpy's
 loops while a ready callback waits for its busy callback group, which on two busy cores costs
-CPU and GIL for nothing). The worker used to be a guard-condition callback in its own
-callback group of a MultiThreadedExecutor: while it computed, each new image made the guard
-condition ready again, and the executor, unable to run it, looped in Python at up to a full
-core and held the GIL the worker needed (measured: 55 % of a core for an idle stand-in worker;
-the depth stage took 150-320 ms in the node against 60-80 ms in replay). Every failure is
-counted by kind in ``/diagnostics``, logged at most once per few seconds per kind, and costs
-only the frame it concerns.
+CPU and the GIL the worker needs; the README's Benchmarks tell how the worker as an executor
+callback made the node 3x slower). Every failure is counted by kind in ``/diagnostics``, logged
+at most once per few seconds per kind, and costs only the frame it concerns.
 """
 
 from collections import deque

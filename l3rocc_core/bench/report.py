@@ -264,52 +264,50 @@ def _share(part: Optional[float], whole: Optional[float]) -> str:
     return f'{100.0 * part / whole:.0f} %'
 
 
+def _budget_row(run: str, device: str, voxels: Optional[int], stages: Dict[str, Any],
+                period: Optional[float]) -> List[str]:
+    """One row of the refiner-against-budget table (stage medians in ms, period in ms)."""
+    refiner = stages.get('refiner')
+    return [run, device or '', '–' if voxels is None else f'{voxels / 1e3:.0f} k',
+            fmt(refiner, 1), _share(refiner, stages.get('total')), fmt(period, 1),
+            _share(refiner, period)]
+
+
 def _refiner_budget_rows(results: Dict[str, Any]) -> List[List[str]]:
     """Rows of the refiner-against-budget table: every run whose refiner was the network."""
     rows = []
     periods: Dict[str, Optional[float]] = {}
     voxels: Dict[str, int] = {}   # by sequence, and by parameter file
     for r in (results.get('accuracy') or {}).get('runs') or []:
-        period = frame_period_ms(r.get('per_frame') or [])
-        periods[r['sequence']] = period
-        if r.get('grid_dims'):
-            voxels[r['sequence']] = int(np.prod(r['grid_dims']))
-            if r.get('params_file'):
-                voxels[r['params_file']] = voxels[r['sequence']]
-        if r.get('refiner_used') != 'network':
-            continue
-        st = (r.get('timing') or {}).get('stages_ms') or {}
         seq = r['sequence']
-        rows.append([f'replay {seq}', r.get('device', ''),
-                     f'{voxels[seq] / 1e3:.0f} k' if seq in voxels else '–',
-                     fmt(st.get('refiner'), 1),
-                     _share(st.get('refiner'), st.get('total')), fmt(period, 1),
-                     _share(st.get('refiner'), period)])
+        periods[seq] = frame_period_ms(r.get('per_frame') or [])
+        if r.get('grid_dims'):
+            voxels[seq] = int(np.prod(r['grid_dims']))
+            if r.get('params_file'):
+                voxels[r['params_file']] = voxels[seq]
+        if r.get('refiner_used') == 'network':
+            rows.append(_budget_row(f'replay {seq}', r.get('device', ''), voxels.get(seq),
+                                    (r.get('timing') or {}).get('stages_ms') or {},
+                                    periods[seq]))
     speed = results.get('speed') or {}
     for key in sorted(k for k in speed if k.startswith('replay')):
         rep = speed[key]
-        if not rep or not rep.get('timing') or rep.get('refiner') != 'network':
-            continue
-        st = rep['timing'].get('stages_ms') or {}
-        seq = rep.get('sequence', '')
-        period = periods.get(seq)
-        rows.append([f'`l3rocc replay` {seq}', rep.get('device', ''),
-                     f'{voxels[seq] / 1e3:.0f} k' if seq in voxels else '–',
-                     fmt(st.get('refiner'), 1), _share(st.get('refiner'), st.get('total')),
-                     fmt(period, 1), _share(st.get('refiner'), period)])
+        if rep and rep.get('timing') and rep.get('refiner') == 'network':
+            seq = rep.get('sequence', '')
+            rows.append(_budget_row(f'`l3rocc replay` {seq}', rep.get('device', ''),
+                                    voxels.get(seq), rep['timing'].get('stages_ms') or {},
+                                    periods.get(seq)))
     for key in sorted(k for k in speed if k.startswith('node')):
         node = speed[key]
         if not node or 'error' in node or node.get('refiner') != 'network':
             continue
-        st = node.get('stage_ms') or {}
-        period = 1e3 / node['rate_hz'] if node.get('rate_hz') else None
         cmd = list(node.get('command') or [])
         params = (os.path.basename(cmd[cmd.index('--params-file') + 1])
                   if '--params-file' in cmd[:-1] else '')
-        rows.append([f'node ({params or "default parameters"})', node.get('device') or '',
-                     f'{voxels[params] / 1e3:.0f} k' if params in voxels else '–',
-                     fmt(st.get('refiner'), 1), _share(st.get('refiner'), st.get('total')),
-                     fmt(period, 1), _share(st.get('refiner'), period)])
+        rows.append(_budget_row(f'node ({params or "default parameters"})',
+                                node.get('device', ''), voxels.get(params),
+                                node.get('stage_ms') or {},
+                                1e3 / node['rate_hz'] if node.get('rate_hz') else None))
     return rows
 
 

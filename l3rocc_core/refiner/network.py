@@ -654,13 +654,11 @@ class NetworkRefiner:
             for i, k in enumerate(slots):
                 times[k] = i
             encoded, chosen = enc[:len(targets)], feats[:len(targets)]
-            support = self.support(observed) if self.support_voxels >= 0 else None
+            # Outside the support the logits are -inf: p = 0 there, as in :meth:`refine`.
             logits = self.model.forward_slices_kv(
                 encoded, self._keys, chosen, [slots.index(k) for k in targets], times,
-                None if support is None else support > 0)   # the head only where it counts
+                self.support_mask(observed) if self.support_voxels >= 0 else None)
             prob = torch.sigmoid(logits)
-            if support is not None:
-                prob = prob * support
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
 
@@ -679,13 +677,17 @@ class NetworkRefiner:
             self._keys = ring = grown
         return ring
 
-    def support(self, observed: torch.Tensor) -> torch.Tensor:
-        """Return float [T, X, Y, Z]: 1 within ``support_voxels`` of observed voxels, else 0.
+    def support_mask(self, observed: torch.Tensor) -> torch.Tensor:
+        """Return bool [T, X, Y, Z]: True within ``support_voxels`` of observed voxels.
 
         The network completes surfaces next to what the camera saw (holes where texture is
         weak); it must not invent occupancy in space no ray of the window came near.
         """
-        return dilate_box(observed.to(self.device, torch.bool), self.support_voxels).float()
+        return dilate_box(observed.to(self.device, torch.bool), self.support_voxels)
+
+    def support(self, observed: torch.Tensor) -> torch.Tensor:
+        """Return float [T, X, Y, Z]: :meth:`support_mask` as 1 / 0."""
+        return self.support_mask(observed).float()
 
     @property
     def feature_names(self) -> Tuple[str, ...]:
