@@ -154,6 +154,11 @@ class RefinerConfig:
         5, 'in newest mode, also re-estimate the slice this many frames old (1 = the newest) '
         'every frame, with the newer evidence the window has gathered since: older slices get '
         'a second, better-informed estimate for 10-20 % more refiner time (0 = off)', 0, 64)
+    network_compile: bool = param(
+        False, 'window mode only: run full windows through torch.compile, compiled when the '
+        'pipeline starts (seconds per grid; a C++ compiler on the CPU, Triton on CUDA; a failed '
+        'compile runs eagerly with a warning). No gain on a CPU (0.85-0.9x, l3rocc bench); '
+        'for a GPU, measure with l3rocc bench --device cuda', read_only=True)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
     refiner_fallback: bool = param(

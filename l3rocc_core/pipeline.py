@@ -136,13 +136,18 @@ class OccupancyPipeline:
             LOG.warning('refiner: network is not available (%s); using geometry only', exc)
             return GeometryRefiner(), 'geometry'
         try:
-            return load_refiner(cfg, self.device), 'network'
+            refiner = load_refiner(cfg, self.device,
+                                   window_size=self.config.window.window_size)
         except (FileNotFoundError, OSError, RuntimeError, ValueError) as exc:
             if cfg.checkpoint:
                 raise       # an explicit checkpoint that cannot be used is an error
             LOG.warning('refiner: the bundled network checkpoint cannot be used (%s); using '
                         'geometry only', exc)
             return GeometryRefiner(), 'geometry'
+        if refiner.compile_window:
+            seconds = refiner.warm_up(self.base_grid.dims)
+            LOG.info('network_compile: %s in %.1f s', refiner.compile_status, seconds)
+        return refiner, 'network'
 
     @property
     def depth_estimator(self) -> Any:

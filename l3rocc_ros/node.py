@@ -712,6 +712,9 @@ class L3roccNode(Node):
             'queue_size': cfg.input.queue_size, 'queued': len(self._queue),
             'worker': 'running' if self._worker.is_alive() else 'stopped',
         }
+        compiled = getattr(self._pipeline.refiner, 'compile_status', 'off')
+        if compiled != 'off':
+            extra['network_compile'] = compiled
         occ = self._last_occ
         if occ is not None:
             extra['window_slices'] = occ.num_slices

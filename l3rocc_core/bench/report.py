@@ -176,6 +176,7 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
         lines += table(['run', 'device', 'grid voxels', 'refiner ms', 'share of pipeline',
                         'frame period ms', 'share of frame period'], budget_rows)
         lines.append('')
+    lines += _window_pass_lines(speed.get('window_pass'))
     nodes = [(k, speed[k]) for k in sorted(speed) if k.startswith('node') and speed[k]]
     if nodes:
         lines += ['## Node under a 30 Hz camera', '']
@@ -309,6 +310,31 @@ def _refiner_budget_rows(results: Dict[str, Any]) -> List[List[str]]:
                                 node.get('stage_ms') or {},
                                 1e3 / node['rate_hz'] if node.get('rate_hz') else None))
     return rows
+
+
+def _window_pass_lines(timing: Optional[Dict[str, Any]]) -> List[str]:
+    """Return the eager-against-compiled table of the network's window pass (or nothing)."""
+    if not timing:
+        return []
+    lines = ["### The network's window pass, eager and `network_compile` (issue 4)", '',
+             '`network_update: window` (every slice of a full window estimated each frame; '
+             'the CUDA default) on a window of random evidence, eagerly and through '
+             f'`torch.compile` (torch {timing.get("torch", "?")}; static shapes, compiled once '
+             'per grid when the pipeline starts): median ms of interleaved passes.', '']
+    rows = []
+    for r in timing.get('rows') or []:
+        if 'error' in r:
+            rows.append([r['sequence'], '', 'x'.join(map(str, r['grid'])), r['error'],
+                         '', '', '', '', ''])
+            continue
+        rows.append([r['sequence'], r['device'], 'x'.join(map(str, r['grid'])),
+                     f'{r["voxels"] / 1e3:.0f} k', fmt(r['eager_ms'], 0),
+                     fmt(r['compiled_ms'], 0), f'{r["speedup"]:.2f}x',
+                     f'{r["compile_s"]:.1f} ({r["compile_status"]})',
+                     f'{r["max_abs_diff"]:.1e}'])
+    lines += table(['grid of', 'device', 'grid', 'voxels', 'eager ms', 'compiled ms',
+                    'speed-up', 'compile s (status)', 'max |Δp|'], rows)
+    return lines + ['']
 
 
 def _octomap_lines(octo: Dict[str, Any]) -> List[str]:

@@ -184,3 +184,78 @@ def network_targets(none: Dict[str, Any], network: Dict[str, Any],
         if fa and fb is not None:
             rows.append(_row(name, '<= 0.7', fb / fa, _ok(fb / fa, lambda v: v <= 0.7)))
     return rows
+
+
+def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
+                       progress: Any = None,
+                       extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Time the network's whole-window pass eagerly and through ``torch.compile``.
+
+    ``network_update: window`` with and without ``network_compile``, on each sequence's grid
+    and a full window of random evidence (a dense pass costs the same whatever the values):
+    compile time, median ms of ``repeats`` interleaved passes each, and the largest
+    difference of the probabilities. In-process (torch's default threads).
+
+    :param preps: sequences whose grids to use (one row per distinct grid)
+    :param device: 'cpu' | 'cuda'
+    :param progress: callable(message) told of each grid, or None
+    :param extra: parameter overrides of every sequence (e.g. a smaller grid)
+    :return: ``{'rows': [...], 'torch': version}``; a row that failed holds ``error``
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from l3rocc_core.bench.accuracy import case_config
+    from l3rocc_core.pipeline import grid_from_config
+    from l3rocc_core.refiner.network import load_refiner
+
+    rows: List[Dict[str, Any]] = []
+    seen = set()
+    for prep in preps:
+        cfg = case_config(prep, 'network', device, {**(extra or {}), 'network_update': 'window'})
+        dims = tuple(grid_from_config(cfg).dims)
+        t = cfg.window.window_size
+        if (dims, t) in seen:
+            continue
+        seen.add((dims, t))
+        if progress is not None:
+            progress(f"window pass on {prep.case.name}'s grid {dims}")
+        eager = compiled = None
+        try:
+            eager = load_refiner(cfg.refiner, device)
+            compiled = load_refiner(cfg.with_values({'network_compile': True}).refiner,
+                                    device, window_size=t)
+            compile_s = compiled.warm_up(dims)
+            g = torch.Generator().manual_seed(0)
+            features = torch.randn((t, len(eager.feature_names)) + dims, generator=g)
+            observed = torch.rand((t,) + dims, generator=g) > 0.5
+            window = (features.to(eager.device), features[:, 0].to(eager.device),
+                      observed.to(eager.device))
+            times: Dict[str, List[float]] = {'eager': [], 'compiled': []}
+            for _ in range(repeats):
+                for name, refiner in (('eager', eager), ('compiled', compiled)):
+                    if eager.device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    prob = refiner.refine(*window)
+                    if eager.device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    times[name].append((time.perf_counter() - start) * 1e3)
+                    if name == 'eager':
+                        reference = prob
+            diff = float((prob - reference).abs().max())
+            row = {'sequence': prep.case.name, 'grid': list(dims),
+                   'voxels': int(dims[0] * dims[1] * dims[2]), 'window_size': t,
+                   'device': str(eager.device), 'compile_status': compiled.compile_status,
+                   'compile_s': compile_s, 'eager_ms': statistics.median(times['eager']),
+                   'compiled_ms': statistics.median(times['compiled']),
+                   'max_abs_diff': diff, 'repeats': repeats}
+            row['speedup'] = row['eager_ms'] / row['compiled_ms']
+        except (RuntimeError, ValueError, OSError) as exc:
+            row = {'sequence': prep.case.name, 'grid': list(dims),
+                   'error': f'{type(exc).__name__}: {exc}'}
+        rows.append(row)
+        del eager, compiled     # the next grid's refiners and graphs replace them
+    return {'rows': rows, 'torch': torch.__version__}

@@ -26,6 +26,7 @@ inference never runs it.
 """
 
 from dataclasses import asdict, dataclass
+import logging
 import math
 import os
 import time
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from l3rocc_core.refiner.attention import GridTemporalAttention, query_index
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_FEATURE_NAMES: Tuple[str, ...] = ('logodds', 'hits', 'free', 'observed', 'confidence')
 PADDINGS = ('zeros', 'replicate')
@@ -145,7 +148,7 @@ class _SpatialBlock(nn.Module):
         bias = self.depthwise.bias.repeat(t)
         y = x.reshape(b, nx, ny, nz, t * c).permute(0, 4, 1, 2, 3)
         if self.padding == 'replicate':
-            y = F.conv3d(F.pad(y, (1,) * 6, mode='replicate'), weight, bias, groups=t * c)
+            y = F.conv3d(replicate_pad(y, (1,) * 6), weight, bias, groups=t * c)
         else:
             y = F.conv3d(y, weight, bias, padding=1, groups=t * c)
         return y.permute(0, 2, 3, 4, 1).reshape(b, nx, ny, nz, t, c)
@@ -243,8 +246,9 @@ class TemporalOccupancyNet(nn.Module):
         pad = (0, nz % 2, 0, ny % 2, 0, nx % 2)
         if not any(pad):
             return flat
-        mode = 'replicate' if self.config.padding == 'replicate' else 'constant'
-        return F.pad(flat, pad, mode=mode)
+        if self.config.padding == 'replicate':
+            return replicate_pad(flat, pad)
+        return F.pad(flat, pad)
 
     def _output(self, up: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         """Head, log-odds skip and bias: [N, X, Y, Z] logits from [N, X, Y, Z, U] and input."""
@@ -501,6 +505,38 @@ class TemporalOccupancyNet(nn.Module):
         return logits, flow.reshape(b, t, nx, ny, nz, 3).permute(0, 1, 5, 2, 3, 4)
 
 
+def replicate_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """``F.pad(x, pad, mode='replicate')``; under ``torch.compile`` built from concatenation.
+
+    Inductor's lowering of replicate padding fails in torch 2.13 (``vr must not be None``);
+    the concatenation gives the same values and compiles. Eager mode keeps ``F.pad``, which
+    is about 2.5x faster there.
+
+    :param x: tensor [..., D_k, ..., D_1]
+    :param pad: (before_1, after_1, before_2, after_2, ...) from the last dim, as ``F.pad``
+    """
+    if not torch.compiler.is_compiling():
+        return F.pad(x, tuple(int(v) for v in pad), mode='replicate')
+    return _replicate_pad_cat(x, pad)
+
+
+def _replicate_pad_cat(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """:func:`replicate_pad` by slicing and concatenation (what ``torch.compile`` traces)."""
+    for i in range(len(pad) // 2):
+        before, after = int(pad[2 * i]), int(pad[2 * i + 1])
+        if before == 0 and after == 0:
+            continue
+        d = x.dim() - 1 - i
+        n = x.shape[d]
+        parts = [x]
+        if before:
+            parts.insert(0, x.narrow(d, 0, 1).repeat_interleave(before, d))
+        if after:
+            parts.append(x.narrow(d, n - 1, 1).repeat_interleave(after, d))
+        x = torch.cat(parts, d)
+    return x
+
+
 def dilate_box(mask: torch.Tensor, r: int, first_dim: int = 1) -> torch.Tensor:
     """Box dilation of a boolean grid by ``r`` cells along every dimension from ``first_dim``.
 
@@ -571,11 +607,17 @@ class NetworkRefiner:
     :param head_chunk: slices per full-resolution head pass (memory bound)
     :param support_voxels: occupancy is only kept within this many voxels of space observed in
         the window (-1 = everywhere); farther voxels come out 0
+    :param update: ``network_update`` ('auto' | 'window' | 'newest')
+    :param compile_window: in ``window`` mode, run windows of this many slices through
+        ``torch.compile`` (static shapes; other lengths, such as a stream's first frames, run
+        eagerly); 0 = never. A compile that fails falls back to eager for good, with a warning
+        and :attr:`compile_status` saying why.
     """
 
     def __init__(self, model: TemporalOccupancyNet, device: torch.device,
                  metadata: Optional[Dict[str, Any]] = None, head_chunk: int = 4,
-                 support_voxels: int = 2, update: str = 'window') -> None:
+                 support_voxels: int = 2, update: str = 'window',
+                 compile_window: int = 0) -> None:
         """Prepare the model for inference."""
         self.support_voxels = int(support_voxels)
         self.device = torch.device(device)
@@ -592,6 +634,11 @@ class NetworkRefiner:
         self._keys: Optional[torch.Tensor] = None
         #: (X', Y', Z') of the grid whose keys :attr:`_keys` holds.
         self._key_grid: Tuple[int, ...] = ()
+        #: Window length the window pass is compiled for (0: never compiled).
+        self.compile_window = int(compile_window) if self.update == 'window' else 0
+        #: 'off', 'pending' (before the first compiled window), 'compiled' or 'failed: why'.
+        self.compile_status = 'pending' if self.compile_window > 0 else 'off'
+        self._compiled: Any = None
 
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop the cached keys of ``slot`` (rewritten), or of every slot (None)."""
@@ -715,11 +762,48 @@ class NetworkRefiner:
         start = time.perf_counter()
         with torch.inference_mode():
             x = features.to(self.device, torch.float32)[None]
-            prob = torch.sigmoid(self.model(x, head_chunk=self.head_chunk)[0])
+            prob = torch.sigmoid(self._window_logits(x)[0])
             if self.support_voxels >= 0:
                 prob = prob * self.support(observed)
         self.last_ms = (time.perf_counter() - start) * 1e3
         return prob
+
+    def _window_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [1, T, X, Y, Z] of the window pass, compiled when T is ``compile_window``."""
+        if self.compile_window > 0 and x.shape[1] == self.compile_window:
+            if self._compiled is None:
+                # Static shapes: one graph per grid; dynamic ones fail in inductor (torch 2.13).
+                self._compiled = torch.compile(self.model, dynamic=False)
+            try:
+                logits = self._compiled(x, head_chunk=self.head_chunk)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # noqa: B902 - any compiler failure: run eagerly instead
+                why = f'{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}'
+                self.compile_window, self._compiled = 0, None
+                self.compile_status = f'failed: {why}'
+                LOG.warning('network_compile: torch.compile failed (%s); the network runs '
+                            'eagerly from now on', why)
+            else:
+                self.compile_status = 'compiled'
+                return logits
+        return self.model(x, head_chunk=self.head_chunk)
+
+    def warm_up(self, dims: Sequence[int]) -> float:
+        """Compile the window pass for a grid of ``dims`` (X, Y, Z) now, on an empty window.
+
+        Without it the first full window pays the compile (seconds). Nothing is cached but
+        torch's compiled graph. :return: seconds spent (0 when not compiling)
+        """
+        if self.compile_window <= 0:
+            return 0.0
+        start = time.perf_counter()
+        shape = (self.compile_window,) + tuple(int(n) for n in dims)
+        empty = torch.zeros(shape, device=self.device)
+        features = torch.zeros((shape[0], len(self.feature_names)) + shape[1:],
+                               device=self.device)
+        self.refine(features, empty, empty.bool())
+        return time.perf_counter() - start
 
 
 #: ``network_update`` values: ``window`` re-estimates every slice each frame, ``newest`` only
@@ -743,7 +827,8 @@ def resolve_update(update: str, device: torch.device, model: TemporalOccupancyNe
 
 
 def load_refiner(refiner_config: Any, device: Any = 'auto',
-                 feature_names: Optional[Sequence[str]] = None) -> NetworkRefiner:
+                 feature_names: Optional[Sequence[str]] = None,
+                 window_size: int = 0) -> NetworkRefiner:
     """Load the refiner network named by the configuration (empty checkpoint = bundled one).
 
     :param refiner_config: a ``RefinerConfig`` (``checkpoint``, ``device``) or a checkpoint path
@@ -751,6 +836,7 @@ def load_refiner(refiner_config: Any, device: Any = 'auto',
         ``refiner_config.device`` and then to CUDA when present
     :param feature_names: the channels the caller will pass; default
         ``l3rocc_core.fusion.FEATURE_NAMES``; must equal the checkpoint's
+    :param window_size: the window length to compile for when ``network_compile`` is set
     :raises CheckpointError: missing, corrupt, unsafe or incompatible checkpoint
     """
     from l3rocc_core.refiner.checkpoint import load_model
@@ -769,7 +855,9 @@ def load_refiner(refiner_config: Any, device: Any = 'auto',
     model, meta = load_model(path, map_location='cpu', feature_names=feature_names)
     support = int(getattr(refiner_config, 'network_support_voxels', 2))
     update = str(getattr(refiner_config, 'network_update', 'window'))
-    return NetworkRefiner(model, dev, meta, support_voxels=support, update=update)
+    compile_window = int(window_size) if getattr(refiner_config, 'network_compile', False) else 0
+    return NetworkRefiner(model, dev, meta, support_voxels=support, update=update,
+                          compile_window=compile_window)
 
 
 def _fusion_feature_names() -> Optional[Tuple[str, ...]]:

@@ -12,7 +12,9 @@ Steps of a benchmark run (each can be skipped with ``--skip``):
 2. ``replay``: ``l3rocc replay`` of the 640x480 10 fps synthetic bag in a subprocess: fps and
    peak RSS (the replay target);
 3. ``node``: ``l3rocc_node`` under a 30 Hz 640x480 camera (``l3rocc_ros.bench_node``);
-4. ``octomap``: fusion throughput against OctoMap on the same depth maps.
+4. ``octomap``: fusion throughput against OctoMap on the same depth maps;
+5. ``compile``: the network's whole-window pass eagerly and through ``torch.compile``
+   (``network_compile``) on the TUM and the replay sequence's grids.
 
 Timings are medians, reported beside issue 2's targets (PASS/MISS); nothing is asserted.
 """
@@ -28,7 +30,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 HELP = 'accuracy and speed benchmarks: tables, results.json and plots'
-STEPS = ('accuracy', 'replay', 'node', 'octomap')
+STEPS = ('accuracy', 'replay', 'node', 'octomap', 'compile')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,7 +277,8 @@ def _run(args: argparse.Namespace) -> int:
 
     n_runs = sum(len(_refiners_of(c, refiners, args.quick)) for c in cases)
     n_steps = (len(cases) + n_runs * ('accuracy' not in skip)
-               + ('replay' not in skip) + ('node' not in skip) + ('octomap' not in skip))
+               + ('replay' not in skip) + ('node' not in skip) + ('octomap' not in skip)
+               + ('compile' not in skip and not pending))
     step = _Steps(n_steps)
     previous = _load_previous(os.path.join(args.out, 'results.json'))
     results: Dict[str, Any] = {'meta': _meta(args, device)}
@@ -340,6 +343,12 @@ def _run(args: argparse.Namespace) -> int:
                 320, frames, device, warmup=2, variants=default_variants(args.quick), rounds=5)
         except (ImportError, ValueError, RuntimeError) as exc:
             results['octomap'] = {'error': f'{type(exc).__name__}: {exc}'}
+    if 'compile' not in skip and not pending:
+        from l3rocc_core.bench.speed import window_pass_timing
+        grids = [p for p in preps if p.case.name in (suite.TUM_CASE.name, suite.SPEED_CASE)]
+        step("speed: the network's window pass, eager and with network_compile (torch.compile)")
+        speed['window_pass'] = window_pass_timing(
+            grids, device, progress=lambda m: print(f'    {m}', file=sys.stderr))
     speed['targets'] = speed_targets(speed.get('replay'), speed.get('node'),
                                      results.get('octomap'))
     if default_refiner != 'none' and (speed.get('replay_' + default_refiner)

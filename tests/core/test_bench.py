@@ -131,6 +131,20 @@ def test_bench_pipeline_changes_nothing_and_scores_every_push(tiny_case, tmp_pat
     assert np.array_equal(a.indices, b.indices) and np.allclose(a.prob, b.prob)
 
 
+def test_window_pass_timing_compiles_and_compares(tiny_case) -> None:
+    extra = {'grid_min': [-0.3, -0.3, 0.0], 'grid_max': [0.15, 0.2, 0.3], 'window_size': 3}
+    seen = []
+    out = speed.window_pass_timing([tiny_case, tiny_case], 'cpu', repeats=2,
+                                   progress=seen.append, extra=extra)
+    assert len(out['rows']) == 1 and len(seen) == 1   # one row per grid
+    row = out['rows'][0]
+    assert row['grid'] == [9, 10, 6] and row['voxels'] == 540 and row['window_size'] == 3
+    assert row['compile_status'] == 'compiled' and row['compile_s'] > 0
+    assert row['eager_ms'] > 0 and row['compiled_ms'] > 0 and row['max_abs_diff'] < 1e-5
+    assert row['speedup'] == pytest.approx(row['eager_ms'] / row['compiled_ms'])
+    json.dumps(out, allow_nan=False)
+
+
 def test_case_scorer_is_perfect_on_ground_truth_itself(tiny_case) -> None:
     from l3rocc_core import metrics as M
     from l3rocc_core.occupancy import Occupancy4D
@@ -165,7 +179,13 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
                'accuracy': {'runs': [run, net], 'means': {'geometry': report.mean_figures([run])},
                             'network_pending': 'no checkpoint'},
                'speed': {'targets': speed.speed_targets(None, None, None),
-                         'node_network': node},
+                         'node_network': node,
+                         'window_pass': {'torch': '2.13.0', 'rows': [
+                             {'sequence': 'tum_fr1_xyz', 'device': 'cpu', 'grid': [64, 40, 30],
+                              'voxels': 76800, 'eager_ms': 120.0, 'compiled_ms': 80.0,
+                              'speedup': 1.5, 'compile_s': 9.5, 'compile_status': 'compiled',
+                              'max_abs_diff': 3e-7},
+                             {'sequence': 'big', 'grid': [9, 9, 9], 'error': 'RuntimeError: x'}]}},
                'octomap': {'resolution': '8x6', 'points_per_frame': 48, 'voxel_size': 0.05,
                            'max_range_m': 4.0, 'device': 'cpu', 'timed_frames': 2,
                            'ours': {'default': {
@@ -191,6 +211,9 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
     # the refiner against the frame budget: 25 of 50 ms per frame, 100 ms frame period
     assert '| replay tum_fr1_xyz | cpu | 8 k | 25.0 | 50 % | 100.0 | 25 % |' in md
     assert '| node (tum.yaml) | cpu | 8 k | 10.0 | 25 % | 50.0 | 20 % |' in md
+    assert ('| tum_fr1_xyz | cpu | 64x40x30 | 77 k | 120 | 80 | 1.50x | 9.5 (compiled) | '
+            '3.0e-07 |') in md
+    assert '| big |  | 9x9x9 | RuntimeError: x |' in md
     assert report.frame_period_ms([{'stamp': 0}, {'stamp': 4 * 10 ** 7},
                                    {'stamp': 10 ** 8}]) == pytest.approx(50.0)
     assert report.frame_period_ms([{'stamp': 5}]) is None

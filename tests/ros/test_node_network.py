@@ -45,3 +45,24 @@ def test_network_refiner_publishes_occupancy_on_the_wall(running, wall) -> None:
     diag = client.wait_for(
         'diagnostics', lambda m: wall.diagnostic_values(m, hw).get('refiner') == 'network', 5.0)
     assert diag is not None, 'diagnostics do not report the network refiner'
+
+
+def test_network_compile_in_the_node(ros_context, wall, tmp_path, monkeypatch) -> None:
+    """``network_compile``: compiled when the node starts, used once the window is full."""
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
+    run = wall.Running(ros_context, {'refiner': 'network', 'network_update': 'window',
+                                     'network_compile': True}, node_name='l3rocc_compiled')
+    try:
+        node, client = run.node, run.client
+        refiner = node.pipeline.refiner
+        assert refiner.compile_status == 'compiled' and refiner.compile_window == 6
+        for k in range(8):   # 6 slices fill the window: the last 3 frames run compiled
+            last = client.feed([k])
+            assert client.wait_for('points', lambda m, s=last: wall.stamp_of(m) == s, 90.0), k
+        assert node.stats.snapshot()['frames_processed'] == 8
+        assert refiner.compile_status == 'compiled'
+        hw = node.get_fully_qualified_name()
+        assert client.wait_for('diagnostics', lambda m: wall.diagnostic_values(m, hw).get(
+            'network_compile') == 'compiled', 5.0)
+    finally:
+        run.close()
