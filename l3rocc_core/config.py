@@ -157,8 +157,9 @@ class RefinerConfig:
     network_compile: bool = param(
         False, 'window mode only: run full windows through torch.compile, compiled when the '
         'pipeline starts (seconds per grid; a C++ compiler on the CPU, Triton on CUDA; a failed '
-        'compile runs eagerly with a warning). No gain on a CPU (0.85-0.9x, l3rocc bench); '
-        'for a GPU, measure with l3rocc bench --device cuda', read_only=True)
+        'compile runs eagerly with a warning). No reliable gain on a 2-core CPU (0.93x on the '
+        'TUM grid, 0.98-1.16x on 442 k voxels); on a GPU measure it with l3rocc bench --device '
+        'cuda', read_only=True)
     device: str = param('auto', 'torch device for depth, fusion and refiner',
                         choices=('auto', 'cpu', 'cuda'), read_only=True)
     refiner_fallback: bool = param(

@@ -13,10 +13,12 @@ Run by ``l3rocc bench`` (as ``python -m l3rocc_ros.bench_node --out RESULT.json 
    ``/diagnostics``; measures, after ``--warmup`` seconds: images sent per second, frames the
    node ingested and processed per second (its diagnostics counters), results published per
    second and their latency (receive time - header stamp) p50/p95, dropped frames by reason,
-   and samples the node's RSS, peak RSS (VmHWM) and thread count;
+   and samples the node's RSS, peak RSS (VmHWM), thread count and CPU time, the machine's
+   busy and stolen CPU time and load, and every 2 s a fixed-work speed probe;
 4. stops the node with SIGINT (the time it takes is reported) and writes one JSON file, with a
-   time series in ``--bucket`` second buckets (the soak plot's data) and the RSS slope over
-   the measured time and over its second half (``rss_slope_last_half_mb_per_min``).
+   time series in ``--bucket`` second buckets (the soak plot's data: rates, latency, memory,
+   stage timings and where the CPU went) and the RSS slope over the measured time and over
+   its second half (``rss_slope_last_half_mb_per_min``).
 
 ``--publish-cost OCC.npz`` also times building the output messages (``~/points``,
 ``~/occupancy``, ``~/markers``) from a window of an ``occupancy.npz``: the publish stage.
@@ -338,22 +340,61 @@ def _slope_mb_per_min(rss: Sequence[tuple]) -> Optional[float]:
 def _series(pub: Publisher, pts: Sequence[tuple], diags: Sequence[tuple],
             samples: Sequence[Dict[str, float]], t_start: float, t_end: float,
             bucket_s: float) -> List[Dict[str, Any]]:
+    """Return one row per ``bucket_s`` seconds: rates, latency, memory, and what the time went to.
+
+    Besides rates and latency, each row says where a change of rate comes from: the node's
+    stage timings (median of the ``stage_ms.*`` diagnostics in the bucket), the node's CPU
+    use (cores) and CPU time per processed frame, the CPU the rest of the machine used
+    (``other_cores``: every process but the node, this benchmark's publisher included),
+    hypervisor steal, the 1-minute load average, and the CPU ms of a fixed workload
+    (``probe_ms``, :func:`~l3rocc_core.bench.resources.speed_probe`). CPU per frame rising
+    with ``probe_ms`` flat is the node's own work growing; both rising together is the
+    machine getting slower per unit of work.
+    """
     rows = []
     edges = np.arange(t_start, t_end + 1e-9, bucket_s)
     for a, b in zip(edges[:-1], edges[1:]):
         lat = [p[1] * 1e3 for p in pts if a <= p[0] < b]
         mem = [s for s in samples if a - t_start <= s['t_s'] < b - t_start]
+        processed = _diag_delta(diags, 'frames_processed', a, b)
+        cores = _rate_of(mem, 'cpu_s')
+        machine = _rate_of(mem, 'machine_busy_s')
+        probes = [s['probe_ms'] for s in mem if 'probe_ms' in s]
+        stages: Dict[str, float] = {}
+        for key in sorted({k for t, d in diags if a <= t < b for k in d
+                           if str(k).startswith('stage_ms.')}):
+            vals = [d[key] for t, d in diags if a <= t < b and isinstance(d.get(key), float)]
+            if vals:
+                stages[key.split('.', 1)[1]] = float(np.median(vals))
+        loads = [s['load1'] for s in mem if 'load1' in s]
         rows.append({
             't_s': float(b - t_start),
             'sent_fps': len([t for t in pub.sent if a <= t < b]) / bucket_s,
             'ingest_fps': _diag_delta(diags, 'frames_received', a, b),
-            'processed_fps': _diag_delta(diags, 'frames_processed', a, b),
+            'processed_fps': processed,
             'published_hz': len([p for p in pts if a <= p[0] < b]) / bucket_s,
             'dropped_per_s': _diag_delta(diags, 'dropped_frames', a, b),
             'latency_p50_ms': _pct(lat, 50), 'latency_p95_ms': _pct(lat, 95),
             'rss_mb': mem[-1]['rss_mb'] if mem and 'rss_mb' in mem[-1] else None,
-            'threads': mem[-1].get('threads') if mem else None})
+            'threads': mem[-1].get('threads') if mem else None,
+            'node_cpu_cores': cores,
+            'cpu_ms_per_frame': (cores * 1e3 / processed
+                                 if cores is not None and processed else None),
+            'load1': loads[-1] if loads else None,
+            'other_cores': (max(machine - cores, 0.0)
+                            if machine is not None and cores is not None else None),
+            'steal_cores': _rate_of(mem, 'machine_steal_s'),
+            'probe_ms': float(np.median(probes)) if probes else None,
+            'stage_ms': stages})
     return rows
+
+
+def _rate_of(samples: Sequence[Dict[str, float]], key: str) -> Optional[float]:
+    """Increase per second of a cumulative sample value (CPU seconds -> cores), or None."""
+    rows = [(s['t_s'], s[key]) for s in samples if key in s]
+    if len(rows) < 2 or rows[-1][0] <= rows[0][0]:
+        return None
+    return (rows[-1][1] - rows[0][1]) / (rows[-1][0] - rows[0][0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +467,7 @@ def run_bench(args: argparse.Namespace) -> Dict[str, Any]:
     with open(log_path, 'wb') as log:
         t_launch = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        mon = ProcessMonitor(proc.pid, args.sample_period)
+        mon = ProcessMonitor(proc.pid, args.sample_period, probe_every_s=2.0)
         try:
             ready = False
             while time.monotonic() - t_launch < args.start_timeout:

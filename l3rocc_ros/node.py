@@ -332,7 +332,8 @@ class L3roccNode(Node):
         from l3rocc_core.pipeline import OccupancyPipeline
         from l3rocc_core.refiner.checkpoint import CheckpointError
         if self._device_override is not None:
-            cfg = cfg.with_values({'device': self._device_override})
+            # (after a CUDA OOM: no compiling on the CPU, where it gains nothing)
+            cfg = cfg.with_values({'device': self._device_override, 'network_compile': False})
         try:
             pipeline = OccupancyPipeline(cfg)
         except CheckpointError as exc:
@@ -740,6 +741,9 @@ class L3roccNode(Node):
         if self._camera_info is None and snap['recent_received']:
             waiting = f'camera_info on {self.camera_info_topic}'
         degraded = list(self._degraded.values())
+        compiled = str(getattr(self._pipeline.refiner, 'compile_status', ''))
+        if compiled.startswith('failed'):
+            degraded.append(f'network_compile {compiled}; the network runs eagerly')
         if not self._worker.is_alive() and not self._stopping:
             degraded.append('the worker thread has ended: no frame will be processed')
         header = Header(stamp=self.get_clock().now().to_msg())

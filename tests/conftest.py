@@ -78,3 +78,19 @@ def device(request: pytest.FixtureRequest) -> str:
         if not torch.cuda.is_available():
             pytest.skip('CUDA is not available')
     return request.param
+
+
+@pytest.fixture
+def inductor_cache(tmp_path, monkeypatch):
+    """Give the test a fresh, private inductor cache and no compiled graphs in this process.
+
+    For tests that really compile (``torch.compile``): nothing an earlier run or test compiled
+    is reused, and dynamo's recompile count starts from zero.
+    """
+    torch = pytest.importorskip('torch')
+    import torch._dynamo
+
+    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

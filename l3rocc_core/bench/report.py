@@ -331,9 +331,9 @@ def _window_pass_lines(timing: Optional[Dict[str, Any]]) -> List[str]:
                      f'{r["voxels"] / 1e3:.0f} k', fmt(r['eager_ms'], 0),
                      fmt(r['compiled_ms'], 0), f'{r["speedup"]:.2f}x',
                      f'{r["compile_s"]:.1f} ({r["compile_status"]})',
-                     f'{r["max_abs_diff"]:.1e}'])
+                     fmt(r.get('max_abs_diff_1e6'), 2)])
     lines += table(['grid of', 'device', 'grid', 'voxels', 'eager ms', 'compiled ms',
-                    'speed-up', 'compile s (status)', 'max |Δp|'], rows)
+                    'speed-up', 'compile s (status)', 'max abs Δp (1e-6)'], rows)
     return lines + ['']
 
 
@@ -392,6 +392,15 @@ def _load_text(loads: Optional[List[List[float]]], cores: Optional[int]) -> str:
         + (f' on {cores} cores.' if cores else '.'))
 
 
+#: Node stages shown in the soak table and plot, in pipeline order.
+SOAK_STAGES = ('depth', 'fusion', 'refiner', 'publish')
+#: Soak series columns about the machine: (key, table header, decimals).
+SOAK_MACHINE_COLUMNS = (('node_cpu_cores', 'node CPU cores', 2),
+                        ('cpu_ms_per_frame', 'CPU ms / frame', 0),
+                        ('other_cores', 'other cores', 2), ('steal_cores', 'steal cores', 2),
+                        ('load1', 'load 1 min', 2), ('probe_ms', 'probe ms', 2))
+
+
 def _soak_lines(soak: Dict[str, Any], plot: Optional[str]) -> List[str]:
     if 'error' in soak:
         return ['## Soak (`l3rocc bench --soak`)', '', f'Not measured: {soak["error"]}', '']
@@ -408,12 +417,30 @@ def _soak_lines(soak: Dict[str, Any], plot: Optional[str]) -> List[str]:
              f'{fmt(soak.get("threads_start"), 0)} → {fmt(soak.get("threads_end"), 0)}, node '
              f'alive at the end: {soak.get("node_alive_at_end")}, SIGINT → exit '
              f'{fmt(soak.get("shutdown_s"), 2)} s.', '']
+    series = soak.get('series') or []
+    stages = [k for k in SOAK_STAGES if any(k in (r.get('stage_ms') or {}) for r in series)]
+    extra = [(key, label, digits) for key, label, digits in SOAK_MACHINE_COLUMNS
+             if any(r.get(key) is not None for r in series)]
     rows = [[fmt(r['t_s'], 0), fmt(r['sent_fps'], 1), fmt(r['ingest_fps'], 1),
              fmt(r['processed_fps'], 2), fmt(r['published_hz'], 2),
              fmt(r['latency_p50_ms'], 0), fmt(r['latency_p95_ms'], 0), fmt(r['rss_mb'], 0),
-             fmt(r['threads'], 0)] for r in soak.get('series') or []]
+             fmt(r['threads'], 0)]
+            + [fmt((r.get('stage_ms') or {}).get(k), 0) for k in stages]
+            + [fmt(r.get(key), digits) for key, _, digits in extra] for r in series]
+    if extra:
+        lines += ["Where the time went, per row: the node's stage timings (median ms of its "
+                  '/diagnostics: the work per processed frame), its CPU use (cores) and CPU '
+                  'time per processed frame (which also holds receiving every camera image, '
+                  'so it rises when fewer frames are processed even at the same work per '
+                  "frame), the CPU every other process used (this benchmark's camera "
+                  "publisher included) and the hypervisor's steal, the 1-minute load average "
+                  '(a 60 s average: it lags), and the CPU ms of a fixed workload (`probe`, '
+                  'median of 3 every 2 s, ~1 % of a core: it rises only when the machine '
+                  'gets slower per unit of work). Stage timings rising with the probe flat '
+                  "is the node's own work growing; both rising together is the machine.", '']
     lines += table(['t s', 'sent fps', 'ingested fps', 'processed fps', 'published Hz',
-                    'latency p50 ms', 'latency p95 ms', 'RSS MB', 'threads'], rows)
+                    'latency p50 ms', 'latency p95 ms', 'RSS MB', 'threads']
+                   + [f'{k} ms' for k in stages] + [label for _, label, _ in extra], rows)
     lines.append('')
     if plot:
         lines += [f'![soak]({plot})', '']
@@ -513,7 +540,7 @@ def plot_stages(results: Dict[str, Any], path: str) -> None:
 
 
 def plot_soak(soak: Dict[str, Any], path: str) -> None:
-    """Plot three panels over time: rates, latency p50/p95, RSS and threads."""
+    """Plot rates, latency, RSS and threads, and stage ms, CPU per frame and load over time."""
     plt = _plt()
     series = soak.get('series') or []
     if not series:
@@ -523,7 +550,10 @@ def plot_soak(soak: Dict[str, Any], path: str) -> None:
         return np.asarray([np.nan if r.get(k) is None else r[k] for r in series], float)
 
     t = col('t_s')
-    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    stages = [k for k in SOAK_STAGES if any(k in (r.get('stage_ms') or {}) for r in series)]
+    attributed = bool(stages) or not np.all(np.isnan(col('cpu_ms_per_frame')))
+    fig, axes = plt.subplots(5 if attributed else 3, 1, figsize=(8, 11 if attributed else 7),
+                             sharex=True)
     for k in ('sent_fps', 'ingest_fps', 'processed_fps', 'published_hz'):
         axes[0].plot(t, col(k), marker='.', label=k)
     axes[0].set_ylabel('per second')
@@ -537,7 +567,22 @@ def plot_soak(soak: Dict[str, Any], path: str) -> None:
     ax2 = axes[2].twinx()
     ax2.plot(t, col('threads'), 'C3--', label='threads')
     ax2.set_ylabel('threads')
-    axes[2].set_xlabel('time (s)')
+    axes[-1].set_xlabel('time (s)')
+    if attributed:
+        for k in stages:
+            axes[3].plot(t, [np.nan if (r.get('stage_ms') or {}).get(k) is None
+                             else r['stage_ms'][k] for r in series], marker='.', label=k)
+        axes[3].plot(t, col('cpu_ms_per_frame'), 'k:', marker='.', label='node CPU ms / frame')
+        axes[3].set_ylabel('ms per frame')
+        axes[3].legend(fontsize=7, ncol=3, loc='upper left')
+        for k, style in (('node_cpu_cores', 'C0'), ('other_cores', 'C1'),
+                         ('steal_cores', 'C3'), ('load1', 'C7--')):
+            axes[4].plot(t, col(k), style, marker='.', label=k)
+        axes[4].set_ylabel('cores / load')
+        axes[4].legend(fontsize=7, ncol=4, loc='upper left')
+        ax4 = axes[4].twinx()
+        ax4.plot(t, col('probe_ms'), 'k:', marker='x', label='probe ms')
+        ax4.set_ylabel('probe CPU ms')
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].set_title(f'Soak: {soak.get("rate_hz")} Hz camera into l3rocc_node '

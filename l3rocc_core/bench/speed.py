@@ -10,8 +10,10 @@
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from l3rocc_core.bench.resources import load_average, run_monitored
@@ -194,17 +196,16 @@ def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
     ``network_update: window`` with and without ``network_compile``, on each sequence's grid
     and a full window of random evidence (a dense pass costs the same whatever the values):
     compile time, median ms of ``repeats`` interleaved passes each, and the largest
-    difference of the probabilities. In-process (torch's default threads).
+    difference of the probabilities (``max_abs_diff_1e6``, in millionths: results.json
+    rounds to 6 decimals). In-process (torch's default threads).
 
     :param preps: sequences whose grids to use (one row per distinct grid)
     :param device: 'cpu' | 'cuda'
+    :param repeats: timed passes of each kind per grid (after the compile)
     :param progress: callable(message) told of each grid, or None
     :param extra: parameter overrides of every sequence (e.g. a smaller grid)
     :return: ``{'rows': [...], 'torch': version}``; a row that failed holds ``error``
     """
-    import statistics
-    import time
-
     import torch
 
     from l3rocc_core.bench.accuracy import case_config
@@ -251,7 +252,7 @@ def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
                    'device': str(eager.device), 'compile_status': compiled.compile_status,
                    'compile_s': compile_s, 'eager_ms': statistics.median(times['eager']),
                    'compiled_ms': statistics.median(times['compiled']),
-                   'max_abs_diff': diff, 'repeats': repeats}
+                   'max_abs_diff_1e6': diff * 1e6, 'repeats': repeats}
             row['speedup'] = row['eager_ms'] / row['compiled_ms']
         except (RuntimeError, ValueError, OSError) as exc:
             row = {'sequence': prep.case.name, 'grid': list(dims),

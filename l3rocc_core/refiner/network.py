@@ -37,7 +37,8 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from l3rocc_core.refiner.attention import GridTemporalAttention, query_index
+from l3rocc_core.refiner.attention import (exclude_attention_from_compile, GridTemporalAttention,
+                                           query_index)
 
 LOG = logging.getLogger(__name__)
 
@@ -636,9 +637,16 @@ class NetworkRefiner:
         self._key_grid: Tuple[int, ...] = ()
         #: Window length the window pass is compiled for (0: never compiled).
         self.compile_window = int(compile_window) if self.update == 'window' else 0
-        #: 'off', 'pending' (before the first compiled window), 'compiled' or 'failed: why'.
+        #: 'off'; 'ignored: ...' (asked for in newest mode); 'pending' (before the first
+        #: compiled window); 'compiled'; or 'failed: why' (the network then runs eagerly).
         self.compile_status = 'pending' if self.compile_window > 0 else 'off'
+        if compile_window and not self.compile_window:
+            self.compile_status = f'ignored: network_update is {self.update}, not window'
+            LOG.info('network_compile: %s', self.compile_status)
         self._compiled: Any = None
+        #: Input shapes the compiled graph has run for (a later error there is not a compile
+        #: failure but a real one, and is raised).
+        self._compiled_shapes: Set[Tuple[int, ...]] = set()
 
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop the cached keys of ``slot`` (rewritten), or of every slot (None)."""
@@ -769,22 +777,38 @@ class NetworkRefiner:
         return prob
 
     def _window_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [1, T, X, Y, Z] of the window pass, compiled when T is ``compile_window``."""
+        """Logits [1, T, X, Y, Z] of the window pass, compiled when T is ``compile_window``.
+
+        An exception from the first compiled call of a shape is taken for a compiler failure
+        (no C++ compiler, no Triton, an inductor bug, dynamo's recompile limit): the network
+        runs eagerly from then on. Out-of-memory errors, and errors of a graph that has run
+        before, are raised.
+        """
         if self.compile_window > 0 and x.shape[1] == self.compile_window:
+            import torch._dynamo
+
             if self._compiled is None:
+                exclude_attention_from_compile()
                 # Static shapes: one graph per grid; dynamic ones fail in inductor (torch 2.13).
                 self._compiled = torch.compile(self.model, dynamic=False)
+            shape = tuple(x.shape)
             try:
-                logits = self._compiled(x, head_chunk=self.head_chunk)
+                # past dynamo's recompile limit: an error here, not a silent eager fallback
+                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                    logits = self._compiled(x, head_chunk=self.head_chunk)
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # noqa: B902 - any compiler failure: run eagerly instead
-                why = f'{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}'
+                if shape in self._compiled_shapes:
+                    raise
+                lines = str(exc).strip().splitlines()
+                why = f'{type(exc).__name__}: {lines[0][:200] if lines else ""}'
                 self.compile_window, self._compiled = 0, None
                 self.compile_status = f'failed: {why}'
                 LOG.warning('network_compile: torch.compile failed (%s); the network runs '
                             'eagerly from now on', why)
             else:
+                self._compiled_shapes.add(shape)
                 self.compile_status = 'compiled'
                 return logits
         return self.model(x, head_chunk=self.head_chunk)
@@ -793,16 +817,26 @@ class NetworkRefiner:
         """Compile the window pass for a grid of ``dims`` (X, Y, Z) now, on an empty window.
 
         Without it the first full window pays the compile (seconds). Nothing is cached but
-        torch's compiled graph. :return: seconds spent (0 when not compiling)
+        torch's compiled graph. Out of memory here (CUDA) is logged and left to the first
+        full window (status stays 'pending').
+
+        :return: seconds spent (0 when not compiling)
         """
         if self.compile_window <= 0:
             return 0.0
         start = time.perf_counter()
         shape = (self.compile_window,) + tuple(int(n) for n in dims)
-        empty = torch.zeros(shape, device=self.device)
-        features = torch.zeros((shape[0], len(self.feature_names)) + shape[1:],
-                               device=self.device)
-        self.refine(features, empty, empty.bool())
+        try:
+            empty = torch.zeros(shape, device=self.device)
+            features = torch.zeros((shape[0], len(self.feature_names)) + shape[1:],
+                                   device=self.device)
+            self.refine(features, empty, empty.bool())
+        except torch.OutOfMemoryError as exc:
+            empty = features = None
+            if self.device.type == 'cuda':
+                torch.cuda.empty_cache()
+            LOG.warning('network_compile: out of memory while compiling (%s); trying again '
+                        'on the first full window', str(exc).splitlines()[0][:200])
         return time.perf_counter() - start
 
 
@@ -855,7 +889,11 @@ def load_refiner(refiner_config: Any, device: Any = 'auto',
     model, meta = load_model(path, map_location='cpu', feature_names=feature_names)
     support = int(getattr(refiner_config, 'network_support_voxels', 2))
     update = str(getattr(refiner_config, 'network_update', 'window'))
-    compile_window = int(window_size) if getattr(refiner_config, 'network_compile', False) else 0
+    compile_window = 0
+    if getattr(refiner_config, 'network_compile', False):
+        if window_size <= 0:
+            LOG.warning('network_compile: no window_size given to load_refiner; not compiling')
+        compile_window = max(int(window_size), 0)
     return NetworkRefiner(model, dev, meta, support_voxels=support, update=update,
                           compile_window=compile_window)
 

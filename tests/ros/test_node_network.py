@@ -47,20 +47,27 @@ def test_network_refiner_publishes_occupancy_on_the_wall(running, wall) -> None:
     assert diag is not None, 'diagnostics do not report the network refiner'
 
 
-def test_network_compile_in_the_node(ros_context, wall, tmp_path, monkeypatch) -> None:
+@pytest.mark.usefixtures('inductor_cache')
+def test_network_compile_in_the_node(ros_context, wall) -> None:
     """``network_compile``: compiled when the node starts, used once the window is full."""
-    monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', str(tmp_path / 'inductor'))
     run = wall.Running(ros_context, {'refiner': 'network', 'network_update': 'window',
                                      'network_compile': True}, node_name='l3rocc_compiled')
     try:
         node, client = run.node, run.client
         refiner = node.pipeline.refiner
         assert refiner.compile_status == 'compiled' and refiner.compile_window == 6
+        calls, compiled = [], refiner._compiled
+
+        def counted(x, **kw):
+            calls.append(x.shape[1])
+            return compiled(x, **kw)
+
+        refiner._compiled = counted
         for k in range(8):   # 6 slices fill the window: the last 3 frames run compiled
             last = client.feed([k])
             assert client.wait_for('points', lambda m, s=last: wall.stamp_of(m) == s, 90.0), k
         assert node.stats.snapshot()['frames_processed'] == 8
-        assert refiner.compile_status == 'compiled'
+        assert calls == [6, 6, 6] and refiner.compile_status == 'compiled'
         hw = node.get_fully_qualified_name()
         assert client.wait_for('diagnostics', lambda m: wall.diagnostic_values(m, hw).get(
             'network_compile') == 'compiled', 5.0)
