@@ -7,6 +7,7 @@
 - :func:`speed_targets` / :func:`network_targets`: the targets beside the measured values.
 """
 
+from dataclasses import replace
 import json
 import math
 import os
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
 
 from l3rocc_core.bench.resources import load_average, run_monitored
 from l3rocc_core.bench.suite import Prepared
@@ -193,13 +196,10 @@ def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
                        extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Time the network's whole-window pass eagerly and through ``torch.compile``.
 
-    ``network_update: window`` with and without ``network_compile``, on each sequence's grid
-    and a full window of random evidence (a dense pass costs the same whatever the values):
-    compile time, median ms of ``repeats`` interleaved passes each, and the largest
-    difference of the probabilities (``max_abs_diff_1e6``, in millionths: results.json
-    rounds to 6 decimals). In-process (torch's default threads).
+    :func:`time_window_pass` on each sequence's grid (one row per distinct grid and window
+    size). In-process (torch's default threads).
 
-    :param preps: sequences whose grids to use (one row per distinct grid)
+    :param preps: sequences whose grids to use
     :param device: 'cpu' | 'cuda'
     :param repeats: timed passes of each kind per grid (after the compile)
     :param progress: callable(message) told of each grid, or None
@@ -210,7 +210,6 @@ def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
 
     from l3rocc_core.bench.accuracy import case_config
     from l3rocc_core.pipeline import grid_from_config
-    from l3rocc_core.refiner.network import load_refiner
 
     rows: List[Dict[str, Any]] = []
     seen = set()
@@ -223,40 +222,69 @@ def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
         seen.add((dims, t))
         if progress is not None:
             progress(f"window pass on {prep.case.name}'s grid {dims}")
-        eager = compiled = None
-        try:
-            eager = load_refiner(cfg.refiner, device)
-            compiled = load_refiner(cfg.with_values({'network_compile': True}).refiner,
-                                    device, window_size=t)
-            compile_s = compiled.warm_up(dims)
-            g = torch.Generator().manual_seed(0)
-            features = torch.randn((t, len(eager.feature_names)) + dims, generator=g)
-            observed = torch.rand((t,) + dims, generator=g) > 0.5
-            window = (features.to(eager.device), features[:, 0].to(eager.device),
-                      observed.to(eager.device))
-            times: Dict[str, List[float]] = {'eager': [], 'compiled': []}
-            for _ in range(repeats):
-                for name, refiner in (('eager', eager), ('compiled', compiled)):
-                    if eager.device.type == 'cuda':
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    prob = refiner.refine(*window)
-                    if eager.device.type == 'cuda':
-                        torch.cuda.synchronize()
-                    times[name].append((time.perf_counter() - start) * 1e3)
-                    if name == 'eager':
-                        reference = prob
-            diff = float((prob - reference).abs().max())
-            row = {'sequence': prep.case.name, 'grid': list(dims),
-                   'voxels': int(dims[0] * dims[1] * dims[2]), 'window_size': t,
-                   'device': str(eager.device), 'compile_status': compiled.compile_status,
-                   'compile_s': compile_s, 'eager_ms': statistics.median(times['eager']),
-                   'compiled_ms': statistics.median(times['compiled']),
-                   'max_abs_diff_1e6': diff * 1e6, 'repeats': repeats}
-            row['speedup'] = row['eager_ms'] / row['compiled_ms']
-        except (RuntimeError, ValueError, OSError) as exc:
-            row = {'sequence': prep.case.name, 'grid': list(dims),
-                   'error': f'{type(exc).__name__}: {exc}'}
-        rows.append(row)
-        del eager, compiled     # the next grid's refiners and graphs replace them
+        rows.append(time_window_pass(prep.case.name, dims, t, cfg.refiner, device, repeats))
     return {'rows': rows, 'torch': torch.__version__}
+
+
+def time_window_pass(name: str, dims: Sequence[int], window_size: int, refiner_config: Any,
+                     device: str, repeats: int = 5) -> Dict[str, Any]:
+    """Time one grid's whole-window pass eagerly and through ``torch.compile``.
+
+    ``network_update: window`` with and without ``network_compile`` on a full window of
+    random evidence (a dense pass costs the same whatever the values): compile time, median
+    ms of ``repeats`` interleaved passes each, and the largest difference of the
+    probabilities (``max_abs_diff_1e6``, in millionths: results.json rounds to 6 decimals).
+
+    :param name: the row's name (the grid's sequence)
+    :param dims: grid (X, Y, Z)
+    :param window_size: slices T of the window
+    :param refiner_config: a ``RefinerConfig`` (checkpoint, support)
+    :param device: 'cpu' | 'cuda'
+    :return: the row; on failure ``{'sequence', 'grid', 'error'}``
+    """
+    import torch
+
+    from l3rocc_core.refiner.network import load_refiner
+
+    dims, t = tuple(int(n) for n in dims), int(window_size)
+    cfg = replace(refiner_config, network_update='window')
+    try:
+        eager = load_refiner(replace(cfg, network_compile=False), device)
+        compiled = load_refiner(replace(cfg, network_compile=True), device, window_size=t)
+        compile_s = compiled.warm_up(dims)
+        g = torch.Generator().manual_seed(0)
+        features = torch.randn((t, len(eager.feature_names)) + dims, generator=g)
+        observed = torch.rand((t,) + dims, generator=g) > 0.5
+        window = (features.to(eager.device), features[:, 0].to(eager.device),
+                  observed.to(eager.device))
+        times: Dict[str, List[float]] = {'eager': [], 'compiled': []}
+        probs: Dict[str, Any] = {}
+        for _ in range(repeats):
+            for kind, refiner in (('eager', eager), ('compiled', compiled)):
+                times[kind].append(_timed_ms(lambda r=refiner: r.refine(*window), eager.device,
+                                             probs, kind))
+        row = {'sequence': name, 'grid': list(dims), 'voxels': int(np.prod(dims)),
+               'window_size': t, 'device': str(eager.device),
+               'compile_status': compiled.compile_status, 'compile_s': compile_s,
+               'eager_ms': statistics.median(times['eager']),
+               'compiled_ms': statistics.median(times['compiled']),
+               'max_abs_diff_1e6': float((probs['compiled'] - probs['eager']).abs().max()) * 1e6,
+               'repeats': repeats}
+        row['speedup'] = row['eager_ms'] / row['compiled_ms']
+        return row
+    except (RuntimeError, ValueError, OSError) as exc:
+        return {'sequence': name, 'grid': list(dims), 'error': f'{type(exc).__name__}: {exc}'}
+
+
+def _timed_ms(fn: Any, device: Any, out: Dict[str, Any], key: str) -> float:
+    """Run ``fn()`` once (synchronised on CUDA), keep its result in ``out[key]``; return ms."""
+    import torch
+
+    cuda = getattr(device, 'type', str(device)) == 'cuda'
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out[key] = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3

@@ -286,3 +286,22 @@ def test_octomap_comparison_structure() -> None:
     assert set(out['ratio_discretize']) == set(out['ratio'])
     assert all(v['fusion_threads'] == 1 for v in out['ours'].values())
     assert len(out['load_average']) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('inductor_cache', 'one_thread')
+def test_gpu_check_runs_its_three_checks(tmp_path: Path) -> None:
+    """``python -m l3rocc_core.bench.gpu_check`` (here on the CPU, on a tiny grid)."""
+    from l3rocc_core.bench import gpu_check
+    assert [n for n, _ in gpu_check.default_grids()] == ['tum', 'default']
+    assert gpu_check.main(['--device', 'cpu', '--out', str(tmp_path), '--grid', 't=9x10x6',
+                           '--window-size', '6', '--repeats', '1', '--frames', '3']) == 0
+    res = json.loads((tmp_path / 'gpu_check.json').read_text())
+    par, wp, new = res['parity'][0], res['window_pass'][0], res['newest'][0]
+    assert par['name'] == 't' and par['grid'] == [9, 10, 6]
+    assert par['window_max_abs_diff_1e6'] < 10 and par['newest_max_abs_diff_1e6'] < 10
+    assert par['window_state_mismatch'] == 0 and par['newest_state_mismatch'] == 0
+    assert wp['compile_status'] == 'compiled' and wp['eager_ms'] > 0
+    assert new['frames'] == 3 and new['ms_per_frame'] > 0 and 0 < new['support_share'] < 1
+    md = (tmp_path / 'gpu_check.md').read_text()
+    assert '## Parity with the CPU window pass' in md and '| t 9x10x6 | cpu |' in md

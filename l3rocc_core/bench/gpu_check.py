@@ -1,0 +1,201 @@
+"""``python -m l3rocc_core.bench.gpu_check``: the refiner's device checks in one short command.
+
+For a machine with a GPU (``tools/gpu_check.sh`` runs it after the CUDA tests): on the TUM
+grid and the default grid, with the bundled checkpoint,
+
+1. parity: the device's window pass and ``newest`` pass (with the revisited slice) against the
+   CPU's window pass on the same window (largest probability difference, share of voxels whose
+   occupied state differs);
+2. the whole-window pass eagerly and through ``torch.compile`` (``network_compile``), and its
+   compile time (:func:`~l3rocc_core.bench.speed.time_window_pass`);
+3. the ``newest`` pass per frame in steady state (one new slice, one revisited slice, keys of
+   the others cached), as the pipeline runs it on the CPU by default.
+
+The evidence is random, with an observed band covering a quarter of the grid (with the support
+margin ~a third: the network's output is computed there); a dense pass costs the same whatever
+the values. It needs only torch, numpy and PyYAML (the GPU machines here have no ROS). Writes
+``gpu_check.json`` and ``gpu_check.md`` into ``--out`` and prints the tables.
+"""
+
+import argparse
+from dataclasses import replace
+import json
+import os
+import statistics
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from l3rocc_core.bench.speed import _timed_ms, time_window_pass
+from l3rocc_core.config import PipelineConfig, RefinerConfig
+from l3rocc_core.paths import config_file
+from l3rocc_core.pipeline import grid_from_config
+from l3rocc_core.refiner.network import load_refiner, NetworkRefiner
+
+
+def default_grids() -> List[Tuple[str, Tuple[int, ...]]]:
+    """Return (name, dims) of the TUM grid (``config/tum.yaml``) and the default grid."""
+    out = []
+    for name, path in (('tum', config_file('tum.yaml')), ('default', config_file('l3rocc.yaml'))):
+        out.append((name, tuple(grid_from_config(PipelineConfig.from_yaml(path)).dims)))
+    return out
+
+
+def random_window(dims: Sequence[int], t: int, channels: int, device: Any,
+                  seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Return features float [T, C, X, Y, Z] and observed bool [T, X, Y, Z] on ``device``.
+
+    Observed: a band of x, a quarter of the grid wide, moving by one voxel per slice (the
+    space a camera sweeps; with the network's support margin ~a third of the grid).
+    """
+    g = torch.Generator().manual_seed(seed)
+    nx = int(dims[0])
+    features = torch.randn((t, channels) + tuple(dims), generator=g)
+    observed = torch.zeros((t,) + tuple(dims), dtype=torch.bool)
+    width = max(1, nx // 4)
+    for k in range(t):
+        lo = (nx // 3 + k) % max(1, nx - width)
+        observed[k, lo:lo + width] = True
+    return features.to(device), observed.to(device)
+
+
+def parity(device: str, dims: Sequence[int], t: int, revisit_age: int = 5) -> Dict[str, Any]:
+    """Compare the device's window and ``newest`` passes with the CPU's window pass.
+
+    :return: largest |Δp| of the window pass (all slices) and of the newest pass (the newest
+        and the revisited slice), and the share of voxels whose state at p >= 0.5 differs
+    """
+    cfg = RefinerConfig(network_update='window')
+    cpu = load_refiner(cfg, 'cpu')
+    dev = load_refiner(cfg, device)
+    features, observed = random_window(dims, t, len(cpu.feature_names), 'cpu')
+    expected = cpu.refine(features, features[:, 0], observed)
+    feats_dev, obs_dev = features.to(dev.device), observed.to(dev.device)
+    window = dev.refine(feats_dev, feats_dev[:, 0], obs_dev).cpu()
+    newest = NetworkRefiner(dev.model, dev.device, update='newest')
+    revisit = [t - revisit_age] if 1 < revisit_age <= t else []
+    targets = revisit + [t - 1]
+    got = newest.refine_newest(list(range(t)), lambda ks: feats_dev[ks], obs_dev[targets],
+                               revisit).cpu()
+    ref = expected[targets]
+    return {'device': str(dev.device), 'grid': list(dims), 'window_size': t,
+            'window_max_abs_diff_1e6': float((window - expected).abs().max()) * 1e6,
+            'newest_max_abs_diff_1e6': float((got - ref).abs().max()) * 1e6,
+            'window_state_mismatch': float(((window >= 0.5) != (expected >= 0.5))
+                                           .float().mean()),
+            'newest_state_mismatch': float(((got >= 0.5) != (ref >= 0.5)).float().mean())}
+
+
+def newest_timing(device: str, dims: Sequence[int], t: int, frames: int = 20,
+                  revisit_age: int = 5) -> Dict[str, Any]:
+    """Median ms per frame of the ``newest`` pass in steady state (after a full window).
+
+    Each frame writes one ring slot (its cached keys dropped, as the pipeline does), encodes
+    it, and estimates it and the slice ``revisit_age`` frames old.
+    """
+    refiner = load_refiner(RefinerConfig(network_update='newest'), device)
+    refiner.update = 'newest'   # 'auto' would pick the window pass on CUDA
+    features, observed = random_window(dims, t, len(refiner.feature_names), refiner.device)
+    order: List[int] = []
+    times: List[float] = []
+    out: Dict[str, Any] = {}
+    for k in range(t + frames):
+        slot = k % t
+        refiner.forget(slot)
+        if len(order) == t:
+            order.pop(0)
+        order.append(slot)
+        revisit = [order[-revisit_age]] if 1 < revisit_age <= len(order) else []
+        todo = revisit + [slot]
+        ms = _timed_ms(lambda o=list(order), r=revisit, d=todo: refiner.refine_newest(
+            o, lambda ks: features[ks], observed[d], r), refiner.device, out, 'prob')
+        if k >= t:
+            times.append(ms)
+    support = float(refiner.support_mask(observed[-1:]).float().mean())
+    return {'device': str(refiner.device), 'grid': list(dims), 'window_size': t,
+            'frames': frames, 'ms_per_frame': statistics.median(times),
+            'ms_min': min(times), 'support_share': support}
+
+
+def run(device: str, grids: Sequence[Tuple[str, Sequence[int]]], t: int, repeats: int,
+        frames: int) -> Dict[str, Any]:
+    """Run the three checks on every grid; return the results (JSON-ready)."""
+    info: Dict[str, Any] = {'torch': torch.__version__, 'device': device,
+                            'cuda_available': torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name(0)
+    results: Dict[str, Any] = {'meta': info, 'parity': [], 'window_pass': [], 'newest': []}
+    refiner_cfg = replace(RefinerConfig(), device=device)
+    for name, dims in grids:
+        print(f'gpu_check: grid {name} {tuple(dims)}', file=sys.stderr)
+        results['parity'].append(dict(parity(device, dims, t), name=name))
+        results['window_pass'].append(time_window_pass(name, dims, t, refiner_cfg, device,
+                                                       repeats))
+        results['newest'].append(dict(newest_timing(device, dims, t, frames), name=name))
+    return results
+
+
+def tables(results: Dict[str, Any]) -> List[str]:
+    """Return markdown lines for the results of :func:`run`."""
+    from l3rocc_core.bench.report import fmt, table
+
+    meta = results['meta']
+    lines = [f'# l3rocc GPU check: {meta.get("gpu", meta["device"])}, torch {meta["torch"]}',
+             '', '## Parity with the CPU window pass', '']
+    lines += table(['grid', 'device', 'window max abs Δp (1e-6)', 'newest max abs Δp (1e-6)',
+                    'window state mismatch', 'newest state mismatch'],
+                   [[f'{r["name"]} {"x".join(map(str, r["grid"]))}', r['device'],
+                     fmt(r['window_max_abs_diff_1e6'], 2), fmt(r['newest_max_abs_diff_1e6'], 2),
+                     fmt(r['window_state_mismatch'], 6), fmt(r['newest_state_mismatch'], 6)]
+                    for r in results['parity']])
+    lines += ['', '## Window pass, eager and compiled (median ms)', '']
+    lines += table(['grid', 'device', 'eager ms', 'compiled ms', 'speed-up', 'compile s',
+                    'status'],
+                   [[f'{r["sequence"]} {"x".join(map(str, r["grid"]))}', r.get('device', ''),
+                     fmt(r.get('eager_ms'), 1), fmt(r.get('compiled_ms'), 1),
+                     fmt(r.get('speedup'), 2), fmt(r.get('compile_s'), 1),
+                     r.get('compile_status', r.get('error', ''))]
+                    for r in results['window_pass']])
+    lines += ['', '## `newest` pass per frame (median ms, steady state)', '']
+    lines += table(['grid', 'device', 'ms per frame', 'fastest ms', 'support share'],
+                   [[f'{r["name"]} {"x".join(map(str, r["grid"]))}', r['device'],
+                     fmt(r['ms_per_frame'], 1), fmt(r['ms_min'], 1),
+                     fmt(r['support_share'], 2)] for r in results['newest']])
+    return lines + ['']
+
+
+def _dims(text: str) -> Tuple[str, Tuple[int, ...]]:
+    name, _, size = text.rpartition('=')
+    dims = tuple(int(v) for v in size.lower().split('x'))
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f'grid {text!r}: expected [NAME=]XxYxZ')
+    return name or size, dims
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse arguments, run the checks, write ``gpu_check.json`` / ``.md``; 0 on success."""
+    parser = argparse.ArgumentParser(prog='python -m l3rocc_core.bench.gpu_check',
+                                     description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--out', default='out/gpu_check', help='results folder')
+    parser.add_argument('--grid', action='append', type=_dims, metavar='[NAME=]XxYxZ',
+                        help='grids to check (default: the TUM grid and the default grid)')
+    parser.add_argument('--window-size', type=int, default=16)
+    parser.add_argument('--repeats', type=int, default=5, help='window passes of each kind')
+    parser.add_argument('--frames', type=int, default=20, help='newest-pass frames timed')
+    args = parser.parse_args(argv)
+    results = run(args.device, args.grid or default_grids(), args.window_size, args.repeats,
+                  args.frames)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, 'gpu_check.json'), 'w', encoding='utf-8') as f:
+        json.dump(results, f, indent=1)
+    text = '\n'.join(tables(results))
+    with open(os.path.join(args.out, 'gpu_check.md'), 'w', encoding='utf-8') as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
