@@ -792,9 +792,12 @@ class NetworkRefiner:
                 # Static shapes: one graph per grid; dynamic ones fail in inductor (torch 2.13).
                 self._compiled = torch.compile(self.model, dynamic=False)
             shape = tuple(x.shape)
+            # past dynamo's recompile limit: an error here, not a silent eager fallback (where
+            # this torch has the switch)
+            strict = ({'fail_on_recompile_limit_hit': True}
+                      if hasattr(torch._dynamo.config, 'fail_on_recompile_limit_hit') else {})
             try:
-                # past dynamo's recompile limit: an error here, not a silent eager fallback
-                with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                with torch._dynamo.config.patch(**strict):
                     logits = self._compiled(x, head_chunk=self.head_chunk)
             except torch.OutOfMemoryError:
                 raise
