@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -71,13 +72,24 @@ def one_thread():
 
 
 @pytest.fixture(params=['cpu', 'cuda'])
-def device(request: pytest.FixtureRequest) -> str:
-    """Return a torch device name, ``'cpu'`` and ``'cuda'`` in turn; CUDA skips without a GPU."""
-    if request.param == 'cuda':
-        torch = pytest.importorskip('torch')
-        if not torch.cuda.is_available():
-            pytest.skip('CUDA is not available')
-    return request.param
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Return a torch device name, ``'cpu'`` and ``'cuda'`` in turn; CUDA skips without a GPU.
+
+    On CUDA, TF32 is off for the test (PyTorch lets cuDNN convolutions use it by default, which
+    alone moves results by ~1e-3: parity tests compare against the CPU's float32).
+    """
+    if request.param != 'cuda':
+        yield request.param
+        return
+    torch = pytest.importorskip('torch')
+    if not torch.cuda.is_available():
+        pytest.skip('CUDA is not available')
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield request.param
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 @pytest.fixture

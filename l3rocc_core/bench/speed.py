@@ -259,10 +259,11 @@ def time_window_pass(name: str, dims: Sequence[int], window_size: int, refiner_c
                   observed.to(eager.device))
         times: Dict[str, List[float]] = {'eager': [], 'compiled': []}
         probs: Dict[str, Any] = {}
+        eager.refine(*window)   # untimed, as the compiled one had its warm-up
         for _ in range(repeats):
             for kind, refiner in (('eager', eager), ('compiled', compiled)):
-                times[kind].append(_timed_ms(lambda r=refiner: r.refine(*window), eager.device,
-                                             probs, kind))
+                times[kind].append(timed_ms(lambda r=refiner: r.refine(*window), eager.device,
+                                            probs, kind))
         row = {'sequence': name, 'grid': list(dims), 'voxels': int(np.prod(dims)),
                'window_size': t, 'device': str(eager.device),
                'compile_status': compiled.compile_status, 'compile_s': compile_s,
@@ -276,7 +277,7 @@ def time_window_pass(name: str, dims: Sequence[int], window_size: int, refiner_c
         return {'sequence': name, 'grid': list(dims), 'error': f'{type(exc).__name__}: {exc}'}
 
 
-def _timed_ms(fn: Any, device: Any, out: Dict[str, Any], key: str) -> float:
+def timed_ms(fn: Any, device: Any, out: Dict[str, Any], key: str) -> float:
     """Run ``fn()`` once (synchronised on CUDA), keep its result in ``out[key]``; return ms."""
     import torch
 
