@@ -273,8 +273,7 @@ class OccupancyPipeline:
                 and all(k in self._cached_slots for k in slots[:-1]):
             # Older slices keep the estimate they got when they were newest, except the one
             # ``network_revisit_age`` frames old, which is re-estimated with the newer evidence.
-            age = self.config.refiner.network_revisit_age
-            revisit = [slots[-age]] if 1 < age <= len(slots) else []
+            revisit = self.refiner.revisit_slots(slots, self.config.refiner.network_revisit_age)
             todo = revisit + slots[-1:]
             _, ob = fusion.slots(todo)
             prob = self.refiner.refine_newest(slots, fusion.slot_features, ob, revisit)

@@ -27,6 +27,7 @@ Run by ``l3rocc bench`` (as ``python -m l3rocc_ros.bench_node --out RESULT.json 
 import argparse
 import array
 import json
+import math
 import os
 from pathlib import Path
 import signal
@@ -391,10 +392,7 @@ def _series(pub: Publisher, pts: Sequence[tuple], diags: Sequence[tuple],
 
 def _rate_of(samples: Sequence[Dict[str, float]], key: str) -> Optional[float]:
     """Increase per second of a cumulative sample value (CPU seconds -> cores), or None."""
-    rows = [(s['t_s'], s[key]) for s in samples if key in s]
-    if len(rows) < 2 or rows[-1][0] <= rows[0][0]:
-        return None
-    return (rows[-1][1] - rows[0][1]) / (rows[-1][0] - rows[0][0])
+    return _diag_delta([(s['t_s'], s) for s in samples], key, -math.inf, math.inf)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from l3rocc_core.bench.speed import time_window_pass, timed_ms
 from l3rocc_core.config import PipelineConfig, RefinerConfig
 from l3rocc_core.paths import config_file
 from l3rocc_core.pipeline import grid_from_config
-from l3rocc_core.refiner.network import load_refiner
+from l3rocc_core.refiner.network import load_refiner, NetworkRefiner
 
 
 def default_grids() -> List[Tuple[str, Tuple[int, ...]]]:
@@ -76,7 +76,7 @@ def parity(device: str, dims: Sequence[int], t: int, revisit_age: int = 5) -> Di
     expected = cpu.refine(features, features[:, 0], observed)
     feats_dev, obs_dev = features.to(dev.device), observed.to(dev.device)
     newest = load_refiner(replace(cfg, network_update='newest'), device)
-    revisit = [t - revisit_age] if 1 < revisit_age <= t else []
+    revisit = NetworkRefiner.revisit_slots(range(t), revisit_age)
     targets = revisit + [t - 1]
     with full_fp32():
         window = dev.refine(feats_dev, feats_dev[:, 0], obs_dev).cpu()
@@ -120,7 +120,7 @@ def newest_timing(device: str, dims: Sequence[int], t: int, frames: int = 20,
         if len(order) == t:
             order.pop(0)
         order.append(slot)
-        revisit = [order[-revisit_age]] if 1 < revisit_age <= len(order) else []
+        revisit = NetworkRefiner.revisit_slots(order, revisit_age)
         todo = revisit + [slot]
         ms = timed_ms(lambda o=list(order), r=revisit, d=todo: refiner.refine_newest(
             o, lambda ks: features[ks], observed[d], r), refiner.device, out, 'prob')

@@ -644,6 +644,7 @@ class NetworkRefiner:
             self.compile_status = f'ignored: network_update is {self.update}, not window'
             LOG.info('network_compile: %s', self.compile_status)
         self._compiled: Any = None
+        self._strict: Dict[str, bool] = {}
         #: Input shapes the compiled graph has run for (a later error there is not a compile
         #: failure but a real one, and is raised).
         self._compiled_shapes: Set[Tuple[int, ...]] = set()
@@ -657,6 +658,16 @@ class NetworkRefiner:
             self.model.release_scratch()
         else:
             self._cached.discard(int(slot))
+
+    @staticmethod
+    def revisit_slots(slots: Sequence[int], age: int) -> List[int]:
+        """Return the slot ``network_revisit_age`` frames old that ``newest`` mode re-estimates.
+
+        :param slots: ring slots of the window, oldest first (the newest last)
+        :param age: frames old (1 = the newest); out of the window's range (or <= 1): none
+        :return: ``[slot]`` or ``[]``
+        """
+        return [int(slots[-age])] if 1 < age <= len(slots) else []
 
     def refine_newest(self, slots: Sequence[int], slot_features: Any,
                       observed: torch.Tensor, revisit: Sequence[int] = ()) -> torch.Tensor:
@@ -791,13 +802,14 @@ class NetworkRefiner:
                 exclude_attention_from_compile()
                 # Static shapes: one graph per grid; dynamic ones fail in inductor (torch 2.13).
                 self._compiled = torch.compile(self.model, dynamic=False)
+                # past dynamo's recompile limit: an error here, not a silent eager fallback
+                # (where this torch has the switch)
+                self._strict = ({'fail_on_recompile_limit_hit': True}
+                                if hasattr(torch._dynamo.config, 'fail_on_recompile_limit_hit')
+                                else {})
             shape = tuple(x.shape)
-            # past dynamo's recompile limit: an error here, not a silent eager fallback (where
-            # this torch has the switch)
-            strict = ({'fail_on_recompile_limit_hit': True}
-                      if hasattr(torch._dynamo.config, 'fail_on_recompile_limit_hit') else {})
             try:
-                with torch._dynamo.config.patch(**strict):
+                with torch._dynamo.config.patch(**self._strict):
                     logits = self._compiled(x, head_chunk=self.head_chunk)
             except torch.OutOfMemoryError:
                 raise
