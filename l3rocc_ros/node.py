@@ -294,15 +294,16 @@ class L3roccNode(Node):
 
         self._diag_timer = self.create_timer(1.0, self.publish_diagnostics,
                                              callback_group=self._diag_group, clock=steady)
+        self._wake = threading.Event()
+        self._worker = threading.Thread(target=self._work, name='l3rocc_worker', daemon=True)
+        self._worker.start()
+        # last: the line that says the node is up (scripts and tests wait for it)
         self.get_logger().info(
             f'l3rocc: {self.image_topic} + {self.camera_info_topic} -> '
             f'{self.pub_points.topic_name}, {self.pub_markers.topic_name}, '
             f'{self.pub_occupancy.topic_name}; poses: {cfg.input.pose_source} in '
             f'{cfg.grid.world_frame!r}; device {self._pipeline.device}, refiner '
             f'{self._refiner_name()}')
-        self._wake = threading.Event()
-        self._worker = threading.Thread(target=self._work, name='l3rocc_worker', daemon=True)
-        self._worker.start()
 
     # ------------------------------------------------------------------------- set-up helpers
     @property
@@ -842,12 +843,16 @@ def main(args: Optional[List[str]] = None, fast_exit: bool = True) -> int:
             logger.info('shutting down' + (' (the worker is computing a frame)'
                                            if node.busy else ''))
             node.stop()
+        elif status == 0:   # a signal came while the node was being built: it cleaned up
+            logger.info('shutting down (during start-up)')
         if executor is not None:
             executor.shutdown(timeout_sec=STOP_BUDGET_S)   # no callback is running: at once
         if node is not None:
             idle = node.destroy_node(STOP_BUDGET_S)
             logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s'
                         + ('' if idle else ' (a frame was still being computed; not waited for)'))
+        elif status == 0:
+            logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s')
         rclpy.try_shutdown()   # also flushes and closes the ROS log files
     if fast_exit:
         exit_now(status)
