@@ -45,16 +45,19 @@ def _set_args(values: Dict[str, Any]) -> List[str]:
 
 
 def replay_speed(prep: Prepared, out_dir: str, refiner: str, device: str,
-                 timeout_s: float = 1800.0) -> Dict[str, Any]:
+                 timeout_s: float = 1800.0,
+                 extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Run ``l3rocc replay`` on ``prep``'s bag in a subprocess; return timing.json + memory.
 
     :param prep: the sequence (its parameters are passed with ``--set``)
     :param out_dir: the replay's output folder
     :param refiner: 'none' or 'network'
     :param device: 'cpu', 'cuda' or 'auto'
+    :param extra: further parameter values (applied last)
     """
     values = dict(prep.parameters)
     values.update(refiner=refiner, device=device)
+    values.update(extra or {})
     cmd = [sys.executable, '-m', 'l3rocc_core.cli', 'replay', prep.bag, '--out', out_dir,
            '--no-progress']
     if prep.params_file:

@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seconds streamed before measuring (default 10, quick 6)')
     parser.add_argument('--soak-seconds', type=float, default=335.0,
                         help='soak length (default %(default)s s = 10,000 frames at 30 Hz)')
+    parser.add_argument('--set', dest='sets', nargs='+', action='extend', default=[],
+                        metavar='NAME=VALUE',
+                        help='parameter overrides (YAML values) for every run of both '
+                        'refiners, after each sequence\'s own: e.g. score your own model with '
+                        'checkpoint=out/exp/m/export.pt')
     parser.add_argument('--soak-set', nargs='+', action='extend', default=[],
                         metavar='NAME=VALUE',
                         help='extra node parameters for the soak, e.g. a slower pipeline: '
@@ -110,11 +115,24 @@ def _meta(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         cmd += ' --sequences ' + ' '.join(args.sequences)
     if args.skip:
         cmd += ' --skip ' + ' '.join(args.skip)
+    if args.sets:
+        cmd += ' --set ' + ' '.join(args.sets)
     return {'command': cmd, 'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'commit': _commit(), 'cpu_cores': cpu_count(), 'cpu_model': _cpu_model(),
             'device': device, 'device_name': name, 'torch': torch.__version__,
             'torch_threads': torch.get_num_threads(), 'python': platform.python_version(),
             'load_average_start': load_average(), 'quick': bool(args.quick)}
+
+
+def parameter_overrides(sets: List[str]) -> Dict[str, Any]:
+    """Return the ``--set NAME=VALUE`` overrides as a dict, checked against the configuration.
+
+    :raises ValueError: on a malformed item, an unknown parameter or an invalid value
+    """
+    from l3rocc_core.config import parse_set_arguments, PipelineConfig
+    extra = parse_set_arguments(sets)
+    PipelineConfig().with_values(extra)
+    return extra
 
 
 def _resolve_device(name: str) -> str:
@@ -153,14 +171,15 @@ def _refiners_of(case: Any, refiners: List[str], quick: bool) -> List[str]:
 
 
 def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
-              progress: bool, step: _Steps, quick: bool) -> List[Dict[str, Any]]:
+              progress: bool, step: _Steps, quick: bool,
+              extra: Dict[str, Any]) -> List[Dict[str, Any]]:
     from l3rocc_core.bench.accuracy import run_case
     out = []
     for prep in preps:
         for refiner in _refiners_of(prep.case, refiners, quick):
             step(f'accuracy: replay + score {prep.case.name} (refiner {refiner})')
             out.append(run_case(prep, refiner, os.path.join(
-                runs_dir, f'{prep.case.name}_{refiner}'), device, progress))
+                runs_dir, f'{prep.case.name}_{refiner}'), device, progress, extra))
             r = out[-1]
             print(f'    IoU {_f(r["occupancy"].get("iou"))}, window '
                   f'{_f(r["occupancy"].get("window_iou"))}, flicker '
@@ -229,7 +248,7 @@ def _run_soak(args: argparse.Namespace, device: str, refiner: str) -> int:
     results = _load_previous(os.path.join(args.out, 'results.json'))
     print(f'[bench soak] l3rocc_node under a 30 Hz camera for {args.soak_seconds:.0f} s '
           f'(refiner {refiner}, device {device})', file=sys.stderr, flush=True)
-    sets = [f'refiner={refiner}', f'device={device}'] + list(args.soak_set)
+    sets = [f'refiner={refiner}', f'device={device}'] + list(args.sets) + list(args.soak_set)
     soak = node_bench(os.path.join(cache, 'soak.json'), args.soak_seconds, 10.0, sets,
                       bucket_s=10.0, timeout_s=args.soak_seconds + 400.0)
     soak['load_average'] = load_average()
@@ -258,6 +277,12 @@ def _run(args: argparse.Namespace) -> int:
     from l3rocc_core.bench.speed import node_bench, replay_speed, speed_targets
 
     t_start = time.perf_counter()
+    from l3rocc_core.config import PipelineConfig
+    try:
+        extra = parameter_overrides(args.sets)
+    except ValueError as exc:
+        print(f'l3rocc bench: bad --set: {exc}', file=sys.stderr)
+        return 2
     device = _resolve_device(args.device)
     progress = not args.no_progress
     cache = args.cache or os.path.join(args.out, 'cache')
@@ -266,9 +291,8 @@ def _run(args: argparse.Namespace) -> int:
     cases = suite.select(suite.QUICK_SET if args.quick else suite.DEFAULT_SET, args.sequences)
     skip = set(args.skip)
 
-    # Whether the network can run: a configuration of the TUM case tells (checkpoint path).
-    from l3rocc_core.config import PipelineConfig
-    pending = network_available(PipelineConfig())
+    # Whether the network can run: the configuration tells (checkpoint path).
+    pending = network_available(PipelineConfig().with_values(extra))
     refiners = ['none'] + ([] if pending else ['network'])
     # Speed runs use the configuration's default refiner (when it can run).
     default_refiner = PipelineConfig().refiner.refiner if not pending else 'none'
@@ -289,7 +313,7 @@ def _run(args: argparse.Namespace) -> int:
         preps.append(suite.prepare(case, cache, progress))
 
     if 'accuracy' not in skip:
-        runs = _accuracy(preps, refiners, runs_dir, device, progress, step, args.quick)
+        runs = _accuracy(preps, refiners, runs_dir, device, progress, step, args.quick, extra)
         means = {}
         for refiner in refiners:
             mine = [r for r in runs if r['refiner'] == refiner]
@@ -319,7 +343,8 @@ def _run(args: argparse.Namespace) -> int:
             step(f'speed: l3rocc replay {prep.case.name} (640x480, {prep.case.fps:g} fps, '
                  f'refiner {refiner}) in a subprocess')
             speed['replay' + suffix] = replay_speed(
-                prep, os.path.join(runs_dir, 'speed_replay' + suffix), refiner, device)
+                prep, os.path.join(runs_dir, 'speed_replay' + suffix), refiner, device,
+                extra=extra)
             t = speed['replay' + suffix].get('timing') or {}
             print(f'    {t.get("frames")} frames, {_f(t.get("fps"), 2)} fps, peak RSS '
                   f'{_f(speed["replay" + suffix].get("peak_rss_mb"), 0)} MB', file=sys.stderr)
@@ -331,7 +356,7 @@ def _run(args: argparse.Namespace) -> int:
             tum_occ = os.path.join(runs_dir, f'{suite.TUM_CASE.name}_none', 'occupancy.npz')
             speed['node' + suffix] = node_bench(
                 os.path.join(cache, f'node{suffix}.json'), seconds, warmup,
-                [f'refiner={refiner}', f'device={device}'],
+                [f'refiner={refiner}', f'device={device}'] + list(args.sets),
                 tum_occ if os.path.isfile(tum_occ) else None)
     if 'octomap' not in skip:
         from l3rocc_core.bench_octomap import default_variants, tum_octomap_benchmark
@@ -348,7 +373,7 @@ def _run(args: argparse.Namespace) -> int:
         grids = [p for p in preps if p.case.name in (suite.TUM_CASE.name, suite.SPEED_CASE)]
         step("speed: the network's window pass, eager and with network_compile (torch.compile)")
         speed['window_pass'] = window_pass_timing(
-            grids, device, progress=lambda m: print(f'    {m}', file=sys.stderr))
+            grids, device, progress=lambda m: print(f'    {m}', file=sys.stderr), extra=extra)
     speed['targets'] = speed_targets(speed.get('replay'), speed.get('node'),
                                      results.get('octomap'))
     if default_refiner != 'none' and (speed.get('replay_' + default_refiner)

@@ -165,6 +165,34 @@ def test_bench_pipeline_changes_nothing_and_scores_every_push(tiny_case, tmp_pat
     assert np.array_equal(a.indices, b.indices) and np.allclose(a.prob, b.prob)
 
 
+def test_bench_set_overrides_are_checked_and_reach_the_network_check(tmp_path: Path) -> None:
+    from l3rocc_core.bench.accuracy import network_available
+    from l3rocc_core.config import PipelineConfig
+    from l3rocc_core.tools.bench import parameter_overrides
+    extra = parameter_overrides(['occupancy_hysteresis=0.2', f'checkpoint={tmp_path}/m.pt'])
+    assert extra == {'occupancy_hysteresis': 0.2, 'checkpoint': f'{tmp_path}/m.pt'}
+    assert f'no checkpoint at {tmp_path}/m.pt' == network_available(
+        PipelineConfig().with_values(extra))
+    assert network_available(PipelineConfig()) is None          # the bundled one
+    for bad in (['no_such_parameter=1'], ['occupancy_hysteresis=abc'], ['refiner']):
+        with pytest.raises(ValueError):
+            parameter_overrides(bad)
+    import subprocess
+    proc = subprocess.run([sys.executable, '-m', 'l3rocc_core.cli', 'bench', '--out',
+                           str(tmp_path / 'b'), '--set', 'grid_min=oops'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'l3rocc bench: bad --set' in proc.stderr, proc.stderr
+    assert not (tmp_path / 'b').exists()
+
+
+def test_replay_speed_passes_the_overrides(tiny_case, tmp_path: Path) -> None:
+    extra = {'working_width': 96, 'num_depth_planes': 16, 'occupancy_hysteresis': 0.3}
+    out = speed.replay_speed(tiny_case, str(tmp_path / 'r'), 'none', 'cpu', extra=extra)
+    assert out['rc'] == 0 and 'error' not in out, out
+    assert 'occupancy_hysteresis=0.3' in out['command'] and 'refiner=none' in out['command']
+    assert out['timing']['frames'] == 6 and out['peak_rss_mb'] > 0
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures('inductor_cache', 'one_thread')
 def test_window_pass_timing_compiles_and_compares(tiny_case) -> None:
