@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--set', dest='sets', nargs='+', action='extend', default=[],
                         metavar='NAME=VALUE',
                         help='parameter overrides (YAML values) for every run of both '
-                        'refiners, after each sequence\'s own: e.g. score your own model with '
+                        "refiners, after each sequence's own: e.g. score your own model with "
                         'checkpoint=out/exp/m/export.pt')
     parser.add_argument('--soak-set', nargs='+', action='extend', default=[],
                         metavar='NAME=VALUE',
