@@ -16,7 +16,12 @@ A ratio with an empty denominator is NaN (nothing to score) and is left out of m
 - Flicker: for consecutive rows n-1, n, the share of static voxels observed in both whose predicted
   state changes; the sequence flicker is the mean over pairs.
 - Static / dynamic: when a dynamic mask is given (synthetic ground truth), every count is also
-  reported over static (``~dynamic``) and dynamic voxels separately.
+  reported over static (``~dynamic``) and dynamic voxels separately. Dynamic voxels are GT-occupied
+  by definition, so there precision is 1 and IoU equals recall: the share of a moving part seen.
+- Trail (newest slice, synthetic ground truth): of the observed voxels a moving object left
+  within the last ``TRAIL_SPAN`` GT rows (dynamic in one of them, GT-free now), the share still
+  predicted occupied. The other half of moving parts: how fast occupancy clears behind them
+  (0 = clears at once; lower is better).
 
 Ground truth from depth + poses (:func:`gt_from_depth`): occupied = voxels containing GT surface
 points of all frames (static scene); observed per frame = voxels traversed by that frame's GT rays
@@ -47,6 +52,10 @@ Array = Union[np.ndarray, torch.Tensor]
 
 #: Prediction rows and ground-truth rows whose stamps differ by more than this do not match.
 DEFAULT_STAMP_TOLERANCE_NS = 20_000_000
+
+#: GT rows looked back for voxels a moving object has left (the trail metric): 15 = the rest of
+#: a 16-slice window (1-1.5 s at 10-15 fps).
+TRAIL_SPAN = 15
 
 
 class MetricsError(ValueError):
@@ -159,23 +168,34 @@ class SliceScore:
     all: Counts
     static: Optional[Counts] = None
     dynamic: Optional[Counts] = None
+    vacated: Optional[Counts] = None
 
 
 def score_slice(pred: Array, gt: Array, observed: Array,
-                dynamic: Optional[Array] = None) -> SliceScore:
+                dynamic: Optional[Array] = None,
+                vacated: Optional[Array] = None) -> SliceScore:
     """Score one slice; static and dynamic voxels separately when ``dynamic`` is given.
 
     :param pred: bool [X, Y, Z] predicted occupied
     :param gt: bool [X, Y, Z] ground-truth occupied
     :param observed: bool [X, Y, Z] observed voxels
     :param dynamic: bool [X, Y, Z] voxels of moving objects (synthetic GT), or None
+    :param vacated: bool [X, Y, Z] voxels moving objects have left (GT-free; see
+        :meth:`GroundTruth.vacated_at`), or None; their FP are the trail
     """
     out = SliceScore(confusion(pred, gt, observed))
     if dynamic is not None:
         dyn = _as_bool_np(dynamic, 'dynamic')
         out.static = confusion(pred, gt, observed, ~dyn)
         out.dynamic = confusion(pred, gt, observed, dyn)
+    if vacated is not None:
+        out.vacated = confusion(pred, gt, observed, vacated)
     return out
+
+
+def trail(counts: Optional[Counts]) -> float:
+    """Share of vacated observed voxels predicted occupied (FP / scored); NaN when none."""
+    return math.nan if counts is None else _ratio(counts.fp, counts.n_observed)
 
 
 def flicker_counts(prev_pred: Array, pred: Array, prev_observed: Array, observed: Array,
@@ -249,7 +269,7 @@ class SequenceScorer:
     _prev: Optional[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]] = None
 
     def add(self, stamp_ns: int, pred: Array, gt: Array, observed: Array,
-            dynamic: Optional[Array] = None) -> SliceScore:
+            dynamic: Optional[Array] = None, vacated: Optional[Array] = None) -> SliceScore:
         """Score one row and its flicker against the previous row.
 
         :param stamp_ns: the row's stamp
@@ -257,11 +277,12 @@ class SequenceScorer:
         :param gt: bool [X, Y, Z] ground-truth occupied at that stamp
         :param observed: bool [X, Y, Z] observed mask at that stamp
         :param dynamic: bool [X, Y, Z] dynamic voxels, or None
+        :param vacated: bool [X, Y, Z] voxels moving objects have left (the trail), or None
         """
         pred = _as_bool_np(pred, 'pred')
         observed = _as_bool_np(observed, 'observed')
         dyn = None if dynamic is None else _as_bool_np(dynamic, 'dynamic')
-        score = score_slice(pred, gt, observed, dyn)
+        score = score_slice(pred, gt, observed, dyn, vacated)
         flick = (0, 0)
         if self._prev is not None:
             p_pred, p_obs, p_dyn = self._prev
@@ -295,6 +316,9 @@ class SequenceScorer:
                     row.update({f'{name}_iou': part.iou, f'{name}_precision': part.precision,
                                 f'{name}_recall': part.recall,
                                 f'{name}_n_observed': part.n_observed})
+            if r.score.vacated is not None:
+                row.update(trail=trail(r.score.vacated),
+                           vacated_n_observed=r.score.vacated.n_observed)
             out.append(row)
         return out
 
@@ -305,6 +329,8 @@ class SequenceScorer:
         - ``flicker``: mean over consecutive row pairs;
         - ``pooled_iou`` ...: from counts summed over all rows;
         - ``static_*`` / ``dynamic_*``: the same over static / dynamic voxels when known;
+        - ``trail``, ``pooled_trail``: mean over rows / pooled share of vacated voxels still
+          predicted occupied, when vacated masks were given;
         - ``window_iou``, ``window_precision``, ``window_recall``: mean over pushes of the
           window-averaged scores (None when no window was added);
         - ``frames``: rows scored.
@@ -321,6 +347,10 @@ class SequenceScorer:
             for metric in ('iou', 'precision', 'recall'):
                 out[f'{prefix}pooled_{metric}'] = getattr(pooled, metric)
         out['flicker'] = _nanmean(_ratio(*r.flicker) for r in self.rows[1:] if r.flicker[1])
+        vacated = [r.score.vacated for r in self.rows if r.score.vacated is not None]
+        if vacated:
+            out['trail'] = _nanmean(trail(c) for c in vacated)
+            out['pooled_trail'] = trail(sum(vacated, Counts()))
         for metric in ('iou', 'precision', 'recall'):
             if self.windows:
                 out['window_' + metric] = _nanmean(
@@ -460,6 +490,21 @@ class GroundTruth:
     def dynamic_at(self, m: int) -> Optional[np.ndarray]:
         """Return the dynamic voxels of row ``m`` (bool [X, Y, Z]), or None."""
         return None if self.dynamic is None else self.dynamic[m]
+
+    def vacated_at(self, m: int, span: int = TRAIL_SPAN) -> Optional[np.ndarray]:
+        """Return the voxels moving objects have left by row ``m``, or None without dynamic masks.
+
+        Dynamic in one of the ``span`` rows before ``m`` (by stamp) and GT-free at ``m``.
+
+        :return: bool [X, Y, Z] or None
+        """
+        if self.dynamic is None:
+            return None
+        earlier = np.flatnonzero(self.stamps_ns < self.stamps_ns[m])
+        earlier = earlier[np.argsort(self.stamps_ns[earlier], kind='stable')][-span:]
+        if earlier.size == 0:
+            return np.zeros(tuple(self.grid.dims), bool)
+        return np.any(self.dynamic[earlier], axis=0) & ~self.occupied_at(m)
 
 
 def gt_from_depth(frames_depth: Sequence[Array],
@@ -611,7 +656,7 @@ def add_occupancy(scorer: SequenceScorer, occ: Occupancy4D, gt: GroundTruth,
     if newest and match[-1] >= 0:
         m = int(match[-1])
         scorer.add(occ.newest_stamp_ns, resample(pred[-1]), gt.occupied_at(m), gt.observed[m],
-                   gt.dynamic_at(m))
+                   gt.dynamic_at(m), gt.vacated_at(m))
     keep = np.flatnonzero(match >= 0)
     if window and keep.size:
         rows = match[keep]
@@ -649,7 +694,8 @@ def score_sequence(pred: OccupancySequence, gt: GroundTruth,
         if m < 0:
             continue
         p = resample(pred.occupied_mask(n))
-        scorer.add(int(pred.stamps_ns[n]), p, gt.occupied_at(m), gt.observed[m], gt.dynamic_at(m))
+        scorer.add(int(pred.stamps_ns[n]), p, gt.occupied_at(m), gt.observed[m], gt.dynamic_at(m),
+                   gt.vacated_at(m))
     return scorer
 
 

@@ -42,7 +42,7 @@ def mean_figures(runs: Sequence[Dict[str, Any]],
         ``occupancy_no_hysteresis`` (before ``occupancy_hysteresis``; runs without it left out)
     """
     keys = ('iou', 'precision', 'recall', 'window_iou', 'static_iou', 'dynamic_iou',
-            'window_static_iou', 'window_dynamic_iou', 'flicker')
+            'window_static_iou', 'window_dynamic_iou', 'flicker', 'trail')
     out: Dict[str, Optional[float]] = {}
     for k in keys:
         v = [(r.get(occupancy) or {}).get(k) for r in runs]
@@ -66,7 +66,7 @@ def _accuracy_rows(runs: Sequence[Dict[str, Any]]) -> List[List[str]]:
         rows.append([r['sequence'], r.get('camera') or 'handheld (real)', r['refiner_used'],
                      fmt(r['frames']), fmt(o.get('iou')), fmt(o.get('window_iou')),
                      fmt(o.get('precision')), fmt(o.get('recall')), fmt(o.get('static_iou')),
-                     fmt(o.get('dynamic_iou')), fmt(o.get('flicker'), 4),
+                     fmt(o.get('dynamic_iou')), fmt(o.get('trail')), fmt(o.get('flicker'), 4),
                      fmt((r.get('occupancy_no_hysteresis') or {}).get('flicker'), 4),
                      fmt(d.get('abs_rel')), fmt(d.get('delta_1_25')),
                      fmt(d.get('completeness'))])
@@ -111,14 +111,17 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                   'Per sequence, scored per the contract (observed voxels only): `IoU` = '
                   'newest slice (mean over frames), `window` = all slices of each window '
                   'against the GT at their stamps, static/dynamic = over GT static / moving '
-                  'voxels (synthetic only), flicker = share of observed static voxels that '
-                  'change between consecutive frames (`h=0`: the same before '
+                  'voxels (synthetic only; dynamic IoU = the share of a moving part seen, since '
+                  'every dynamic voxel is GT-occupied), trail = share of the observed voxels a '
+                  'moving object left within the last 15 frames that are still occupied '
+                  '(newest slice; lower is better), flicker = share of observed static voxels '
+                  'that change between consecutive frames (`h=0`: the same before '
                   '`occupancy_hysteresis`, from the same run); depth of the geometry stage (plane '
                   'sweep) against GT depth: AbsRel, δ<1.25 and completeness (share of GT '
                   'pixels with a valid estimate). Synthetic sequences: `l3rocc synth` test-split '
                   'seeds (never trained on).', '']
         header = ['sequence', 'camera', 'refiner', 'frames', 'IoU', 'window IoU', 'precision',
-                  'recall', 'static IoU', 'dynamic IoU', 'flicker', 'flicker h=0',
+                  'recall', 'static IoU', 'dynamic IoU', 'trail', 'flicker', 'flicker h=0',
                   'depth AbsRel', 'δ<1.25',
                   'depth compl.']
         rows = _accuracy_rows(runs)
@@ -126,7 +129,8 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
             rows.append([f'**mean ({m["sequences"]} seq.)**', '', refiner, '',
                          fmt(m['iou']), fmt(m['window_iou']), fmt(m['precision']),
                          fmt(m['recall']), fmt(m['static_iou']), fmt(m['dynamic_iou']),
-                         fmt(m['flicker'], 4), fmt(m.get('flicker_no_hysteresis'), 4),
+                         fmt(m.get('trail')), fmt(m['flicker'], 4),
+                         fmt(m.get('flicker_no_hysteresis'), 4),
                          fmt(m['depth_abs_rel']),
                          fmt(m['depth_delta_1_25']), fmt(m['depth_completeness'])])
         lines += table(header, rows)

@@ -127,7 +127,10 @@ def _run(args: argparse.Namespace) -> int:
                    'iou/precision/recall = means over rows of the newest slice; flicker = mean '
                    'over consecutive rows of the share of observed static voxels that change; '
                    'window_* need full windows (metrics.SequenceScorer.add_window) and are null '
-                   'for a newest-slice occupancy.npz',
+                   'for a newest-slice occupancy.npz; with dynamic masks (synthetic GT): '
+                   'static_*/dynamic_* over GT static / moving voxels, and trail = share of the '
+                   f'observed voxels a moving object left within the last {M.TRAIL_SPAN} rows '
+                   'still predicted occupied',
         'eval_s': time.monotonic() - t0,
         'per_frame': rows,
     })

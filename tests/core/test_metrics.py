@@ -307,3 +307,52 @@ def test_reproject_depth_plane_to_smaller_moved_camera():
     assert np.all(inner > 0) and np.allclose(inner, 1.5, atol=1e-5)
     m = M.depth_metrics(np.full((24, 32), 1.65, np.float32), out)
     assert m['abs_rel'] == pytest.approx(0.1, rel=1e-4) and m['delta_1_25'] == 1.0
+
+
+def test_trail_counts_what_a_lagging_prediction_leaves_behind_a_moving_box():
+    """A box moves one voxel per row; a prediction one row late leaves one slab of trail."""
+    grid = VoxelGrid((0.0, 0.0, 0.0), 0.1, (20, 3, 3), 'world')
+    n = 18
+    dyn = np.zeros((n,) + grid.dims, bool)
+    for m in range(n):
+        dyn[m, m:m + 2] = True                          # a 2-voxel-long box at x = m, m + 1
+    static = np.zeros(grid.dims, bool)
+    static[:, :, 0] = True                              # a floor that never moves
+    occ = dyn | static
+    stamps = np.arange(n) * 100 + 1000
+    gt = M.GroundTruth(grid, stamps[::-1].copy(), occ[::-1].copy(),
+                       np.ones_like(occ), dyn[::-1].copy())   # rows in any order
+    at = {int(s): k for k, s in enumerate(gt.stamps_ns)}
+    vac = gt.vacated_at(at[1000 + 100 * 5])
+    assert vac.shape == grid.dims and np.array_equal(np.flatnonzero(vac.any(axis=(1, 2))),
+                                                     np.arange(5))
+    assert not vac[:, :, 0].any()                         # the floor is still occupied
+    assert not gt.vacated_at(at[1000]).any()             # nothing earlier
+    # Only the last TRAIL_SPAN rows count: by row 17, x = 0 and 1 are too old.
+    assert np.array_equal(np.flatnonzero(gt.vacated_at(at[1000 + 100 * 17]).any(axis=(1, 2))),
+                          np.arange(2, 17))
+    assert M.GroundTruth(grid, stamps, occ, np.ones_like(occ)).vacated_at(3) is None
+
+    late = M.SequenceScorer()
+    exact = M.SequenceScorer()
+    for m in range(n):
+        k = at[int(stamps[m])]
+        late.add(stamps[m], occ[max(m - 1, 0)], occ[m], np.ones(grid.dims, bool), dyn[m],
+                 gt.vacated_at(k))
+        exact.add(stamps[m], occ[m], occ[m], np.ones(grid.dims, bool), dyn[m],
+                  gt.vacated_at(k))
+    rows = late.per_frame()
+    # Row m (1 <= m <= 15): m vacated slabs (x < m), of which the late box still holds x = m - 1.
+    for m in range(1, 16):
+        assert rows[m]['trail'] == pytest.approx(1.0 / m)
+        assert rows[m]['vacated_n_observed'] == 6 * m          # 2 of 3 z layers are free
+    assert math.isnan(rows[0]['trail'])                        # nothing vacated yet
+    s = late.summary()
+    expected = [1.0 / m for m in range(1, 16)] + [1.0 / 15, 1.0 / 15]
+    assert s['trail'] == pytest.approx(np.mean(expected))
+    assert s['pooled_trail'] == pytest.approx(17 / (sum(range(1, 16)) + 2 * 15))
+    assert exact.summary()['trail'] == 0.0 and exact.summary()['dynamic_iou'] == 1.0
+    # Without vacated masks there is no trail figure at all.
+    plain = M.SequenceScorer()
+    plain.add(0, occ[0], occ[0], np.ones(grid.dims, bool), dyn[0])
+    assert 'trail' not in plain.summary() and 'trail' not in plain.per_frame()[0]
