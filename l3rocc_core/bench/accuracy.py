@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
+import torch
 
 from l3rocc_core import metrics as M
 from l3rocc_core.bench.report import clean
@@ -31,6 +32,9 @@ from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.pipeline import OccupancyPipeline
 
 Sink = Callable[[Frame, Occupancy4D, Any, Optional[Occupancy4D]], None]
+
+#: ``run_case`` depth sources: the pipeline's own depth stage, or the sequence's GT depth.
+DEPTH_MODES = ('estimated', 'gt')
 
 
 class _DepthTap:
@@ -56,11 +60,19 @@ class BenchPipeline(OccupancyPipeline):
     :param sink: called once per processed frame
     """
 
-    def __init__(self, config: PipelineConfig, sink: Optional[Sink] = None):
-        """Build the pipeline (see the base class)."""
+    def __init__(self, config: PipelineConfig, sink: Optional[Sink] = None,
+                 depth_oracle: Optional['DepthTruth'] = None):
+        """Build the pipeline (see the base class).
+
+        :param depth_oracle: when given, every frame's depth is this ground truth rendered into
+            the frame's (working-resolution) camera at its pose, instead of the plane sweep's
+            (through :meth:`~l3rocc_core.pipeline.OccupancyPipeline.push_depth`); the rest of
+            the pipeline is unchanged
+        """
         super().__init__(config)
         self.sink = sink
         self.hook_s = 0.0
+        self.depth_oracle = depth_oracle
         self._tap: Optional[_DepthTap] = None
         self._raw: Optional[np.ndarray] = None
 
@@ -95,7 +107,14 @@ class BenchPipeline(OccupancyPipeline):
         """Process ``frame`` as the base class does, then report the result to the sink."""
         if self._tap is not None:
             self._tap.last = None
-        occ = super().push(frame)
+        if self.depth_oracle is None:
+            occ = super().push(frame)
+        else:
+            gt = None if frame.T_world_cam is None else self.depth_oracle.render(
+                frame.stamp_ns, frame.camera, frame.T_world_cam)
+            gt = None if gt is None else torch.from_numpy(
+                np.where(gt <= self.config.depth.max_depth, gt, 0.0).astype(np.float32))
+            occ = self.push_depth(frame, gt)
         if occ is not None and self.sink is not None:
             t0 = time.perf_counter()
             self.sink(frame, occ, self._tap.last if self._tap is not None else None,
@@ -240,7 +259,8 @@ def case_config(prep: Prepared, refiner: str, device: str,
 
 
 def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
-             progress: bool = True, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             progress: bool = True, extra: Optional[Dict[str, Any]] = None,
+             depth: str = 'estimated') -> Dict[str, Any]:
     """Replay one case with ``refiner`` and score it.
 
     :param prep: the prepared sequence
@@ -248,6 +268,9 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
     :param out_dir: where the replay writes occupancy.npz and timing.json
     :param device: pipeline device
     :param extra: further parameter values
+    :param depth: 'estimated' (the pipeline's own depth stage) or 'gt': the sequence's GT depth
+        (the renderer's; TUM: the Kinect's) in place of the depth stage, to tell the depth's
+        share of the error from the rest (depth metrics are then left out)
     :return: JSON-ready dict: ``occupancy`` (sequence summary of
         :meth:`~l3rocc_core.metrics.SequenceScorer.summary`), ``occupancy_no_hysteresis``
         (the same for the probabilities before ``occupancy_hysteresis``; None when it is 0),
@@ -261,6 +284,8 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
     def sink(frame: Frame, occ: Occupancy4D, depth: Any, raw: Optional[Occupancy4D]) -> None:
         sink_holder['scorer'](frame, occ, depth, raw)
 
+    if depth not in DEPTH_MODES:
+        raise ValueError(f'depth must be one of {DEPTH_MODES}, got {depth!r}')
     t_gt = time.perf_counter()
     pipeline = BenchPipeline(config, sink)
     max_depth = config.depth.max_depth
@@ -271,6 +296,10 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
         gt = M.ground_truth_from_tum(None, pipeline.base_grid, None, max_depth=max_depth,
                                      progress=progress)
         depth_truth = DepthTruth.from_tum()
+    if depth == 'gt':
+        if depth_truth is None:
+            raise ValueError(f'{prep.case.name}: no GT depth for depth=gt')
+        pipeline.depth_oracle, depth_truth = depth_truth, None
     sink_holder['scorer'] = CaseScorer(gt, depth_truth, max_depth)
     gt_s = time.perf_counter() - t_gt
     result = replay(prep.bag, out_dir, config, progress=progress, pipeline=pipeline)
@@ -287,6 +316,7 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
         'sequence': prep.case.name, 'kind': prep.case.kind, 'family': prep.case.family,
         'camera': prep.case.camera, 'seed': prep.case.seed if prep.case.kind == 'synth' else None,
         'refiner': refiner, 'refiner_used': pipeline.refiner_name, 'device': str(pipeline.device),
+        'depth_source': depth,
         'grid_dims': list(pipeline.base_grid.dims), 'frames': result.frames,
         'parameters': dict(prep.parameters), 'params_file': (
             os.path.basename(prep.params_file) if prep.params_file else None),

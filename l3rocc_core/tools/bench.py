@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='parameter overrides (YAML values) for every run of both '
                         "refiners, after each sequence's own: e.g. score your own model with "
                         'checkpoint=out/exp/m/export.pt')
+    parser.add_argument('--depth', choices=('estimated', 'gt'), default='estimated',
+                        help='depth of the accuracy runs: the depth stage (default) or each '
+                        "sequence's ground-truth depth in its place, which tells how much of "
+                        'the error is depth (speed runs are unchanged)')
     parser.add_argument('--soak-set', nargs='+', action='extend', default=[],
                         metavar='NAME=VALUE',
                         help='extra node parameters for the soak, e.g. a slower pipeline: '
@@ -117,6 +121,8 @@ def _meta(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         cmd += ' --skip ' + ' '.join(args.skip)
     if args.sets:
         cmd += ' --set ' + ' '.join(args.sets)
+    if args.depth != 'estimated':
+        cmd += f' --depth {args.depth}'
     return {'command': cmd, 'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'commit': _commit(), 'cpu_cores': cpu_count(), 'cpu_model': _cpu_model(),
             'device': device, 'device_name': name, 'torch': torch.__version__,
@@ -172,14 +178,15 @@ def _refiners_of(case: Any, refiners: List[str], quick: bool) -> List[str]:
 
 def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
               progress: bool, step: _Steps, quick: bool,
-              extra: Dict[str, Any]) -> List[Dict[str, Any]]:
+              extra: Dict[str, Any], depth: str = 'estimated') -> List[Dict[str, Any]]:
     from l3rocc_core.bench.accuracy import run_case
     out = []
     for prep in preps:
         for refiner in _refiners_of(prep.case, refiners, quick):
-            step(f'accuracy: replay + score {prep.case.name} (refiner {refiner})')
+            step(f'accuracy: replay + score {prep.case.name} (refiner {refiner}'
+                 + (', GT depth)' if depth == 'gt' else ')'))
             out.append(run_case(prep, refiner, os.path.join(
-                runs_dir, f'{prep.case.name}_{refiner}'), device, progress, extra))
+                runs_dir, f'{prep.case.name}_{refiner}'), device, progress, extra, depth))
             r = out[-1]
             print(f'    IoU {_f(r["occupancy"].get("iou"))}, window '
                   f'{_f(r["occupancy"].get("window_iou"))}, flicker '
@@ -313,7 +320,8 @@ def _run(args: argparse.Namespace) -> int:
         preps.append(suite.prepare(case, cache, progress))
 
     if 'accuracy' not in skip:
-        runs = _accuracy(preps, refiners, runs_dir, device, progress, step, args.quick, extra)
+        runs = _accuracy(preps, refiners, runs_dir, device, progress, step, args.quick, extra,
+                         args.depth)
         means = {}
         for refiner in refiners:
             mine = [r for r in runs if r['refiner'] == refiner]
