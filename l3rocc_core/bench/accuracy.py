@@ -318,7 +318,7 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
         'refiner': refiner, 'refiner_used': pipeline.refiner_name, 'device': str(pipeline.device),
         'depth_source': depth,
         'grid_dims': list(pipeline.base_grid.dims), 'frames': result.frames,
-        'parameters': dict(prep.parameters), 'params_file': (
+        'parameters': dict(prep.parameters), 'overrides': dict(extra or {}), 'params_file': (
             os.path.basename(prep.params_file) if prep.params_file else None),
         'occupancy': scorer.scorer.summary(), 'depth': scorer.depth_summary(),
         'occupancy_hysteresis': config.output.occupancy_hysteresis,

@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--set', dest='sets', nargs='+', action='extend', default=[],
                         metavar='NAME=VALUE',
                         help='parameter overrides (YAML values) for every run of both '
-                        "refiners, after each sequence's own: e.g. score your own model with "
+                        "refiners, after each sequence's own (not the fusion-only OctoMap "
+                        'comparison; not refiner or device): e.g. score your own model with '
                         'checkpoint=out/exp/m/export.pt')
     parser.add_argument('--depth', choices=('estimated', 'gt'), default='estimated',
                         help='depth of the accuracy runs: the depth stage (default) or each '
@@ -137,6 +138,9 @@ def parameter_overrides(sets: List[str]) -> Dict[str, Any]:
     """
     from l3rocc_core.config import parse_set_arguments, PipelineConfig
     extra = parse_set_arguments(sets)
+    for name, flag in (('refiner', 'both refiners always run'), ('device', 'use --device')):
+        if name in extra:
+            raise ValueError(f'{name} cannot be set here ({flag})')
     PipelineConfig().with_values(extra)
     return extra
 
@@ -186,7 +190,8 @@ def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
             step(f'accuracy: replay + score {prep.case.name} (refiner {refiner}'
                  + (', GT depth)' if depth == 'gt' else ')'))
             out.append(run_case(prep, refiner, os.path.join(
-                runs_dir, f'{prep.case.name}_{refiner}'), device, progress, extra, depth))
+                runs_dir, f'{prep.case.name}_{refiner}' + ('_gt_depth' if depth == 'gt' else '')),
+                device, progress, extra, depth))
             r = out[-1]
             print(f'    IoU {_f(r["occupancy"].get("iou"))}, window '
                   f'{_f(r["occupancy"].get("window_iou"))}, flicker '
@@ -318,6 +323,13 @@ def _run(args: argparse.Namespace) -> int:
         step(f'sequence {case.name}: ' + ('cached' if os.path.isdir(
             os.path.join(cache, case.folder)) else 'making it once'))
         preps.append(suite.prepare(case, cache, progress))
+    try:   # the overrides against every sequence's own parameters, before any run
+        from l3rocc_core.bench.accuracy import case_config
+        for prep in preps:
+            case_config(prep, 'none', device, extra)
+    except ValueError as exc:
+        print(f'l3rocc bench: bad --set for {prep.case.name}: {exc}', file=sys.stderr)
+        return 2
 
     if 'accuracy' not in skip:
         runs = _accuracy(preps, refiners, runs_dir, device, progress, step, args.quick, extra,
