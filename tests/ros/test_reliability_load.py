@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 NAME = 'l3rocc_rel_load'
 FRAMES, RATE_HZ = 600, 60.0
+WINDOW = 16   # the default window_size
 HEAVY = {'working_width': 160, 'num_depth_planes': 96, 'depth_downsample': 1,
          'queue_size': 2, 'tf_timeout_s': 0.3}
 
@@ -56,7 +57,9 @@ def soak(ros_context, wall):
             arrivals.append((wall.stamp_of(msg), time.time_ns()))
     client.node.create_subscription(PointCloud2, f'/{NAME}/points', on_points, 10)
     try:
-        warm = client.feed(range(3), period_s=0.2)  # first frames, allocations, imports
+        # A full window first (imports, allocations, every slot's buffers), so that what the
+        # run holds on to afterwards is not the window filling.
+        warm = client.feed([k % 12 for k in range(WINDOW)], period_s=0.35)
         assert client.wait_for('points', lambda m: wall.stamp_of(m) == warm, 60.0)
         assert wall.wait_until(lambda: not run.node.busy, 30.0)
         # This process also holds what earlier tests freed (hundreds of MB in a full suite
@@ -88,10 +91,15 @@ def soak(ros_context, wall):
                                and run.node.diagnostics_extra()['queued'] == 0, 60.0)
         time.sleep(0.5)
         end_status = proc_status()
+        # The same after giving freed memory back, as before the start: what stays is held.
+        gc.collect()
+        release_free_memory()
+        end_trimmed = proc_status()
         with lock:
             results = list(arrivals)
         yield {'snap': run.node.stats.snapshot(), 'results': results, 'samples': samples,
                'publish_s': publish_s, 'start': start_status, 'end': end_status,
+               'end_trimmed': end_trimmed,
                'queue_size': HEAVY['queue_size']}
     finally:
         run.close()
@@ -119,20 +127,30 @@ def test_queue_bounded_and_every_frame_accounted(soak) -> None:
 
 
 def test_memory_and_threads_flat(soak) -> None:
-    """RSS plateaus once the window and the allocator are warm; no thread is left behind."""
+    """Memory the run holds on to stays small; no thread is left behind.
+
+    The test's own measure is the RSS after the run minus the RSS before it, both after giving
+    freed memory back (gc, malloc_trim): a leak of 1 MB per processed frame would hold ~50 MB.
+    The series over the run is printed, not asserted. In a ~1.1 GB pytest process the allocator
+    swings by +-35 MiB between quarters of a 10 s run (medians of the last and second
+    quarter differed by +36 MiB once with a falling slope), so it cannot tell a leak from noise.
+    The long version is `l3rocc bench --soak` (12 minutes, slope of the last half).
+    """
     samples = np.array(soak['samples'], np.float64)
     t, rss_mb, threads = samples[:, 0], samples[:, 1] / 1024, samples[:, 2]
     half, quarter = len(t) // 2, len(t) // 4
     slope_mb_per_min = np.polyfit(t[half:], rss_mb[half:], 1)[0] * 60.0
     plateau_mb = np.median(rss_mb[-quarter:]) - np.median(rss_mb[quarter:half])
     growth_mb = (soak['end']['VmRSS'] - soak['start']['VmRSS']) / 1024
+    held_mb = (soak['end_trimmed']['VmRSS'] - soak['start']['VmRSS']) / 1024
     print(f'\nRSS {soak["start"]["VmRSS"] / 1024:.0f} -> {soak["end"]["VmRSS"] / 1024:.0f} MiB '
-          f'(+{growth_mb:.1f}; the window fills during the first seconds), median of the last '
+          f'(+{growth_mb:.1f} over the run; held after trimming {held_mb:+.1f} MiB), '
+          f'median of the last '
           f'quarter - median of the second quarter {plateau_mb:+.1f} MiB, fitted slope over the '
           f'second half {slope_mb_per_min:+.0f} MiB/min (+-15 MiB per-frame sawtooth over '
           f'{t[-1] - t[half]:.0f} s); threads {soak["start"]["Threads"]} -> '
           f'{soak["end"]["Threads"]} (max {int(threads.max())})')
     assert growth_mb < 96.0
-    assert plateau_mb < 24.0
+    assert held_mb < 32.0
     assert soak['end']['Threads'] <= soak['start']['Threads'] + 1
     assert threads.max() <= soak['start']['Threads'] + 2
