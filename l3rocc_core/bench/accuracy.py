@@ -60,19 +60,15 @@ class BenchPipeline(OccupancyPipeline):
     :param sink: called once per processed frame
     """
 
-    def __init__(self, config: PipelineConfig, sink: Optional[Sink] = None,
-                 depth_oracle: Optional['DepthTruth'] = None):
-        """Build the pipeline (see the base class).
-
-        :param depth_oracle: when given, every frame's depth is this ground truth rendered into
-            the frame's (working-resolution) camera at its pose, instead of the plane sweep's
-            (through :meth:`~l3rocc_core.pipeline.OccupancyPipeline.push_depth`); the rest of
-            the pipeline is unchanged
-        """
+    def __init__(self, config: PipelineConfig, sink: Optional[Sink] = None):
+        """Build the pipeline (see the base class)."""
         super().__init__(config)
         self.sink = sink
         self.hook_s = 0.0
-        self.depth_oracle = depth_oracle
+        #: A :class:`DepthTruth` set by ``run_case(depth='gt')``: every frame's depth is then
+        #: this ground truth rendered into the frame's (working-resolution) camera at its pose,
+        #: through ``push_depth`` instead of the depth stage; the rest is unchanged.
+        self.depth_oracle: Optional['DepthTruth'] = None
         self._tap: Optional[_DepthTap] = None
         self._raw: Optional[np.ndarray] = None
 

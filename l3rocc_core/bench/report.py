@@ -75,6 +75,7 @@ def _accuracy_rows(runs: Sequence[Dict[str, Any]]) -> List[List[str]]:
 
 def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
     """Return the whole ``results.md``."""
+    from l3rocc_core.metrics import TRAIL_SPAN
     meta = results.get('meta', {})
     lines = ['# l3rocc benchmark results', '',
              f'Command: `{meta.get("command", "l3rocc bench")}`  ',
@@ -113,9 +114,9 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                   'against the GT at their stamps, static/dynamic = over GT static / moving '
                   'voxels (synthetic only; dynamic IoU = the share of a moving part seen, since '
                   'every dynamic voxel is GT-occupied), trail = share of the observed voxels a '
-                  'moving object left within the last 15 frames that are still occupied '
-                  '(newest slice; lower is better), flicker = share of observed static voxels '
-                  'that change between consecutive frames (`h=0`: the same before '
+                  f'moving object left within the last {TRAIL_SPAN} frames that are still '
+                  'occupied (newest slice; lower is better), flicker = share of observed '
+                  'static voxels that change between consecutive frames (`h=0`: the same before '
                   '`occupancy_hysteresis`, from the same run); depth of the geometry stage (plane '
                   'sweep) against GT depth: AbsRel, δ<1.25 and completeness (share of GT '
                   'pixels with a valid estimate). Synthetic sequences: `l3rocc synth` test-split '
