@@ -716,7 +716,7 @@ def depth_metrics(pred: Array, gt: Array, valid: Optional[Array] = None,
     :param max_depth: ignore GT beyond this many metres, or None
     :return: ``abs_rel`` (mean |d - d*| / d*), ``rmse`` (m), ``delta_1_25`` (share with
         max(d/d*, d*/d) < 1.25), ``median_abs_rel``, ``completeness`` (share of valid GT pixels
-        with a valid estimate), ``n_valid`` (pixels valid in both)
+        with a valid estimate), ``n_valid`` (pixels valid in both), ``n_gt`` (valid GT pixels)
     """
     p = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
     g = gt.detach().cpu().numpy() if isinstance(gt, torch.Tensor) else np.asarray(gt)
@@ -736,7 +736,7 @@ def depth_metrics(pred: Array, gt: Array, valid: Optional[Array] = None,
     both = g_ok & p_ok
     n_gt = int(g_ok.sum())
     n = int(both.sum())
-    out = {'n_valid': n, 'completeness': _ratio(n, n_gt)}
+    out = {'n_valid': n, 'n_gt': n_gt, 'completeness': _ratio(n, n_gt)}
     if n == 0:
         out.update(abs_rel=math.nan, median_abs_rel=math.nan, rmse=math.nan,
                    delta_1_25=math.nan)

@@ -128,27 +128,36 @@ class DepthTruth:
 
     :param depth: per stamp: (float [H, W] metres, its undistorted pinhole camera,
         T_world_cam float64 [4, 4] of that depth map)
+    :param moving: per stamp: bool [H, W] pixels of that map that see a moving object
+        (synthetic sequences), or None
     """
 
-    def __init__(self, depth: Dict[int, tuple]):
+    def __init__(self, depth: Dict[int, tuple], moving: Optional[Dict[int, np.ndarray]] = None):
         """Index the maps by stamp (ns)."""
         self.depth = depth
+        self.moving = moving
 
     @classmethod
     def from_synth(cls, path: str) -> 'DepthTruth':
         """Load ``depth.npz`` of ``l3rocc synth``.
 
         The maps belong to the undistorted pinhole camera (``K``) at the frame's own pose, so
-        the stamp alone pairs them with replayed frames.
+        the stamp alone pairs them with replayed frames. ``moving_packed`` (written since the
+        moving-pixel masks were added; older caches lack it) gives :attr:`moving`.
         """
         with np.load(path, allow_pickle=False) as z:
             depth = z['depth']
             stamps = z['stamps'].astype(np.int64)
             K = z['K'].astype(np.float64)
-            w, h = int(z['width']), int(z['height'])
+            moving = None
+            if 'moving_packed' in z.files:
+                moving = np.unpackbits(z['moving_packed'], count=depth.size).reshape(
+                    depth.shape).astype(bool)
+        h, w = depth.shape[1:]
         cam = PinholeCamera(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]),
                             float(K[1, 2]))
-        return cls({int(s): (depth[i], cam, None) for i, s in enumerate(stamps)})
+        return cls({int(s): (depth[i], cam, None) for i, s in enumerate(stamps)},
+                   None if moving is None else {int(s): moving[i] for i, s in enumerate(stamps)})
 
     @classmethod
     def from_tum(cls, path: Optional[str] = None) -> 'DepthTruth':
@@ -167,6 +176,23 @@ class DepthTruth:
         d, cam, T = item
         T = T_world_cam if T is None else T
         return M.reproject_depth(np.asarray(d, np.float32), cam, T, camera, T_world_cam)
+
+    def render_moving(self, stamp_ns: int, camera: PinholeCamera, T_world_cam: np.ndarray,
+                      gt: np.ndarray) -> Optional[np.ndarray]:
+        """Return which pixels of :meth:`render`'s ``gt`` show a moving object.
+
+        A pixel is moving when the nearest point splatted onto it is a moving object's: the
+        moving points alone, rendered the same way, land there at exactly the same depth.
+
+        :return: bool [camera.height, camera.width], or None without moving-pixel masks
+        """
+        if self.moving is None or int(stamp_ns) not in self.moving:
+            return None
+        d, cam, T = self.depth[int(stamp_ns)]
+        T = T_world_cam if T is None else T
+        only = np.where(self.moving[int(stamp_ns)], np.asarray(d, np.float32), 0.0)
+        moving = M.reproject_depth(only.astype(np.float32), cam, T, camera, T_world_cam)
+        return (moving > 0) & (moving == gt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +216,9 @@ class CaseScorer:
         #: The same scores of the probabilities before ``occupancy_hysteresis``.
         self.raw_scorer = M.SequenceScorer()
         self.depth_rows: List[Dict[str, float]] = []
+        #: The same rows over the pixels that see a moving object and over the others
+        #: (synthetic sequences with moving-pixel masks).
+        self.depth_rows_split: Dict[str, List[Dict[str, float]]] = {'moving': [], 'static': []}
         self.depth_missing = 0
 
     def __call__(self, frame: Frame, occ: Occupancy4D, depth: Any,
@@ -203,29 +232,55 @@ class CaseScorer:
         if depth is None:
             self.depth_missing += 1
             return
-        gt = self.depth_truth.render(frame.stamp_ns, depth.camera, frame.T_world_cam)
+        self.score_depth(frame.stamp_ns, frame.T_world_cam, depth)
+
+    def score_depth(self, stamp_ns: int, T_world_cam: np.ndarray, depth: Any) -> None:
+        """Score one depth estimate (a ``DepthResult``) against the GT depth at ``stamp_ns``."""
+        gt = self.depth_truth.render(stamp_ns, depth.camera, T_world_cam)
         if gt is None:
             return
         row = M.depth_metrics(depth.depth, gt, depth.valid, self.max_depth)
-        row['stamp'] = int(frame.stamp_ns)
+        row['stamp'] = int(stamp_ns)
         self.depth_rows.append(row)
+        moving = self.depth_truth.render_moving(stamp_ns, depth.camera, T_world_cam, gt)
+        if moving is None:
+            return
+        for name, mask in (('moving', moving), ('static', ~moving)):
+            row = M.depth_metrics(depth.depth, np.where(mask, gt, 0.0), depth.valid,
+                                  self.max_depth)
+            row['stamp'] = int(stamp_ns)
+            self.depth_rows_split[name].append(row)
 
     def depth_summary(self) -> Dict[str, Any]:
-        """Return pixel-pooled AbsRel, delta < 1.25 and completeness over every scored frame."""
-        rows = [r for r in self.depth_rows if r['n_valid'] > 0]
-        n = np.asarray([r['n_valid'] for r in rows], np.float64)
+        """Return pixel-pooled AbsRel, delta < 1.25 and completeness over every scored frame.
+
+        With moving-pixel masks, ``moving`` and ``static`` hold the same figures over the GT
+        pixels that see a moving object and over the others, with ``gt_pixels`` (their count).
+        """
         out: Dict[str, Any] = {'frames': len(self.depth_rows),
                                'frames_without_depth': self.depth_missing}
-        if not rows:
-            out.update(abs_rel=None, delta_1_25=None, median_abs_rel=None, completeness=None)
-            return out
-        n_gt = np.asarray([r['n_valid'] / r['completeness'] for r in rows], np.float64)
-        out.update(
-            abs_rel=float(np.sum(n * [r['abs_rel'] for r in rows]) / n.sum()),
-            delta_1_25=float(np.sum(n * [r['delta_1_25'] for r in rows]) / n.sum()),
-            median_abs_rel=float(np.median([r['median_abs_rel'] for r in rows])),
-            completeness=float(n.sum() / n_gt.sum()) if n_gt.sum() > 0 else None)
+        out.update(_pooled_depth(self.depth_rows))
+        for name, rows in self.depth_rows_split.items():
+            if rows:
+                out[name] = _pooled_depth(rows)
         return out
+
+
+def _pooled_depth(rows: List[Dict[str, float]]) -> Dict[str, Any]:
+    """Pixel-pooled figures of :func:`~l3rocc_core.metrics.depth_metrics` rows."""
+    n_gt = sum(r['n_gt'] for r in rows)
+    rows = [r for r in rows if r['n_valid'] > 0]
+    n = np.asarray([r['n_valid'] for r in rows], np.float64)
+    out: Dict[str, Any] = {'gt_pixels': int(n_gt),
+                           'completeness': float(n.sum() / n_gt) if n_gt > 0 else None}
+    if not rows:
+        out.update(abs_rel=None, delta_1_25=None, median_abs_rel=None)
+        return out
+    out.update(
+        abs_rel=float(np.sum(n * [r['abs_rel'] for r in rows]) / n.sum()),
+        delta_1_25=float(np.sum(n * [r['delta_1_25'] for r in rows]) / n.sum()),
+        median_abs_rel=float(np.median([r['median_abs_rel'] for r in rows])))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

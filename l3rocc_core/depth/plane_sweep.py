@@ -359,7 +359,10 @@ class PlaneSweepDepth:
         if H < f or W < f:
             raise DepthInputError(f'image {cam.width}x{cam.height} is smaller than '
                                   f'depth_downsample {f}')
-        rgb = torch.as_tensor(frame.image[:H, :W], device=self.device)
+        image = frame.image[:H, :W]
+        if not image.flags.writeable:   # e.g. a decoded message's buffer: torch warns on it
+            image = image.copy()
+        rgb = torch.as_tensor(image, device=self.device)
         weights = torch.tensor(_GREY, dtype=torch.float32, device=self.device) / 255.0
         gray = (rgb.float() @ weights)[None, None]
         lap = (gray[..., 1:-1, :-2] + gray[..., 1:-1, 2:] + gray[..., :-2, 1:-1]

@@ -110,6 +110,8 @@ class SyntheticFrame:
     :param occupied: bool [X, Y, Z] or None
     :param dynamic: bool [X, Y, Z] or None
     :param observed: bool [X, Y, Z] or None
+    :param moving: bool [H, W] pinhole pixels that see a moving object (its surface is in the
+        dynamic mask), or None
     """
 
     index: int
@@ -121,6 +123,7 @@ class SyntheticFrame:
     occupied: Optional[np.ndarray] = None
     dynamic: Optional[np.ndarray] = None
     observed: Optional[np.ndarray] = None
+    moving: Optional[np.ndarray] = None
 
 
 class SyntheticSequence:
@@ -143,6 +146,7 @@ class SyntheticSequence:
                                     spec.distortion)
         self.sensor = random_sensor(rng, spec.seed)
         self.renderer = Renderer(self.scene, self.camera, self.sensor)
+        self._object_moves = np.array([o.dynamic for o in self.scene.objects], bool)
         self.exposure_s = float(rng.uniform(0.3, 0.8)) / spec.fps
         self.times = spec.start_s + np.arange(spec.frames) / spec.fps
         self.poses = [self.trajectory.pose(float(t)) for t in self.times]
@@ -172,7 +176,10 @@ class SyntheticSequence:
         samples[len(samples) // 2] = (t, self.poses[index])
         res = self.renderer.render(samples, index)
         T = self.poses[index]
-        out = SyntheticFrame(index, self.stamp_ns(index), t, res.image, res.depth, T)
+        hit = res.object_index
+        moving = (hit >= 0) & self._object_moves[np.maximum(hit, 0)]
+        out = SyntheticFrame(index, self.stamp_ns(index), t, res.image, res.depth, T,
+                             moving=moving)
         if self.gt is not None:
             out.occupied, out.dynamic = self.gt.occupancy(t)
             out.observed = self.gt.observed(res.depth, self.pinhole, T, self.max_depth,
@@ -201,7 +208,8 @@ def write_sequence(out_dir: str, spec: SequenceSpec, progress: bool = True) -> d
     ``gt.npz`` (contract occupancy file: per-frame GT occupancy with prob 1.0,
     ``visible_packed`` = observed masks, plus ``dynamic_packed`` = np.packbits of the
     [N, X, Y, Z] dynamic masks), ``depth.npz`` (``depth`` float16 [N, H, W] metres for the
-    undistorted camera, ``stamps`` int64 [N], ``K`` float64 [3, 3]), ``meta.json``.
+    undistorted camera, ``stamps`` int64 [N], ``K`` float64 [3, 3], ``moving_packed`` =
+    np.packbits of the [N, H, W] masks of the pixels that see a moving object), ``meta.json``.
 
     :param out_dir: created if missing; an existing ``sequence.mcap`` is replaced
     :param spec: what to render
@@ -219,7 +227,7 @@ def write_sequence(out_dir: str, spec: SequenceSpec, progress: bool = True) -> d
     if bag_path.exists():
         bag_path.unlink()
     writer = OccupancySequenceWriter(seq.grid, 0.5)
-    dynamic, depths, stamps = [], [], []
+    dynamic, depths, stamps, moving = [], [], [], []
     t_render = []
     t0 = time.perf_counter()
     with CameraBagWriter(str(bag_path)) as bag:
@@ -235,6 +243,7 @@ def write_sequence(out_dir: str, spec: SequenceSpec, progress: bool = True) -> d
             writer.add(f.stamp_ns, f.occupied.astype(np.float32), f.observed)
             dynamic.append(f.dynamic)
             depths.append(f.depth.astype(np.float16))
+            moving.append(f.moving)
             stamps.append(f.stamp_ns)
             if i == spec.frames // 2:
                 import cv2
@@ -243,7 +252,8 @@ def write_sequence(out_dir: str, spec: SequenceSpec, progress: bool = True) -> d
     writer.write(gt_path)
     _add_arrays(gt_path, dynamic_packed=np.packbits(np.stack(dynamic).reshape(-1)))
     _savez(str(out / 'depth.npz'), depth=np.stack(depths), stamps=np.asarray(stamps, np.int64),
-           K=seq.pinhole.K, width=np.int64(spec.width), height=np.int64(spec.height))
+           K=seq.pinhole.K, width=np.int64(spec.width), height=np.int64(spec.height),
+           moving_packed=np.packbits(np.stack(moving).reshape(-1)))
     meta = {
         'spec': asdict(spec), 'frames': spec.frames,
         'camera': {'width': seq.camera.width, 'height': seq.camera.height,

@@ -50,6 +50,40 @@ def test_depth_truth_renders_a_plane_into_a_smaller_camera() -> None:
     assert truth.render(8, small, np.eye(4)) is None
 
 
+def test_depth_is_scored_apart_on_moving_and_static_pixels() -> None:
+    import torch
+    from l3rocc_core.depth.result import DepthResult
+    cam = PinholeCamera(64, 48, 60.0, 60.0, 31.5, 23.5)
+    small = cam.scaled(32)
+    depth = np.full((48, 64), 2.0, np.float32)
+    moving = np.zeros((48, 64), bool)
+    moving[10:30, 20:40] = True                        # a moving box in front of a wall
+    depth[moving] = 1.0
+    truth = DepthTruth({7: (depth, cam, None)}, {7: moving})
+    gt = truth.render(7, small, np.eye(4))
+    mask = truth.render_moving(7, small, np.eye(4), gt)
+    assert mask.shape == gt.shape and np.all(gt[mask] == 1.0) and np.all(gt[~mask] != 1.0)
+    assert 0.1 < mask.mean() < 0.2
+    # The estimate is right on the wall and 50 % too far on the box.
+    est = np.where(mask, 1.5, gt).astype(np.float32)
+    result = DepthResult(torch.from_numpy(est), torch.ones(gt.shape),
+                         torch.from_numpy(est > 0), small)
+    scorer = CaseScorer(None, truth, 6.0)
+    scorer.score_depth(7, np.eye(4), result)
+    s = scorer.depth_summary()
+    assert s['moving']['abs_rel'] == pytest.approx(0.5) and s['moving']['delta_1_25'] == 0.0
+    assert s['static']['abs_rel'] == pytest.approx(0.0) and s['static']['delta_1_25'] == 1.0
+    assert s['moving']['gt_pixels'] == int(mask.sum())
+    assert s['moving']['gt_pixels'] + s['static']['gt_pixels'] == int((gt > 0).sum())
+    assert s['moving']['completeness'] == pytest.approx(1.0)
+    lines = report._moving_depth_lines([{'sequence': 'box', 'refiner': 'none', 'depth': s}])
+    assert any(line.startswith('| box |') for line in lines)
+    # Without masks (TUM, older caches) there is no split.
+    plain = CaseScorer(None, DepthTruth({7: (depth, cam, None)}), 6.0)
+    plain.score_depth(7, np.eye(4), result)
+    assert 'moving' not in plain.depth_summary()
+
+
 def test_resources_measure_a_child_and_this_process() -> None:
     me = proc_status(os.getpid())
     assert me['rss_mb'] > 10 and me['peak_rss_mb'] >= me['rss_mb'] and me['threads'] >= 1

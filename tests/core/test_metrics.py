@@ -238,7 +238,7 @@ def test_depth_metrics_hand_computed():
     pred = np.array([[1.1, 1.0], [0.0, 3.0]], np.float32)
     m = M.depth_metrics(pred, gt)
     # Valid in both: (1.0 -> 1.1) and (2.0 -> 1.0); GT valid: 3 pixels.
-    assert m['n_valid'] == 2
+    assert m['n_valid'] == 2 and m['n_gt'] == 3
     assert m['completeness'] == pytest.approx(2 / 3)
     assert m['abs_rel'] == pytest.approx((0.1 / 1.0 + 1.0 / 2.0) / 2)
     assert m['rmse'] == pytest.approx(math.sqrt((0.01 + 1.0) / 2), rel=1e-6)

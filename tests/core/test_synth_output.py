@@ -71,6 +71,22 @@ def test_written_sequence_is_readable(tmp_path):
         assert z['depth'].dtype == np.float16 and z['depth'].shape == (4, 48, 64)
         np.testing.assert_allclose(z['depth'][3].astype(np.float32), f.depth, rtol=1e-3)
         np.testing.assert_array_equal(z['stamps'], gt.stamps_ns)
+        moving = np.unpackbits(z['moving_packed'], count=4 * 48 * 64).reshape(4, 48, 64)
+    np.testing.assert_array_equal(moving[3].astype(bool), f.moving)
+    # Moving pixels are surface points of the dynamic voxels (within a voxel: samples).
+    assert f.moving.sum() > 50 and np.all(f.depth[f.moving] > 0)
+    p_cam = seq.pinhole.pixel_rays()[f.moving] * f.depth[f.moving][:, None]
+    p_world = p_cam @ f.T_world_cam[:3, :3].T + f.T_world_cam[:3, 3]
+    ijk = seq.grid.world_to_ijk(p_world)
+    ok = seq.grid.in_bounds(ijk)
+    near = np.zeros_like(f.dynamic)
+    for axis in range(3):          # one voxel of slack: a point on a face may round outwards
+        for step in (-1, 0, 1):
+            near |= np.roll(f.dynamic, step, axis)
+    assert ok.mean() > 0.9 and near[tuple(ijk[ok].T)].mean() > 0.95
+    from l3rocc_core.bench.accuracy import DepthTruth
+    truth = DepthTruth.from_synth(str(tmp_path / 'seq' / 'depth.npz'))
+    np.testing.assert_array_equal(truth.moving[int(gt.stamps_ns[3])], f.moving)
     saved = json.loads((tmp_path / 'seq' / 'meta.json').read_text())
     assert saved['recommended_parameters']['grid_min'] == list(gt.grid.origin)
 
