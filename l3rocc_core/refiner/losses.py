@@ -18,7 +18,12 @@
 - optional motion consistency (``weights.motion`` > 0, the method's 0.1 when used):
   ``M = sum_v valid(v) * ||F(v) - F_match(v)||_1 / sum_v valid(v)``, the L1 distance between the
   predicted occupancy flow ``F`` [B, T, 3, X, Y, Z] (m/s) and the flow from feature matching
-  ``F_match`` (:mod:`l3rocc_core.refiner.motion`) on the voxels holding a match.
+  ``F_match`` (:mod:`l3rocc_core.refiner.motion`) on the voxels holding a match;
+- optional streamed smoothness (``weights.stream`` > 0; ours, not the method's): the same
+  squared second difference, but of what a stream publishes: the newest slice of three
+  successive windows (passes over the first ``T-2``, ``T-1`` and ``T`` slices), on the static
+  voxels observed by the middle one (:func:`stream_smoothness`). ``S`` only ties the slices of
+  one pass together, and a stream publishes each slice from its own pass.
 """
 
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ class LossWeights:
     :param pos_weight: BCE weight of occupied voxels (class balance)
     :param dynamic: BCE and L1 weight multiplier on voxels of moving objects
     :param motion: weight of the motion-consistency term (0 = off)
+    :param stream: weight of the streamed smoothness term (0 = off)
     """
 
     geo: float = 1.0
@@ -48,6 +54,7 @@ class LossWeights:
     pos_weight: float = 1.0
     dynamic: float = 1.0
     motion: float = 0.0
+    stream: float = 0.0
 
 
 def voxel_weights(observed: torch.Tensor, known: Optional[torch.Tensor],
@@ -70,6 +77,23 @@ def second_difference(prob: torch.Tensor) -> torch.Tensor:
     :return: [B, T-2, ...] (entry ``t-1`` holds the value centred on slice ``t``)
     """
     return prob[:, 2:] - 2.0 * prob[:, 1:-1] + prob[:, :-2]
+
+
+def stream_smoothness(newest: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean squared second difference of three successive published slices.
+
+    :param newest: float [B, 3, X, Y, Z] probabilities of the newest slice of three successive
+        windows, oldest first
+    :param weight: float [B, X, Y, Z] per-voxel weight (e.g. static voxels observed by the
+        middle window)
+    :return: scalar (0 when every weight is 0)
+    """
+    if newest.dim() != 5 or newest.shape[1] != 3:
+        raise ValueError(f'newest must be [B, 3, X, Y, Z], got {tuple(newest.shape)}')
+    if weight.shape != newest[:, 0].shape:
+        raise ValueError(f'weight shape {tuple(weight.shape)} != {tuple(newest[:, 0].shape)}')
+    d2 = second_difference(newest.float())[:, 0]
+    return (weight * d2 * d2).sum() / weight.sum().clamp_min(1.0)
 
 
 def motion_consistency(flow: torch.Tensor, flow_target: torch.Tensor,

@@ -48,7 +48,8 @@ from tqdm import tqdm
 from l3rocc_core.refiner.checkpoint import (atomic_save, model_checkpoint, model_from_checkpoint,
                                             read_checkpoint, save_model)
 from l3rocc_core.refiner.dataset import (DatasetError, ShardBatches, ShardDataset, collate)
-from l3rocc_core.refiner.losses import LossWeights, refiner_loss
+from l3rocc_core.refiner.losses import (LossWeights, refiner_loss, stream_smoothness,
+                                        voxel_weights)
 from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, DEFAULT_FEATURE_NAMES, NetConfig,
                                          TemporalOccupancyNet, count_parameters, resolve_device)
 
@@ -72,6 +73,7 @@ class TrainOptions:
     pos_weight: float = 1.0
     dynamic_weight: float = 1.0
     motion_weight: float = 0.0
+    stream_weight: float = 0.0
     seq_len: int = 16
     voxel_size: float = 0.05
     checkpointing: bool = False
@@ -201,9 +203,19 @@ def _loss_terms(model: TemporalOccupancyNet, batch: Dict[str, torch.Tensor],
     logits, flow = (out[0].float(), out[1].float()) if motion else (out.float(), None)
     extra = {'flow': flow, 'flow_target': batch['flow'].to(device),
              'flow_valid': batch['flow_valid'].to(device)} if motion else {}
-    terms = refiner_loss(logits, batch['occupancy'].to(device),
-                         batch['observed_window'].to(device), batch['known'].to(device),
-                         weights, batch['dynamic'].to(device), **extra)
+    observed, known = batch['observed_window'].to(device), batch['known'].to(device)
+    dynamic = batch['dynamic'].to(device)
+    terms = refiner_loss(logits, batch['occupancy'].to(device), observed, known, weights,
+                         dynamic, **extra)
+    t = x.shape[1]
+    if weights is not None and weights.stream > 0 and t >= 4:
+        # What a stream publishes: the newest slice of the windows ending at T-3, T-2, T-1.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            earlier = [model(x[:, :t - k])[:, -1].float() for k in (2, 1)]
+        newest = torch.sigmoid(torch.stack(earlier + [logits[:, -1]], 1))
+        w = voxel_weights(observed[:, t - 2], known[:, t - 2], weights.unobserved)
+        terms['stream'] = stream_smoothness(newest, w * (~dynamic[:, t - 2].bool()).float())
+        terms['total'] = terms['total'] + weights.stream * terms['stream']
     return terms, logits, flow
 
 
@@ -361,8 +373,9 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     """
     if (opts.steps <= 0) == (opts.epochs <= 0):
         raise TrainError('give exactly one of --steps or --epochs (> 0)')
-    if opts.motion_weight < 0:
-        raise TrainError(f'--motion-weight must be >= 0, got {opts.motion_weight}')
+    if opts.motion_weight < 0 or opts.stream_weight < 0:
+        raise TrainError('--motion-weight and --stream-weight must be >= 0, got '
+                         f'{opts.motion_weight} and {opts.stream_weight}')
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     device = resolve_device(opts.device)
@@ -385,7 +398,8 @@ def train(opts: TrainOptions) -> Dict[str, Any]:
     logodds_scale = _geometry_logodds_scale(meta)
     weights = LossWeights(geo=opts.lambda_geo, temporal=opts.temp_weight, l1=opts.lambda_l1,
                           unobserved=opts.unobserved_weight, pos_weight=opts.pos_weight,
-                          dynamic=opts.dynamic_weight, motion=opts.motion_weight)
+                          dynamic=opts.dynamic_weight, motion=opts.motion_weight,
+                          stream=opts.stream_weight)
     if opts.motion_weight > 0:
         for d in (train_set, val_set):
             if not d.has_flow:

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help='weight of the motion-consistency term (predicted occupancy flow '
                         'against feature-matched flow; the method uses 0.1; 0 = off). Adds '
                         'the flow head; needs shards with flow (current `l3rocc synth`)')
+    p.add_argument('--stream-weight', type=float, default=0.0,
+                   help='weight of the streamed smoothness term: the squared 2nd difference of '
+                        'the newest slice of three successive windows, as a stream publishes '
+                        'them (two more forward passes per step; 0 = off)')
     p.add_argument('--seq-len', type=int, default=16, help='time slices per training window')
     p.add_argument('--voxel-size', type=float, default=0.05,
                    help='metres; must match the dataset')

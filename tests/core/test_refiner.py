@@ -16,7 +16,7 @@ import torch
 from l3rocc_core.config import RefinerConfig
 from l3rocc_core.refiner.checkpoint import (CheckpointError, load_model, read_checkpoint,
                                             save_model)
-from l3rocc_core.refiner.losses import LossWeights, refiner_loss
+from l3rocc_core.refiner.losses import LossWeights, refiner_loss, stream_smoothness
 from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, NetConfig, NetworkRefiner,
                                          TemporalOccupancyNet, count_parameters, load_refiner)
 
@@ -128,6 +128,21 @@ def test_loss_is_zero_smoothness_for_linear_ramps_and_checks_shapes() -> None:
     with pytest.raises(ValueError, match='target shape'):
         refiner_loss(torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 3, 2, 2, 1),
                      torch.ones(1, 3, 2, 2, 2, dtype=torch.bool))
+
+
+def test_stream_smoothness_by_hand() -> None:
+    # Two voxels' newest slices over three windows: 0.2, 0.5, 0.3 (2nd difference -0.5) and a
+    # ramp 0.1, 0.2, 0.3 (0).
+    newest = torch.tensor([[0.2, 0.1], [0.5, 0.2], [0.3, 0.3]]).view(1, 3, 1, 1, 2)
+    both = torch.ones(1, 1, 1, 2)
+    assert stream_smoothness(newest, both).item() == pytest.approx(0.25 / 2)
+    assert stream_smoothness(newest, torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)).item() == \
+        pytest.approx(0.25)
+    assert stream_smoothness(newest, torch.zeros(1, 1, 1, 2)).item() == 0.0
+    with pytest.raises(ValueError, match='3'):
+        stream_smoothness(newest[:, :2], both)
+    with pytest.raises(ValueError, match='weight shape'):
+        stream_smoothness(newest, both[..., :1])
 
 
 # ---------------------------------------------------------------- network

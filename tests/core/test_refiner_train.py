@@ -216,6 +216,45 @@ def test_init_fine_tunes_from_a_checkpoint_and_may_switch_to_causal(tmp_path: Pa
         train(options(data, tmp_path / 'none', init=str(tmp_path / 'missing.pt'), steps=2))
 
 
+def test_stream_term_is_the_smoothness_of_successive_newest_slices(tmp_path: Path) -> None:
+    from l3rocc_core.refiner.losses import LossWeights, refiner_loss
+    from l3rocc_core.refiner.network import NetConfig, TemporalOccupancyNet
+    from l3rocc_core.refiner.train import _loss_terms
+    rng = np.random.default_rng(0)
+    samples = [box_sample(rng) for _ in range(2)]
+    batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}
+    batch['features'] = batch['features'].float()
+    batch['observed_window'] = batch['observed']
+    batch['known'] = torch.ones_like(batch['observed'])
+    torch.manual_seed(0)
+    model = TemporalOccupancyNet(NetConfig(feature_names=tuple(FEATURES), width=8, heads=2))
+    with torch.no_grad():
+        model.head[-1].weight.normal_(0.0, 0.5)       # not the identity: slices differ by pass
+    weights = LossWeights(stream=2.0)
+    terms = _loss_terms(model, batch, torch.device('cpu'), weights)[0]
+    x, t = batch['features'], 6
+    with torch.no_grad():
+        newest = torch.stack([torch.sigmoid(model(x[:, :n])[:, -1]) for n in (4, 5, 6)], 1)
+        d2 = newest[:, 2] - 2 * newest[:, 1] + newest[:, 0]
+        obs = batch['observed'][:, t - 2].float()     # unobserved voxels of known GT: 0.1
+        w = (obs + 0.1 * (1 - obs)) * (~batch['dynamic'][:, t - 2]).float()
+        expected = (w * d2 ** 2).sum() / w.sum()
+        base = refiner_loss(model(x), batch['occupancy'], batch['observed'], batch['known'],
+                            weights, batch['dynamic'])['total']
+    assert expected.item() > 1e-6
+    assert terms['stream'].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert terms['total'].item() == pytest.approx(base.item() + 2.0 * expected.item(), rel=1e-4)
+    # Too short for three windows, or off: no term.
+    short = {k: v[:, :3] for k, v in batch.items()}
+    assert 'stream' not in _loss_terms(model, short, torch.device('cpu'), weights)[0]
+    assert 'stream' not in _loss_terms(model, batch, torch.device('cpu'), LossWeights())[0]
+    # In a run it is logged like the other terms.
+    train(options(write_dataset(tmp_path / 'd'), tmp_path / 'run', stream_weight=1.0, steps=2,
+                  val_every=2))
+    with open(tmp_path / 'run' / 'train.csv') as fh:
+        assert 'stream' in next(csv.DictReader(fh))
+
+
 def test_training_improves_over_geometry(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / 'd', shards=(('train', 2, 8), ('val', 1, 8)))
     summary = train(options(data, tmp_path / 'run', steps=300, val_every=300, batch_size=4,
