@@ -11,7 +11,9 @@ One call of :func:`train` runs the whole procedure (``l3rocc train`` is a thin C
   the network must keep, and ``unobserved_weight`` elsewhere; with ``motion_weight`` > 0 the
   network gets the occupancy-flow head and the motion-consistency term (the shards' ``flow``),
   and validation reports the flow's end-point error (``val_flow_epe``, ``_dynamic`` on moving
-  parts, ``_zero`` for a zero-flow prediction);
+  parts, ``_zero`` for a zero-flow prediction); with ``stream_weight`` > 0 the streamed
+  smoothness term (two more forward passes per step, over the first ``T-2`` and ``T-1``
+  slices: the newest slices a stream would publish before this one);
 - gradient checkpointing of the half-resolution trunk (``checkpointing``), mixed precision
   (bfloat16 autocast) on CUDA only (``amp``);
 - ``OUT/train.csv`` (every ``log_every`` steps: loss terms, lr), ``OUT/val.csv`` (each
