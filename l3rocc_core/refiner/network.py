@@ -272,18 +272,23 @@ class TemporalOccupancyNet(nn.Module):
         kk, ix, iy, iz = mask.nonzero(as_tuple=True)  # [M] each
         rows = ((ix // 2 * hy + iy // 2) * hz + iz // 2) * k + kk  # row of [x * y * z * K]
         used = torch.zeros(hx * hy * hz * k, dtype=torch.bool, device=h.device)
-        used[rows] = True
+        used.index_fill_(0, rows, True)
         keep = used.nonzero().squeeze(1)  # [R] rows with a masked voxel
         lut = torch.empty(used.numel(), dtype=torch.long, device=h.device)
-        lut[keep] = torch.arange(keep.numel(), device=h.device)
+        lut.index_copy_(0, keep, torch.arange(keep.numel(), device=h.device))
         x = h.reshape(-1, w).index_select(0, keep)
         y = self.dec.spatial(h).reshape(-1, w).index_select(0, keep)
         u = self.config.up_channels
         up = self.up(x + self.dec.pointwise(F.gelu(y))).view(-1, 8, u)  # [R, 2*2*2, U]
         child = (ix % 2) * 4 + (iy % 2) * 2 + iz % 2  # the order of _decode's 2x2x2 split
+        # Gathers and the scatter by flat index: index_select / index_copy_ with one index
+        # tensor are several times faster on the CPU than advanced indexing with four.
+        flat = ((kk * mask.shape[1] + ix) * mask.shape[2] + iy) * mask.shape[3] + iz
+        c = features.shape[1]
+        x_cl = features.permute(0, 2, 3, 4, 1).reshape(-1, c).index_select(0, flat)
+        values = self._output_cl(up.reshape(-1, u).index_select(0, lut[rows] * 8 + child), x_cl)
         out = features.new_full(mask.shape, float('-inf'))
-        out[kk, ix, iy, iz] = self._output_cl(up[lut[rows], child],
-                                              features.permute(0, 2, 3, 4, 1)[kk, ix, iy, iz])
+        out.view(-1).index_copy_(0, flat, values)
         return out
 
     def _output_cl(self, up: torch.Tensor, x_cl: torch.Tensor) -> torch.Tensor:
@@ -714,7 +719,8 @@ class NetworkRefiner:
                 at = [need.index(k) for k in todo]
                 contiguous = at == list(range(at[0], at[0] + len(at)))
                 kv = self.model.slice_keys(enc[at[0]:at[-1] + 1] if contiguous else enc[at])
-                self._ring(kv, max(slots) + 1)[:, todo] = kv  # kv: [N, len(todo), 2W]
+                self._ring(kv, max(slots) + 1).index_copy_(   # kv: [N, len(todo), 2W]
+                    1, torch.tensor(todo, device=kv.device), kv)
                 self._cached.update(todo)
             times: List[Optional[int]] = [None] * self._keys.shape[1]
             for i, k in enumerate(slots):
