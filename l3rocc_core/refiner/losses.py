@@ -21,9 +21,10 @@
   ``F_match`` (:mod:`l3rocc_core.refiner.motion`) on the voxels holding a match;
 - optional streamed smoothness (``weights.stream`` > 0; ours, not the method's): the same
   squared second difference, but of what a stream publishes: the newest slice of three
-  successive windows (passes over the first ``T-2``, ``T-1`` and ``T`` slices), on the static
-  voxels observed by the middle one (:func:`stream_smoothness`). ``S`` only ties the slices of
-  one pass together, and a stream publishes each slice from its own pass.
+  successive windows (passes over the first ``T-2``, ``T-1`` and ``T`` slices), with the
+  middle window's voxel weights ``w`` and moving voxels left out (:func:`stream_smoothness`).
+  ``S`` only ties the slices of one pass together, and a stream publishes each slice from its
+  own pass.
 """
 
 from dataclasses import dataclass

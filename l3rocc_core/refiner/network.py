@@ -283,9 +283,13 @@ class TemporalOccupancyNet(nn.Module):
         child = (ix % 2) * 4 + (iy % 2) * 2 + iz % 2  # the order of _decode's 2x2x2 split
         # Gathers and the scatter by flat index: index_select / index_copy_ with one index
         # tensor are several times faster on the CPU than advanced indexing with four.
-        flat = ((kk * mask.shape[1] + ix) * mask.shape[2] + iy) * mask.shape[3] + iz
+        nv = mask.shape[1] * mask.shape[2] * mask.shape[3]
+        voxel = (ix * mask.shape[2] + iy) * mask.shape[3] + iz
+        flat = kk * nv + voxel
         c = features.shape[1]
-        x_cl = features.permute(0, 2, 3, 4, 1).reshape(-1, c).index_select(0, flat)
+        # Channel by channel from the flat features: no copy of the whole [K, C, X, Y, Z].
+        base, src = kk * (c * nv) + voxel, features.reshape(-1)
+        x_cl = torch.stack([src.index_select(0, base + j * nv) for j in range(c)], 1)
         values = self._output_cl(up.reshape(-1, u).index_select(0, lut[rows] * 8 + child), x_cl)
         out = features.new_full(mask.shape, float('-inf'))
         out.view(-1).index_copy_(0, flat, values)

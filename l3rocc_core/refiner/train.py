@@ -210,7 +210,7 @@ def _loss_terms(model: TemporalOccupancyNet, batch: Dict[str, torch.Tensor],
     terms = refiner_loss(logits, batch['occupancy'].to(device), observed, known, weights,
                          dynamic, **extra)
     t = x.shape[1]
-    if weights is not None and weights.stream > 0 and t >= 4:
+    if weights is not None and weights.stream > 0 and t >= 3:
         # What a stream publishes: the newest slice of the windows ending at T-3, T-2, T-1.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             earlier = [model(x[:, :t - k])[:, -1].float() for k in (2, 1)]

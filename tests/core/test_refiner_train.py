@@ -244,8 +244,10 @@ def test_stream_term_is_the_smoothness_of_successive_newest_slices(tmp_path: Pat
     assert expected.item() > 1e-6
     assert terms['stream'].item() == pytest.approx(expected.item(), rel=1e-4)
     assert terms['total'].item() == pytest.approx(base.item() + 2.0 * expected.item(), rel=1e-4)
-    # Too short for three windows, or off: no term.
-    short = {k: v[:, :3] for k, v in batch.items()}
+    # Too short for three windows (two slices), or off: no term; three slices are enough.
+    short = {k: v[:, :2] for k, v in batch.items()}
+    assert 'stream' in _loss_terms(model, {k: v[:, :3] for k, v in batch.items()},
+                                   torch.device('cpu'), weights)[0]
     assert 'stream' not in _loss_terms(model, short, torch.device('cpu'), weights)[0]
     assert 'stream' not in _loss_terms(model, batch, torch.device('cpu'), LossWeights())[0]
     # In a run it is logged like the other terms.
