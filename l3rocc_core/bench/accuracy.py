@@ -170,12 +170,7 @@ class DepthTruth:
     def render(self, stamp_ns: int, camera: PinholeCamera,
                T_world_cam: np.ndarray) -> Optional[np.ndarray]:
         """Return GT depth float32 [camera.height, camera.width] (0 = none), or None without GT."""
-        item = self.depth.get(int(stamp_ns))
-        if item is None:
-            return None
-        d, cam, T = item
-        T = T_world_cam if T is None else T
-        return M.reproject_depth(np.asarray(d, np.float32), cam, T, camera, T_world_cam)
+        return self._reproject(stamp_ns, camera, T_world_cam)
 
     def render_moving(self, stamp_ns: int, camera: PinholeCamera, T_world_cam: np.ndarray,
                       gt: np.ndarray) -> Optional[np.ndarray]:
@@ -188,11 +183,20 @@ class DepthTruth:
         """
         if self.moving is None or int(stamp_ns) not in self.moving:
             return None
-        d, cam, T = self.depth[int(stamp_ns)]
-        T = T_world_cam if T is None else T
-        only = np.where(self.moving[int(stamp_ns)], np.asarray(d, np.float32), 0.0)
-        moving = M.reproject_depth(only.astype(np.float32), cam, T, camera, T_world_cam)
+        moving = self._reproject(stamp_ns, camera, T_world_cam, self.moving[int(stamp_ns)])
         return (moving > 0) & (moving == gt)
+
+    def _reproject(self, stamp_ns: int, camera: PinholeCamera, T_world_cam: np.ndarray,
+                   keep: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+        """Return the map at ``stamp_ns`` (its ``keep`` pixels only, if given) in ``camera``."""
+        item = self.depth.get(int(stamp_ns))
+        if item is None:
+            return None
+        d, cam, T = item
+        d = np.asarray(d, np.float32)
+        if keep is not None:
+            d = np.where(keep, d, np.float32(0.0))
+        return M.reproject_depth(d, cam, T_world_cam if T is None else T, camera, T_world_cam)
 
 
 # --------------------------------------------------------------------------------------------
