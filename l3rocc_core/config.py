@@ -61,8 +61,18 @@ class WindowConfig:
 
 @dataclass
 class DepthConfig:
-    """Multi-view depth (plane sweep)."""
+    """The depth stage: where each frame's depth comes from, and the plane sweep's parameters."""
 
+    depth_source: str = param(
+        'plane_sweep', "where each frame's metric depth and confidence come from: plane_sweep = "
+        'multi-view matching against window frames (needs camera motion); network = the bundled '
+        'learned depth network (image, cost volume when there is parallax, camera height and '
+        'pitch); topic = a registered depth image on the input depth (16UC1 mm or 32FC1 m, '
+        'paired with the image by stamp); model = the ONNX or TorchScript file depth_model',
+        choices=('network', 'plane_sweep', 'topic', 'model'), read_only=True)
+    depth_model: str = param(
+        '', 'depth_source model: path of an ONNX (.onnx) or TorchScript (.pt, .ts) depth model',
+        read_only=True)
     min_depth: float = param(0.3, 'nearest depth hypothesis (metres)', 0.05, 100.0)
     max_depth: float = param(4.0, 'farthest depth used for depth and fusion (metres)', 0.1, 200.0)
     num_depth_planes: int = param(48, 'plane-sweep hypotheses, uniform in inverse depth', 8, 256)
@@ -203,6 +213,12 @@ class InputConfig:
     queue_size: int = param(1, 'frames waiting for the worker (latest wins; 1 = lowest latency '
                             'when the pipeline is slower than the camera)', 1, 100,
                             read_only=True)
+    camera_pose: List[float] = param(
+        [], 'pose_source static: the camera pose [x, y, z, roll, pitch, yaw] in world_frame '
+        '(metres, radians) as a camera_link (REP 103: x forward, y left, z up; pitch > 0 looks '
+        'down); the image optical frame follows by the standard camera_link -> optical '
+        'rotation. Empty = TF world_frame -> image frame at the first image',
+        -1000.0, 1000.0, read_only=True)
     max_future_stamp_s: float = param(
         5.0, 'images stamped more than this ahead of the node clock are dropped (seconds; 0 = '
         'no check)', 0.0, 1e6)
@@ -309,6 +325,12 @@ class PipelineConfig:
                            f'{self.depth.max_depth}')
         if self.depth.match_window_px % 2 == 0:
             reasons.append(f'match_window_px {self.depth.match_window_px} must be odd')
+        if len(self.input.camera_pose) not in (0, 6):
+            reasons.append(f'camera_pose needs 6 values [x, y, z, roll, pitch, yaw] or none, '
+                           f'got {len(self.input.camera_pose)}')
+        if self.depth.depth_source == 'model' and not self.depth.depth_model:
+            reasons.append('depth_source model needs depth_model (path of an ONNX or '
+                           'TorchScript file)')
         if self.fusion.logodds_min >= self.fusion.logodds_max:
             reasons.append('logodds_min must be < logodds_max')
         if reasons:

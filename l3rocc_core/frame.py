@@ -18,6 +18,8 @@ class Frame:
     :param T_world_cam: float64 [4, 4] pose of the optical frame in the world frame (camera to
         world), or None when unknown
     :param frame_id: the camera's optical frame name
+    :param depth: optional float32 [H, W] metric z-depth registered to ``image`` (same pixels,
+        undistorted the same way), 0 where there is no return; from a depth topic or a dataset
     """
 
     image: np.ndarray
@@ -25,6 +27,7 @@ class Frame:
     camera: PinholeCamera
     T_world_cam: Optional[np.ndarray] = None
     frame_id: str = 'camera'
+    depth: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         """Check shapes and the pose on entry."""
@@ -40,6 +43,12 @@ class Frame:
             if T.shape != (4, 4) or not np.all(np.isfinite(T)):
                 raise ValueError('T_world_cam must be a finite 4x4 matrix')
             self.T_world_cam = T
+        if self.depth is not None:
+            d = np.asarray(self.depth, dtype=np.float32)
+            if d.shape != (h, w):
+                raise ValueError(f'Frame.depth must be [H, W] = [{h}, {w}] like the image, got '
+                                 f'{d.shape}')
+            self.depth = d
 
     @property
     def gray(self) -> np.ndarray:

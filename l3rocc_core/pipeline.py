@@ -2,7 +2,7 @@
 
 ``push(frame)`` runs, for every frame with a pose::
 
-    window (source selection) -> depth (plane sweep) -> fusion (ray casting, log-odds per slice)
+    window (source selection) -> depth (``depth_source``) -> fusion (ray casting, log-odds per slice)
         -> refiner (geometry or network) -> Occupancy4D (numpy, the whole window)
 
 ``push_depth(frame, depth)`` is the same path with the depth given (a depth estimated elsewhere,
@@ -25,6 +25,7 @@ import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import OutputConfig, PipelineConfig
+from l3rocc_core.depth.base import DepthSource, make_depth_source
 from l3rocc_core.frame import Frame
 from l3rocc_core.fusion import EvidenceFusion
 from l3rocc_core.grid import VoxelGrid
@@ -35,7 +36,7 @@ from l3rocc_core.window import SlidingWindow
 LOG = logging.getLogger(__name__)
 
 STAGES = ('window', 'depth', 'fusion', 'refiner', 'output')
-SUPPORTED_POSE_SOURCES = ('tf', 'odometry')
+SUPPORTED_POSE_SOURCES = ('tf', 'odometry', 'static')
 
 
 class StageError(RuntimeError):
@@ -150,11 +151,10 @@ class OccupancyPipeline:
         return refiner, 'network'
 
     @property
-    def depth_estimator(self) -> Any:
-        """The plane-sweep depth stage, built on first use."""
+    def depth_estimator(self) -> DepthSource:
+        """The depth stage (``depth_source``), built on first use."""
         if self._depth is None:
-            from l3rocc_core.depth.plane_sweep import PlaneSweepDepth
-            self._depth = PlaneSweepDepth(self.config.depth, self.device)
+            self._depth = make_depth_source(self.config.depth, self.device)
         return self._depth
 
     @property
@@ -185,13 +185,16 @@ class OccupancyPipeline:
         self.timings_ms = {}
         if not self._admit(frame):
             return None
+        estimator = self.depth_estimator
+        sources: List[Frame] = []
         with _Stage(self, 'window'):
-            sources = self.window.select_sources(frame, self._scene_depth)
+            if estimator.multi_view:
+                sources = self.window.select_sources(frame, self._scene_depth)
         depth = None
         self.last_depth = None
         with _Stage(self, 'depth'):
-            if sources:
-                depth = self.depth_estimator.estimate(frame, sources)
+            if sources or not estimator.multi_view:
+                depth = estimator.estimate(frame, sources)
                 self.last_depth = depth
             else:
                 self.stats['no_depth_source'] += 1

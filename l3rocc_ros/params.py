@@ -49,7 +49,7 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
         hi = 2 ** 63 - 1 if spec.hi is None else int(spec.hi)
         d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
     elif spec.type is list:
-        constraints.append(f'3 values, each in [{spec.lo}, {spec.hi}]')
+        constraints.append(f'each value in [{spec.lo}, {spec.hi}]')
     if spec.choices:
         constraints.append('one of: ' + ', '.join(spec.choices))
     if spec.read_only:

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
+from l3rocc_core.depth.base import DepthSource
 from l3rocc_core.depth.result import DepthInputError, DepthResult
 from l3rocc_core.frame import Frame
 
@@ -126,7 +127,7 @@ def box_mean(x: torch.Tensor, radius: int, count: Optional[torch.Tensor] = None)
     return s.div_(count)
 
 
-class PlaneSweepDepth:
+class PlaneSweepDepth(DepthSource):
     """Multi-view plane-sweep depth for a reference frame against source frames.
 
     Prepared (grey, normalised) frames are cached by identity of their image (do not modify a
@@ -136,6 +137,9 @@ class PlaneSweepDepth:
     :param config: depth parameters (planes, window, thresholds, ``depth_downsample``)
     :param device: torch device the estimation runs on ('cpu', 'cuda', ...)
     """
+
+    name = 'plane_sweep'
+    multi_view = True
 
     def __init__(self, config: DepthConfig, device: Union[str, torch.device] = 'cpu'):
         """Check the parameters and set up the caches."""
