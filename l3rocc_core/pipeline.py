@@ -188,12 +188,12 @@ class OccupancyPipeline:
         estimator = self.depth_estimator
         sources: List[Frame] = []
         with _Stage(self, 'window'):
-            if estimator.multi_view:
+            if estimator.uses_sources:
                 sources = self.window.select_sources(frame, self._scene_depth)
         depth = None
         self.last_depth = None
         with _Stage(self, 'depth'):
-            if sources or not estimator.multi_view:
+            if sources or not estimator.requires_sources:
                 depth = estimator.estimate(frame, sources)
                 self.last_depth = depth
             else:

@@ -3,7 +3,8 @@
 Every source turns one frame (and, for multi-view sources, the window's source frames) into a
 :class:`~l3rocc_core.depth.result.DepthResult`: metric z-depth, a confidence in [0, 1] and a
 validity mask, with the pinhole camera of the depth map. The pipeline never asks which source
-it has: it reads :attr:`DepthSource.multi_view` to know whether to select window sources.
+it has: it reads :attr:`DepthSource.uses_sources` to know whether to select window sources, and
+:attr:`DepthSource.requires_sources` whether a frame without any gets no depth.
 """
 
 import abc
@@ -28,10 +29,13 @@ class DepthSource(abc.ABC):
 
     #: the ``depth_source`` value this class implements
     name = ''
-    #: True when :meth:`estimate` matches the frame against window frames (parallax needed):
-    #: the pipeline then passes the window's selected sources, and skips the depth of a frame
-    #: that has none. False: ``sources`` may be empty and the frame still gets depth.
-    multi_view = False
+    #: True when :meth:`estimate` uses window frames (matching, a cost volume): the pipeline
+    #: then selects the window's sources (frames with parallax) and passes them.
+    uses_sources = False
+    #: True when it cannot give depth without sources (plane sweep): the pipeline then skips
+    #: the depth of a frame that has none. False: the frame gets depth from ``estimate`` with
+    #: whatever sources there are, possibly none (fixed camera, first frame).
+    requires_sources = False
 
     @abc.abstractmethod
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
@@ -40,7 +44,7 @@ class DepthSource(abc.ABC):
         :param frame: the new frame (working resolution, pose when known, ``frame.depth``
             when a registered depth image came with it)
         :param sources: window frames with poses chosen for matching (empty for a source that
-            is not :attr:`multi_view`, or when the window has none yet)
+            does not :attr:`uses_sources`, or when the window has none: no parallax yet)
         :return: the depth map with confidence, or None when this frame has no depth (then
             the slice gets no new evidence)
         :raises DepthInputError: input this source cannot use (``kind`` names it)

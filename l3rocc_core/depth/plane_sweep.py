@@ -139,7 +139,8 @@ class PlaneSweepDepth(DepthSource):
     """
 
     name = 'plane_sweep'
-    multi_view = True
+    uses_sources = True
+    requires_sources = True
 
     def __init__(self, config: DepthConfig, device: Union[str, torch.device] = 'cpu'):
         """Check the parameters and set up the caches."""
