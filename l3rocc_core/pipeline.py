@@ -2,7 +2,7 @@
 
 ``push(frame)`` runs, for every frame with a pose::
 
-    window (source selection) -> depth (``depth_source``) -> fusion (ray casting, log-odds per slice)
+    window (source selection) -> depth (``depth_source``) -> fusion (log-odds per slice)
         -> refiner (geometry or network) -> Occupancy4D (numpy, the whole window)
 
 ``push_depth(frame, depth)`` is the same path with the depth given (a depth estimated elsewhere,
@@ -25,12 +25,14 @@ import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import OutputConfig, PipelineConfig
+from l3rocc_core.device import resolve_device
 from l3rocc_core.depth.base import DepthSource, make_depth_source
 from l3rocc_core.frame import Frame
 from l3rocc_core.fusion import EvidenceFusion
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.refiner.geometry import GeometryRefiner
+from l3rocc_core.refiner.interface import Refiner
 from l3rocc_core.window import SlidingWindow
 
 LOG = logging.getLogger(__name__)
@@ -52,18 +54,6 @@ class StageError(RuntimeError):
         self.stage = stage
         self.error = error
         self.kind = getattr(error, 'kind', f'{stage}_error')
-
-
-def resolve_device(name: str) -> torch.device:
-    """Torch device of a ``device`` parameter: 'auto' = CUDA when available, else CPU.
-
-    :raises ValueError: 'cuda' without CUDA
-    """
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError('device cuda asked for, but CUDA is not available')
-    return torch.device(name)
 
 
 def grid_from_config(config: PipelineConfig,
@@ -110,7 +100,8 @@ class OccupancyPipeline:
         self._depth: Any = None
         #: The depth estimate of the last pushed frame (a ``DepthResult``), or None.
         self.last_depth: Any = None
-        self.refiner, self.refiner_name = self._make_refiner()
+        self.refiner = self._make_refiner()
+        self.refiner_name = self.refiner.name
         self.timings_ms: Dict[str, float] = {}
         self.stats: Dict[str, int] = {
             'frames': 0, 'processed': 0, 'no_pose': 0, 'duplicate_stamp': 0,
@@ -127,15 +118,15 @@ class OccupancyPipeline:
         self._cached_slots: set = set()
 
     # -- set-up -----------------------------------------------------------------------------
-    def _make_refiner(self) -> Any:
+    def _make_refiner(self) -> Refiner:
         cfg = self.config.refiner
         if cfg.refiner == 'none':
-            return GeometryRefiner(), 'geometry'
+            return GeometryRefiner()
         try:
-            from l3rocc_core.refiner.network import load_refiner
+            from l3rocc_core.refiner.inference import load_refiner
         except ImportError as exc:
             LOG.warning('refiner: network is not available (%s); using geometry only', exc)
-            return GeometryRefiner(), 'geometry'
+            return GeometryRefiner()
         try:
             refiner = load_refiner(cfg, self.device,
                                    window_size=self.config.window.window_size)
@@ -144,11 +135,11 @@ class OccupancyPipeline:
                 raise       # an explicit checkpoint that cannot be used is an error
             LOG.warning('refiner: the bundled network checkpoint cannot be used (%s); using '
                         'geometry only', exc)
-            return GeometryRefiner(), 'geometry'
-        if refiner.compile_window:
-            seconds = refiner.warm_up(self.base_grid.dims)
+            return GeometryRefiner()
+        seconds = refiner.warm_up(self.base_grid.dims)
+        if seconds:
             LOG.info('network_compile: %s in %.1f s', refiner.compile_status, seconds)
-        return refiner, 'network'
+        return refiner
 
     @property
     def depth_estimator(self) -> DepthSource:
@@ -259,10 +250,8 @@ class OccupancyPipeline:
         return occ
 
     def _forget_encodings(self, slot: Optional[int] = None) -> None:
-        """Drop the network's cached per-slice keys of ``slot`` (None: all)."""
-        forget = getattr(self.refiner, 'forget', None)
-        if forget is not None:
-            forget(slot)
+        """Drop what the refiner cached for ring ``slot`` (None: all)."""
+        self.refiner.forget(slot)
 
     def _refine(self) -> List[int]:
         """Refresh the per-slot numpy caches; return the slots oldest first."""
@@ -272,23 +261,8 @@ class OccupancyPipeline:
             self._cached_slots.clear()
             self._cache_generation = fusion.generation
             self._forget_encodings()
-        if getattr(self.refiner, 'update', None) == 'newest' \
-                and all(k in self._cached_slots for k in slots[:-1]):
-            # Older slices keep the estimate they got when they were newest, except the one
-            # ``network_revisit_age`` frames old, which is re-estimated with the newer evidence.
-            revisit = self.refiner.revisit_slots(slots, self.config.refiner.network_revisit_age)
-            todo = revisit + slots[-1:]
-            _, ob = fusion.slots(todo)
-            prob = self.refiner.refine_newest(slots, fusion.slot_features, ob, revisit)
-        elif isinstance(self.refiner, GeometryRefiner):
-            # A slice's probabilities depend on that slice alone: only new slices are computed.
-            todo = [s for s in slots[:-1] if s not in self._cached_slots] + [slots[-1]]
-            lo, ob = fusion.slots(todo)
-            prob = self.refiner.refine(None, lo, ob)
-        else:
-            todo = slots
-            prob = self.refiner.refine(fusion.features(), fusion.logodds(), fusion.observed())
-            ob = fusion.observed()
+        todo = self.refiner.plan(slots, self._cached_slots)
+        prob, ob = self.refiner.estimate(fusion, slots, todo)
         self._prob[todo] = prob.reshape(len(todo), -1).cpu().numpy()
         self._obs[todo] = ob.reshape(len(todo), -1).cpu().numpy()
         self._hold(slots, todo)

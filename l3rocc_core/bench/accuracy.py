@@ -37,18 +37,6 @@ Sink = Callable[[Frame, Occupancy4D, Any, Optional[Occupancy4D]], None]
 DEPTH_MODES = ('estimated', 'gt')
 
 
-class _DepthTap:
-    """Wraps a depth estimator and keeps its last result."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.last: Any = None
-
-    def estimate(self, ref: Frame, sources: Any) -> Any:
-        self.last = self.inner.estimate(ref, sources)
-        return self.last
-
-
 class BenchPipeline(OccupancyPipeline):
     """:class:`~l3rocc_core.pipeline.OccupancyPipeline` that reports each result to a sink.
 
@@ -69,7 +57,6 @@ class BenchPipeline(OccupancyPipeline):
         #: this ground truth rendered into the frame's (working-resolution) camera at its pose,
         #: through ``push_depth`` instead of the depth stage; the rest is unchanged.
         self.depth_oracle: Optional['DepthTruth'] = None
-        self._tap: Optional[_DepthTap] = None
         self._raw: Optional[np.ndarray] = None
 
     def _hold(self, slots: List[int], todo: List[int]) -> None:
@@ -91,18 +78,8 @@ class BenchPipeline(OccupancyPipeline):
         prob = self._raw[self.fusion.slot_order()].reshape(occ.prob.shape)
         return Occupancy4D(occ.grid, occ.stamps_ns, prob, occ.observed, occ.threshold)
 
-    @property
-    def depth_estimator(self) -> Any:
-        """Return the base class's estimator, wrapped so that its result can be read after push."""
-        inner = OccupancyPipeline.depth_estimator.fget(self)
-        if self._tap is None or self._tap.inner is not inner:
-            self._tap = _DepthTap(inner)
-        return self._tap
-
     def push(self, frame: Frame) -> Optional[Occupancy4D]:
         """Process ``frame`` as the base class does, then report the result to the sink."""
-        if self._tap is not None:
-            self._tap.last = None
         if self.depth_oracle is None:
             occ = super().push(frame)
         else:
@@ -111,10 +88,10 @@ class BenchPipeline(OccupancyPipeline):
             gt = None if gt is None else torch.from_numpy(
                 np.where(gt <= self.config.depth.max_depth, gt, 0.0).astype(np.float32))
             occ = self.push_depth(frame, gt)
+            self.last_depth = None   # the sink scores the depth stage's estimates only
         if occ is not None and self.sink is not None:
             t0 = time.perf_counter()
-            self.sink(frame, occ, self._tap.last if self._tap is not None else None,
-                      self.raw_occupancy(occ))
+            self.sink(frame, occ, self.last_depth, self.raw_occupancy(occ))
             self.hook_s += time.perf_counter() - t0
         return occ
 

@@ -34,7 +34,7 @@ from l3rocc_core.bench.speed import time_window_pass, timed_ms
 from l3rocc_core.config import PipelineConfig, RefinerConfig
 from l3rocc_core.paths import config_file
 from l3rocc_core.pipeline import grid_from_config
-from l3rocc_core.refiner.network import load_refiner, NetworkRefiner
+from l3rocc_core.refiner.inference import load_refiner, NetworkRefiner
 
 
 def default_grids() -> List[Tuple[str, Tuple[int, ...]]]:

@@ -247,7 +247,7 @@ def time_window_pass(name: str, dims: Sequence[int], window_size: int, refiner_c
     """
     import torch
 
-    from l3rocc_core.refiner.network import load_refiner
+    from l3rocc_core.refiner.inference import load_refiner
 
     dims, t = tuple(int(n) for n in dims), int(window_size)
     cfg = replace(refiner_config, network_update='window')

@@ -1,15 +1,17 @@
 """``refiner: none``: occupancy probabilities from the fused log-odds alone."""
 
-from typing import Optional
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
 import torch
+
+from l3rocc_core.refiner.interface import Refiner
 
 #: p(occupied) of voxels no window frame observed. Below every admissible threshold > 0.05, so
 #: never-observed voxels never come out occupied (the contract scores observed voxels only).
 UNOBSERVED_PROB = 0.0
 
 
-class GeometryRefiner:
+class GeometryRefiner(Refiner):
     """``prob = sigmoid(logodds)`` where observed, :data:`UNOBSERVED_PROB` elsewhere.
 
     :param unobserved_prob: the value given to never-observed voxels (< the occupancy threshold)
@@ -22,6 +24,21 @@ class GeometryRefiner:
         if not 0.0 <= unobserved_prob < 0.5:
             raise ValueError(f'unobserved_prob must be in [0, 0.5), got {unobserved_prob}')
         self.unobserved_prob = float(unobserved_prob)
+
+    def plan(self, slots: Sequence[int], cached: Set[int]) -> List[int]:
+        """Return the slices without an estimate yet, and the newest (its evidence grew).
+
+        A slice's probabilities depend on that slice's evidence alone, so an estimated older
+        slice never changes.
+        """
+        slots = [int(s) for s in slots]
+        return [s for s in slots[:-1] if s not in cached] + slots[-1:]
+
+    def estimate(self, evidence: Any, slots: Sequence[int],
+                 todo: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """p(occupied) [K, X, Y, Z] and observed [K, X, Y, Z] of the ``todo`` slots."""
+        logodds, observed = evidence.slots(todo)
+        return self.refine(None, logodds, observed), observed
 
     def refine(self, features: Optional[torch.Tensor], logodds: torch.Tensor,
                observed: torch.Tensor) -> torch.Tensor:

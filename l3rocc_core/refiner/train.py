@@ -52,8 +52,9 @@ from l3rocc_core.refiner.checkpoint import (atomic_save, model_checkpoint, model
 from l3rocc_core.refiner.dataset import (DatasetError, ShardBatches, ShardDataset, collate)
 from l3rocc_core.refiner.losses import (LossWeights, refiner_loss, stream_smoothness,
                                         voxel_weights)
+from l3rocc_core.device import resolve_device
 from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, DEFAULT_FEATURE_NAMES, NetConfig,
-                                         TemporalOccupancyNet, count_parameters, resolve_device)
+                                         TemporalOccupancyNet, count_parameters)
 
 
 @dataclass

@@ -17,8 +17,9 @@ from l3rocc_core.config import RefinerConfig
 from l3rocc_core.refiner.checkpoint import (CheckpointError, load_model, read_checkpoint,
                                             save_model)
 from l3rocc_core.refiner.losses import LossWeights, refiner_loss, stream_smoothness
-from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, NetConfig, NetworkRefiner,
-                                         TemporalOccupancyNet, count_parameters, load_refiner)
+from l3rocc_core.refiner.inference import load_refiner, NetworkRefiner
+from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, NetConfig, TemporalOccupancyNet,
+                                         count_parameters)
 
 FEATURES = ('logodds', 'hits', 'free', 'observed', 'confidence')
 

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.pipeline import OccupancyPipeline
-from l3rocc_core.refiner.network import (_replicate_pad_cat, NetConfig, NetworkRefiner,
-                                         replicate_pad, TemporalOccupancyNet)
+from l3rocc_core.refiner.inference import NetworkRefiner
+from l3rocc_core.refiner.network import (_replicate_pad_cat, NetConfig, replicate_pad,
+                                         TemporalOccupancyNet)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 CPU = torch.device('cpu')
@@ -34,7 +35,8 @@ def test_replicate_pad_by_concatenation_equals_f_pad(pad) -> None:
 def test_the_refiner_does_not_load_the_compiler_unless_asked() -> None:
     """Importing and running the network eagerly leaves torch._dynamo (and sympy) unloaded."""
     code = ('import sys, torch\n'
-            'from l3rocc_core.refiner.network import NetworkRefiner, TemporalOccupancyNet\n'
+            'from l3rocc_core.refiner.inference import NetworkRefiner\n'
+            'from l3rocc_core.refiner.network import TemporalOccupancyNet\n'
             'r = NetworkRefiner(TemporalOccupancyNet(), torch.device("cpu"), update="window")\n'
             'z = torch.zeros(3, 5, 7, 6, 5)\n'
             'r.refine(z, z[:, 0], z[:, 0].bool())\n'

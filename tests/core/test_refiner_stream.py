@@ -14,8 +14,8 @@ from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.frame import Frame
 from l3rocc_core.pipeline import OccupancyPipeline
-from l3rocc_core.refiner.network import (active_cells, NetConfig, NetworkRefiner,
-                                         resolve_update, TemporalOccupancyNet)
+from l3rocc_core.refiner.inference import NetworkRefiner, resolve_update
+from l3rocc_core.refiner.network import active_cells, NetConfig, TemporalOccupancyNet
 
 CAM = PinholeCamera(96, 72, 80.0, 80.0, 47.5, 35.5)
 WALL_Z = 1.52  # a wall facing the camera; the camera looks along world +z
@@ -119,7 +119,7 @@ def _run(update: str, n: int = 7, revisit: int = 0, hysteresis: float = 0.15):
         'network_revisit_age': revisit, 'occupancy_hysteresis': hysteresis})
     pipe = OccupancyPipeline(config)
     pipe.refiner = NetworkRefiner(_net(), torch.device('cpu'), update=update,
-                                  support_voxels=-1)
+                                  support_voxels=-1, revisit_age=revisit)
     outs = []
     for k in range(n):
         outs.append(pipe.push_depth(*wall_frame(k, 0.03 * k)))

@@ -3,7 +3,7 @@
 import torch
 
 from l3rocc_core.config import RefinerConfig
-from l3rocc_core.refiner.network import load_refiner
+from l3rocc_core.refiner.inference import load_refiner
 
 
 def test_nothing_occupied_far_from_observed_space():
