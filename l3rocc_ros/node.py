@@ -7,7 +7,7 @@ queued images into frames (``l3rocc_core.convert``), looks up their poses, pushe
 one executor thread serves inputs, parameters and diagnostics while the worker computes
 (:func:`main` spins a SingleThreadedExecutor; a MultiThreadedExecutor works too, but rclpy's
 loops while a ready callback waits for its busy callback group, which on two busy cores costs
-CPU and the GIL the worker needs; the README's Benchmarks tell how the worker as an executor
+CPU and the GIL the worker needs; docs/experiments.md tells how the worker as an executor
 callback made the node 3x slower). Every failure is counted by kind in ``/diagnostics``, logged
 at most once per few seconds per kind, and costs only the frame it concerns.
 """

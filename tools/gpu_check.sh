@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device checks of issue 4 in one command, for a machine with a GPU (README: "GPU check").
+# The device checks in one command, for a machine with a GPU (docs/benchmarks.md: "GPU check").
 #
 #   bash tools/gpu_check.sh [DEVICE [GPU_CHECK_ARGS...]]   # DEVICE: cuda (default) or cpu
 #
@@ -8,9 +8,9 @@
 # 2. python -m l3rocc_core.bench.gpu_check: parity with the CPU (TF32 off), the window pass
 #    eager and compiled, the newest pass per frame, on the TUM and the default grid (further
 #    arguments go to it, e.g. --grid t=9x10x6 --repeats 1).
-# Results go to $OUT (the device tool's folder) or out/gpu_check: device.txt, cuda_tests.log,
+# Results go to $OUT (when set) or out/gpu_check: device.txt, cuda_tests.log,
 # gpu_check.json, gpu_check.md, gpu_check.log (gpu_check.json is rewritten after every grid).
-# Each step has its own time limit (tests 240 s, checks 300 s) so that one device call of
+# Each step has its own time limit (tests 240 s, checks 300 s) so that one run of
 # ~580 s gets all of it; not yet timed on a GPU (inductor compiles from an empty cache there).
 # Needs python3 with torch, numpy, PyYAML, opencv, scipy, tqdm and pytest; no ROS.
 # Exit status 0 when the tests and the checks (parity within --max-diff) pass.

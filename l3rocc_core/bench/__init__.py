@@ -6,7 +6,7 @@
   score every push: occupancy (newest slice, window, static/dynamic, flicker) and depth;
 - :mod:`~l3rocc_core.bench.resources`: peak RSS, threads and load average of processes;
 - :mod:`~l3rocc_core.bench.speed`: the ``l3rocc replay`` speed run, the node run
-  (``l3rocc_ros.bench_node`` in a subprocess) and the targets of issue 2;
+  (``l3rocc_ros.bench_node`` in a subprocess) and the speed targets;
 - :mod:`~l3rocc_core.bench.report`: ``results.json``, ``results.md`` and the PNG plots.
 
 Fusion against OctoMap lives in :mod:`l3rocc_core.bench_octomap`. Nothing here asserts a

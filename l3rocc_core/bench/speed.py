@@ -1,4 +1,4 @@
-"""Speed runs and the targets of issue 2 (measured and reported, never asserted).
+"""Speed runs and their targets (measured and reported, never asserted).
 
 - :func:`replay_speed`: ``l3rocc replay`` itself, in a subprocess, on a 640x480 bag; its
   ``timing.json`` (``fps``, stage medians) and its peak RSS;
@@ -22,14 +22,14 @@ import numpy as np
 from l3rocc_core.bench.resources import load_average, run_monitored
 from l3rocc_core.bench.suite import Prepared
 
-#: Issue 2's targets (2 CPU cores, 640x480 input, default grid).
+#: The speed targets (2 CPU cores, 640x480 input, default grid).
 TARGETS = {
     'ingest_fps': 15.0,          # frames ingested by the node, >=
     'publish_hz': 2.0,           # occupancy published, >=
     'latency_p95_s': 0.5,        # image stamp -> publish, p95, <=
     'peak_rss_gb': 2.5,          # node peak RSS, <=
     'replay_fps': 10.0,          # l3rocc replay of a 640x480 10 fps bag, >=
-    'octomap_ratio': 20.0,       # fusion vs OctoMap points/s, >= (issue 3)
+    'octomap_ratio': 20.0,       # fusion vs OctoMap points/s, >=
 }
 
 
@@ -129,7 +129,7 @@ def _ok(value: Optional[float], test: Any) -> Optional[bool]:
 
 def speed_targets(replay: Optional[Dict[str, Any]], node: Optional[Dict[str, Any]],
                   octomap: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Rows target / measured / PASS|MISS|n/a for issue 2's speed targets and the OctoMap goal."""
+    """Rows target / measured / PASS|MISS|n/a for the speed targets and the OctoMap goal."""
     T = TARGETS
     rows = []
     node_ok = node is not None and 'error' not in node
@@ -163,7 +163,7 @@ def speed_targets(replay: Optional[Dict[str, Any]], node: Optional[Dict[str, Any
 def network_targets(none: Dict[str, Any], network: Dict[str, Any],
                     none_h0: Optional[Dict[str, Any]] = None,
                     network_h0: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-    """Issue 4's accuracy targets of ``network`` against geometry only (means over sequences).
+    """Return the accuracy targets of ``network`` against geometry only (means over sequences).
 
     :param none: mean occupancy figures with ``refiner: none`` (``iou``, ``window_iou``,
         ``flicker``, ``static_iou``)

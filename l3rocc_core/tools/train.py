@@ -1,6 +1,6 @@
 r"""``l3rocc train``: train the temporal-attention refiner on ``l3rocc synth --dataset`` shards.
 
-Example (the shipped checkpoint's command is recorded in the checkpoint and the README)::
+Example (the shipped checkpoint's command is recorded in the checkpoint and docs/refiner.md)::
 
     l3rocc train --data out/synth_dataset --out out/train --steps 2000 --batch-size 4 \\
         --lr 1e-4 --temp-weight 0.3 --seq-len 16 --voxel-size 0.05 --seed 0 --export-default

@@ -25,7 +25,7 @@ from l3rocc_core.metrics import ground_truth_from_tum, score_sequence
 from l3rocc_core.occupancy import load_sequence
 from l3rocc_core.tools.replay import replay
 
-#: The issue's floor for the newest-slice mean IoU (measured 0.394; see the module docstring).
+#: The floor for the newest-slice mean IoU (measured 0.394; see the module docstring).
 IOU_FLOOR = 0.35
 
 

@@ -177,7 +177,7 @@ def spy_on_freeing(node) -> list:
 def test_cuda_oom_falls_back_to_cpu(flt, wall) -> None:
     """CUDA OOM inside the model: memory freed, pipeline rebuilt on the CPU, frame retried.
 
-    There is no GPU here: the error is a real ``torch.cuda.OutOfMemoryError`` raised by a real
+    No GPU is needed: the error is a real ``torch.cuda.OutOfMemoryError`` raised by a real
     refiner object put into the running pipeline through its public ``refiner`` attribute.
     When the memory is freed, nothing (no traceback) keeps the failed stage's tensors alive.
     """
