@@ -356,8 +356,10 @@ def test_non_metric_model_is_scaled_to_the_ground(tmp_path, output, export, suff
     path = export(Decode(output), tmp_path / f'model{suffix}')
     T = ground_view(1.2, 30.0)
     truth = ground_depth(CAM, T, wall=(3.0, 0.4, 0.6))
+    # The model sees the depth with 0.5 % noise: one pixel's ratio is not the scale.
+    noisy = truth * (1.0 + 0.005 * np.random.default_rng(1).standard_normal(truth.shape))
     source = model_source(path, output, max_depth=6.0)
-    res = source.estimate(Frame(encode(truth), 1, CAM, T), [])
+    res = source.estimate(Frame(encode(noisy), 1, CAM, T), [])
     expected = block_min(np.where(truth <= 6.0, truth, 0.0), 2)
     valid = res.valid.numpy()
     assert valid.mean() > 0.5
@@ -365,10 +367,10 @@ def test_non_metric_model_is_scaled_to_the_ground(tmp_path, output, export, suff
     assert np.percentile(err, 95) < 0.02
     scale, shift, share = source.last_fit
     if output == 'relative':
-        assert scale == pytest.approx(2.0, rel=0.01) and shift == 0.0
+        assert scale == pytest.approx(2.0, rel=0.002) and shift == 0.0
     else:                                           # 1 / depth = (disparity - 0.2) / 3
-        assert scale == pytest.approx(1 / 3, rel=0.01)
-        assert shift == pytest.approx(-0.2 / 3, rel=0.02)
+        assert scale == pytest.approx(1 / 3, rel=0.002)
+        assert shift == pytest.approx(-0.2 / 3, rel=0.01)
     # The wall hides part of the ground: those pixels disagree with the ground, and the share
     # of agreeing ground pixels scales the confidence.
     assert 0.5 < share < 0.98
