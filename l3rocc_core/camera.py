@@ -122,6 +122,24 @@ class PinholeCamera:
                              (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
                              self.distortion_model, self.D)
 
+    def reduced(self, factor: int) -> 'PinholeCamera':
+        """Return the camera of this image cropped and reduced by an integer factor.
+
+        The image is cropped at the right and bottom to whole multiples of ``factor``, and each
+        ``factor`` x ``factor`` block becomes one pixel (the depth maps of the depth stage):
+        pixel centres stay consistent, as in :meth:`scaled`. Distortion is dropped (the depth
+        stage works on undistorted images).
+
+        :param factor: block side in pixels (1 = the same camera without distortion)
+        :raises CameraModelError: when the image is smaller than one block
+        """
+        f = int(factor)
+        if f < 1 or self.width < f or self.height < f:
+            raise CameraModelError(f'image {self.width}x{self.height} cannot be reduced by '
+                                   f'{factor}')
+        return PinholeCamera(self.width // f, self.height // f, self.fx / f, self.fy / f,
+                             (self.cx + 0.5) / f - 0.5, (self.cy + 0.5) / f - 0.5)
+
     def pixel_rays(self) -> np.ndarray:
         """float32[H, W, 3]: for every pixel centre the ray with z = 1 (undistorted camera)."""
         u = (np.arange(self.width, dtype=np.float32) - self.cx) / self.fx
@@ -181,3 +199,26 @@ class Undistorter:
             image = cv2.remap(image, self._maps[0], None, cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         return image
+
+    def depth(self, depth: np.ndarray) -> np.ndarray:
+        """Resize and undistort a depth image registered to the source camera's images.
+
+        Nearest neighbour in both steps, so that every output value is one of the input's
+        depths: interpolating would blend foreground and background into depths where nothing
+        is (flying pixels). Output pixels whose source lies outside the raw image are 0.
+
+        :param depth: float32 [H, W] metres of the source camera's size, 0 = no return
+        :return: float32 [h, w] metres at the working resolution
+        """
+        if depth.shape[:2] != (self.source.height, self.source.width):
+            raise CameraModelError(
+                f'depth {depth.shape[1]}x{depth.shape[0]} does not match the camera model '
+                f'{self.source.width}x{self.source.height}')
+        if depth.shape[1] != self.camera.width:
+            # NEAREST_EXACT samples at pixel centres, the convention of PinholeCamera.scaled.
+            depth = cv2.resize(depth, (self.camera.width, self.camera.height),
+                               interpolation=cv2.INTER_NEAREST_EXACT)
+        if self._maps is not None:
+            depth = cv2.remap(depth, self._maps[0], None, cv2.INTER_NEAREST,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return depth

@@ -73,6 +73,18 @@ class DepthConfig:
     depth_model: str = param(
         '', 'depth_source model: path of an ONNX (.onnx) or TorchScript (.pt, .ts) depth model',
         read_only=True)
+    depth_model_output: str = param(
+        'metric', "what depth_model's output means: metric = z-depth in metres; relative = "
+        'z-depth up to an unknown scale; inverse_relative = disparity-like (MiDaS): inverse depth '
+        'up to an unknown scale and shift. Non-metric outputs are scaled every frame to the '
+        'ground plane z = 0 of world_frame seen from the camera pose (the camera must see '
+        'ground within max_depth)',
+        choices=('metric', 'relative', 'inverse_relative'), read_only=True)
+    depth_edge_ratio: float = param(
+        0.1, 'depth_source topic and model: a depth pixel at least this share of its depth '
+        'behind the nearest and in front of the farthest of its 3x3 neighbours lies between '
+        'two surfaces (a flying pixel at an object edge) and is invalid; confidence falls from '
+        '1 at half that gap (0 = off)', 0.0, 10.0)
     min_depth: float = param(0.3, 'nearest depth hypothesis (metres)', 0.05, 100.0)
     max_depth: float = param(4.0, 'farthest depth used for depth and fusion (metres)', 0.1, 200.0)
     num_depth_planes: int = param(48, 'plane-sweep hypotheses, uniform in inverse depth', 8, 256)

@@ -1,7 +1,8 @@
 """Message conversion shared by the node and by replay (duck-typed, no ROS import).
 
 Works on rclpy messages and on ``rosbags`` deserialised messages alike: only attribute names of
-sensor_msgs/Image, CompressedImage, CameraInfo, geometry_msgs/Transform and Pose are used.
+sensor_msgs/Image (colour and depth), CompressedImage, CameraInfo, geometry_msgs/Transform and
+Pose are used.
 Every failure raises :class:`ConversionError` whose ``kind`` names a diagnostics counter.
 """
 
@@ -22,6 +23,11 @@ ENCODINGS: Dict[str, Tuple[int, Optional[int]]] = {
     'rgba8': (4, cv2.COLOR_RGBA2RGB),
     'bgra8': (4, cv2.COLOR_BGRA2RGB),
     'mono8': (1, cv2.COLOR_GRAY2RGB),
+}
+DEPTH_ENCODINGS: Dict[str, Tuple[str, float]] = {
+    # encoding: (numpy type, metres per unit)
+    '16UC1': ('u2', 1e-3),
+    '32FC1': ('f4', 1.0),
 }
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K; larger frames are refused
 OPENCV_D_SIZES = (4, 5, 8, 12, 14)  # distortion vector lengths cv2 undistortion accepts
@@ -55,6 +61,29 @@ def _bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
+def _pixel_rows(msg: Any, pixel_bytes: int, enc: str) -> np.ndarray:
+    """uint8 [H, W * pixel_bytes] view of a sensor_msgs/Image's pixels (row padding dropped).
+
+    :raises ConversionError: zero or huge size, a step shorter than a row, data that is not
+        step x height bytes (truncated)
+    """
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ConversionError('bad_image_size', f'image size {w}x{h} is empty')
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ConversionError('bad_image_size',
+                              f'image {w}x{h} exceeds the {MAX_IMAGE_PIXELS} pixel limit (8K)')
+    if step < w * pixel_bytes:
+        raise ConversionError('bad_image_step',
+                              f'step {step} < width {w} x {pixel_bytes} bytes per pixel ({enc})')
+    data = _bytes(msg.data)
+    if data.size != step * h:
+        raise ConversionError('bad_image_data',
+                              f'data has {data.size} bytes, expected step {step} x height {h} '
+                              f'= {step * h}')
+    return data.reshape(h, step)[:, :w * pixel_bytes]
+
+
 def image_to_rgb(msg: Any) -> np.ndarray:
     """uint8 [H, W, 3] RGB copy of a sensor_msgs/Image.
 
@@ -66,24 +95,36 @@ def image_to_rgb(msg: Any) -> np.ndarray:
                               f'image encoding {msg.encoding!r} is not supported '
                               f'(supported: {", ".join(ENCODINGS)})')
     channels, code = ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ConversionError('bad_image_size', f'image size {w}x{h} is empty')
-    if h * w > MAX_IMAGE_PIXELS:
-        raise ConversionError('bad_image_size',
-                              f'image {w}x{h} exceeds the {MAX_IMAGE_PIXELS} pixel limit (8K)')
-    if step < w * channels:
-        raise ConversionError('bad_image_step',
-                              f'step {step} < width {w} x {channels} channels ({enc})')
-    data = _bytes(msg.data)
-    if data.size != step * h:
-        raise ConversionError('bad_image_data',
-                              f'data has {data.size} bytes, expected step {step} x height {h} '
-                              f'= {step * h}')
-    img = data.reshape(h, step)[:, :w * channels].reshape(h, w, channels)
+    h, w = int(msg.height), int(msg.width)
+    img = _pixel_rows(msg, channels, enc).reshape(h, w, channels)
     if code is None:
         return np.ascontiguousarray(img)
     return cv2.cvtColor(np.ascontiguousarray(img), code)
+
+
+def depth_image_to_metres(msg: Any) -> np.ndarray:
+    """float32 [H, W] depth in metres of a sensor_msgs/Image (a depth camera's image).
+
+    16UC1 holds millimetres (OpenNI, RealSense, TUM), 32FC1 metres (REP 118). Pixels without a
+    return (0, NaN, +-inf, negative) become 0. ``step`` (row padding) and ``is_bigendian``
+    are honoured.
+
+    :raises ConversionError: another encoding (``bad_depth_encoding``), zero or huge size,
+        inconsistent step or data (the kinds of :func:`image_to_rgb`)
+    """
+    enc = str(msg.encoding).upper()
+    if enc not in DEPTH_ENCODINGS:
+        raise ConversionError('bad_depth_encoding',
+                              f'depth image encoding {msg.encoding!r} is not supported '
+                              f'(supported: {", ".join(DEPTH_ENCODINGS)})')
+    kind, scale = DEPTH_ENCODINGS[enc]
+    dtype = np.dtype(kind).newbyteorder('>' if int(msg.is_bigendian) else '<')
+    h, w = int(msg.height), int(msg.width)
+    rows = _pixel_rows(msg, dtype.itemsize, enc)
+    raw = np.ascontiguousarray(rows).view(dtype).reshape(h, w)
+    depth = raw.astype(np.float32) * np.float32(scale)
+    # No return: 0 by convention, NaN/inf from float drivers; a negative depth is no return too.
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0))
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
@@ -169,15 +210,43 @@ class FrameBuilder:
         return self._undistorter
 
     def build(self, rgb: np.ndarray, camera: PinholeCamera, stamp_ns: int,
-              T_world_cam: Optional[np.ndarray], frame_id: str) -> Frame:
-        """Frame from a full-size RGB image.
+              T_world_cam: Optional[np.ndarray], frame_id: str,
+              depth: Optional[np.ndarray] = None) -> Frame:
+        """Frame from a full-size RGB image, and optionally its registered depth image.
 
         :param rgb: uint8 [H, W, 3] matching ``camera``'s size
+        :param depth: optional float32 [H, W] metres registered to ``rgb`` (same pixels, same
+            camera; e.g. :func:`depth_image_to_metres` of an aligned depth topic), 0 or NaN =
+            no return. It is resized and undistorted like the image, by nearest neighbour,
+            into ``Frame.depth``.
         :raises ConversionError: when the image and the camera disagree in size
+            (``size_mismatch``), the depth and the image disagree in size
+            (``depth_size_mismatch``), or the depth has no valid pixel (``depth_empty``)
         """
         if rgb.shape[0] != camera.height or rgb.shape[1] != camera.width:
             raise ConversionError(
                 'size_mismatch', f'image {rgb.shape[1]}x{rgb.shape[0]} does not match '
                 f'camera_info {camera.width}x{camera.height} (binning/ROI applied)')
         und = self.camera_for(camera)
-        return Frame(und(rgb), int(stamp_ns), und.camera, T_world_cam, frame_id)
+        depth_work = None
+        if depth is not None:
+            depth = np.asarray(depth, dtype=np.float32)
+            if depth.shape != rgb.shape[:2]:
+                raise ConversionError(
+                    'depth_size_mismatch', f'depth {_size(depth)} does not match the image '
+                    f'{rgb.shape[1]}x{rgb.shape[0]} (a registered depth image is needed)')
+            depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0))
+            depth_work = und.depth(depth)
+            if not np.any(depth_work > 0):
+                raise ConversionError(
+                    'depth_empty', f'depth image {_size(depth)} has no valid pixel (all 0 or '
+                    'NaN) in the working image')
+        return Frame(und(rgb), int(stamp_ns), und.camera, T_world_cam, frame_id, depth_work)
+
+
+def _size(array: np.ndarray) -> str:
+    """'WxH' of an image array, or its shape when it is not 2D."""
+    if array.ndim != 2:
+        return f'of shape {array.shape}'
+    return f'{array.shape[1]}x{array.shape[0]}'
+

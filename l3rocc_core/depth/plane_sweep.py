@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.camera import CameraModelError, PinholeCamera
 from l3rocc_core.config import DepthConfig
 from l3rocc_core.depth.base import DepthSource
 from l3rocc_core.depth.result import DepthInputError, DepthResult
@@ -360,10 +360,11 @@ class PlaneSweepDepth(DepthSource):
             return hit
         f = self.config.depth_downsample
         cam = frame.camera
-        H, W = (cam.height // f) * f, (cam.width // f) * f
-        if H < f or W < f:
-            raise DepthInputError(f'image {cam.width}x{cam.height} is smaller than '
-                                  f'depth_downsample {f}')
+        try:
+            small = cam.reduced(f)
+        except CameraModelError as exc:
+            raise DepthInputError(f'depth_downsample {f}: {exc}') from exc
+        H, W = small.height * f, small.width * f
         image = frame.image[:H, :W]
         if not image.flags.writeable:   # e.g. a decoded message's buffer: torch warns on it
             image = image.copy()
@@ -376,8 +377,6 @@ class PlaneSweepDepth(DepthSource):
         if f > 1:
             gray = F.avg_pool2d(gray, f)
         gray = gray[0, 0].contiguous()
-        small = PinholeCamera(W // f, H // f, cam.fx / f, cam.fy / f, (cam.cx + 0.5) / f - 0.5,
-                              (cam.cy + 0.5) / f - 0.5)
         count = self._count(small.height, small.width, self.radius)
         stats = box_mean(torch.stack([gray, gray * gray]), self.radius, count)
         std = (stats[1] - stats[0] * stats[0]).clamp_min(0.0).sqrt()

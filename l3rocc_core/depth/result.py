@@ -1,6 +1,7 @@
 """DepthResult: one depth map with its confidence, validity and camera."""
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -8,9 +9,19 @@ from l3rocc_core.camera import PinholeCamera
 
 
 class DepthInputError(ValueError):
-    """Frames a depth estimator cannot use (no pose, other sizes); ``kind`` for diagnostics."""
+    """Frames a depth estimator cannot use (no pose, other sizes); ``kind`` for diagnostics.
+
+    :param message: what was wrong
+    :param kind: the diagnostics counter name, when more specific than ``depth_input``
+    """
 
     kind = 'depth_input'
+
+    def __init__(self, message: str = '', kind: Optional[str] = None):
+        """Keep the message, and the counter name when one is given."""
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 @dataclass
