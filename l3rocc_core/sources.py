@@ -64,7 +64,8 @@ class BagMessage:
 
     :param topic: topic name
     :param msgtype: e.g. 'sensor_msgs/msg/Image'
-    :param role: 'image', 'compressed', 'camera_info', 'tf', 'tf_static' or 'odometry'
+    :param role: 'image', 'compressed', 'camera_info', 'tf', 'tf_static', 'odometry' or
+        'depth'
     :param msg: the deserialised message (rosbags dataclass; duck-typed like rclpy's)
     :param log_time_ns: recording time in nanoseconds
     """
@@ -313,7 +314,8 @@ class BagSource:
     def __init__(self, path: str, image_topic: Optional[str] = None,
                  camera_info_topic: Optional[str] = None, odom_topic: Optional[str] = None,
                  tf_topic: str = '/tf', tf_static_topic: str = '/tf_static',
-                 image_transport: Optional[str] = None, require_camera_info: bool = True):
+                 image_transport: Optional[str] = None, require_camera_info: bool = True,
+                 depth_topic: Optional[str] = None, want_depth: bool = False):
         """Open the bag and choose the topics."""
         from rosbags.rosbag2 import Reader
         from rosbags.typesys import Stores, get_typestore
@@ -344,6 +346,9 @@ class BagSource:
             self.roles[self.camera_info_topic] = 'camera_info'
         if self.odom_topic:
             self.roles[self.odom_topic] = 'odometry'
+        self.depth_topic = self._choose_depth(depth_topic) if want_depth or depth_topic else None
+        if self.depth_topic:
+            self.roles[self.depth_topic] = 'depth'
         for topic, role in ((tf_topic, 'tf'), (tf_static_topic, 'tf_static')):
             if self.topics.get(topic) == 'tf2_msgs/msg/TFMessage':
                 self.roles[topic] = role
@@ -383,6 +388,21 @@ class BagSource:
             depth = any(w in topic.lower() for w in ('depth', 'disparity', 'ir', 'mask'))
             return (int(compressed != want_compressed), int(depth), -self.counts[topic])
         return sorted(candidates, key=rank)[0]
+
+    def _choose_depth(self, name: Optional[str]) -> Optional[str]:
+        """The registered depth topic: ``name``, else the Image topic named like depth."""
+        if name:
+            if self.topics.get(name) != 'sensor_msgs/msg/Image':
+                raise SourceError('no_depth_topic', f'{self.path}: no sensor_msgs/Image topic '
+                                  f'{name!r} ({self._listing()})')
+            return name
+        found = [t for t in self._of_type('sensor_msgs/msg/Image')
+                 if t != self.image_topic and 'depth' in t.lower()]
+        if not found:
+            raise SourceError('no_depth_topic', f'{self.path}: no depth image topic (an Image '
+                              f"topic named like 'depth'; name it with --depth-topic): "
+                              f'{self._listing()}')
+        return max(found, key=lambda t: self.counts[t])
 
     def _choose_camera_info(self, name: Optional[str], required: bool) -> Optional[str]:
         infos = self._of_type('sensor_msgs/msg/CameraInfo')
@@ -624,7 +644,8 @@ def open_source(path: str, image_topic: Optional[str] = None,
                 tf_topic: str = '/tf', tf_static_topic: str = '/tf_static',
                 image_transport: Optional[str] = None, intrinsics: Any = None,
                 poses: Optional[str] = None, fps: Optional[float] = None,
-                frame_id: str = 'camera') -> Source:
+                frame_id: str = 'camera', depth_topic: Optional[str] = None,
+                want_depth: bool = False) -> Source:
     """Open a recorded input for replay.
 
     :param path: rosbag2 directory / ``.mcap`` / ``.db3``, video file, or image folder
@@ -639,6 +660,8 @@ def open_source(path: str, image_topic: Optional[str] = None,
     :param poses: TUM trajectory file for videos/images (camera to world)
     :param fps: frame rate of videos/images without usable stamps
     :param frame_id: frame name of video/image frames
+    :param depth_topic: bag topic of registered depth images (default: auto when ``want_depth``)
+    :param want_depth: read a depth topic too (``depth_source: topic``); bags only
     :return: a :class:`BagSource`, :class:`VideoSource` or :class:`ImageFolderSource`
     :raises SourceError: with a kind and a message saying what to do
     """
@@ -658,7 +681,11 @@ def open_source(path: str, image_topic: Optional[str] = None,
     if bag_file is not None:
         return BagSource(str(bag_file), image_topic, camera_info_topic, odom_topic, tf_topic,
                          tf_static_topic, image_transport,
-                         require_camera_info=intrinsics is None)
+                         require_camera_info=intrinsics is None, depth_topic=depth_topic,
+                         want_depth=want_depth)
+    if want_depth:
+        raise SourceError('no_depth_topic', f'{path}: depth_source topic needs a rosbag2 with a '
+                          'registered depth image topic; videos and image folders have none')
     if p.is_dir():
         return ImageFolderSource(str(p), intrinsics, poses, fps, frame_id)
     return VideoSource(str(p), intrinsics, poses, fps, frame_id)

@@ -25,9 +25,11 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from diagnostic_msgs.msg import DiagnosticArray
 from l3rocc.msg import Occupancy4D as Occupancy4DMsg
 from l3rocc_core.config import PipelineConfig
-from l3rocc_core.convert import ConversionError, FrameBuilder, camera_from_info, stamp_to_ns
+from l3rocc_core.convert import (camera_from_info, ConversionError, depth_image_to_metres,
+                                 FrameBuilder, stamp_to_ns)
 from l3rocc_core.frame import Frame
 from l3rocc_core.occupancy import Occupancy4D
+from l3rocc_core.stream import DepthPairing, FrameDropped, PoseSelector, StampGate
 from l3rocc_core.tf_tree import TransformUnavailable
 from l3rocc_ros.diagnostics import NodeStats, diagnostic_array
 from l3rocc_ros.memwatch import from_environment, limit_arenas, release_free_memory
@@ -55,7 +57,6 @@ except ImportError:  # Humble
 
 # Stages whose change needs a new pipeline (the window restarts); output/input apply at once.
 PIPELINE_STAGES = ('camera', 'window', 'depth', 'grid', 'fusion', 'refiner')
-JUMP_BACK_NS = 1_000_000_000  # an image this much older than the previous: time jumped back
 LOG_PERIOD_S = 3.0
 STOP_BUDGET_S = 1.5  # shutdown waits this long for the frame in hand, then leaves it
 WORKER_POLL_S = 0.25  # the worker thread checks for a stop request at least this often
@@ -181,15 +182,6 @@ def forget_traceback(exc: Optional[BaseException]) -> None:
         exc = getattr(exc, 'error', None) or exc.__cause__ or exc.__context__
 
 
-class FrameDropped(Exception):
-    """A frame that cannot be processed; ``kind`` is its diagnostics counter."""
-
-    def __init__(self, kind: str, message: str):
-        """Store the counter name with the message."""
-        super().__init__(message)
-        self.kind = kind
-
-
 class L3roccNode(Node):
     """Monocular camera to 4D occupancy (see the contract for topics and parameters).
 
@@ -234,10 +226,8 @@ class L3roccNode(Node):
         self._camera_info_used: Optional[CameraInfo] = None
         self._camera = None
         self._last_frame_camera = None
-        self._last_stamp_ns: Optional[int] = None
-        self._jump_candidate_ns: Optional[int] = None
-        self._static_pose_warned = False
-        self._odom_children = set()
+        self._stamps = StampGate()
+        self._pose_selector = PoseSelector(cfg.input, cfg.grid.world_frame)
         self._last_occ: Optional[Occupancy4D] = None
         self._publish_ms: Optional[float] = None
         self._next_trim = time.monotonic() + MALLOC_TRIM_PERIOD_S
@@ -279,6 +269,14 @@ class L3roccNode(Node):
             callback_group=self._input_group, event_callbacks=self._qos_events('camera_info'))
         self.image_topic = self.sub_image.topic_name
         self.camera_info_topic = self.sub_camera_info.topic_name
+        self._depth_pairing: Optional[DepthPairing] = None
+        self.sub_depth = None
+        if cfg.depth.depth_source == 'topic':
+            self._depth_pairing = DepthPairing()
+            self._depth_unpaired_seen = 0
+            self.sub_depth = self.create_subscription(
+                Image, 'depth', self._on_depth, qos, callback_group=self._input_group,
+                event_callbacks=self._qos_events('depth'))
         self._poses: Optional[PoseLookup] = None
         self.sub_odometry = None
         if cfg.input.pose_source in ('tf', 'odometry', 'static'):
@@ -396,10 +394,12 @@ class L3roccNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
+    def _on_depth(self, msg: Image) -> None:
+        self._depth_pairing.add(stamp_to_ns(msg.header.stamp), msg)
+
     def _on_odometry(self, msg: Odometry) -> None:
         self._poses.add_odometry(msg, self.config.grid.world_frame)
-        if msg.child_frame_id:
-            self._odom_children.add(msg.child_frame_id.lstrip('/'))
+        self._pose_selector.add_odometry_child(msg.child_frame_id)
 
     def _on_incompatible_qos(self, topic: str, event: Any, publisher: bool) -> None:
         name = self.resolve_topic_name(topic)
@@ -489,7 +489,9 @@ class L3roccNode(Node):
             occ = self._pipeline.push(frame)
         except Exception as exc:  # noqa: B902 - the stage boundary: count, log, keep running
             if not is_cuda_oom(exc):
-                self._drop('pipeline_error', f'{type(exc).__name__}: {exc}')
+                # a stage error that names its cause (a depth source's input) is counted by it
+                kind = getattr(getattr(exc, 'error', None), 'kind', None) or 'pipeline_error'
+                self._drop(kind, f'{type(exc).__name__}: {exc}')
                 return
             oom, occ = exc, None
         if oom is not None:
@@ -599,7 +601,9 @@ class L3roccNode(Node):
         if not frame_id:
             raise FrameDropped('no_frame_id', 'image and camera_info have an empty frame_id')
         T_world_cam = self._pose(frame_id, stamp_ns, received, cfg)
-        frame = self._builder.build(rgb, self._camera, stamp_ns, T_world_cam, frame_id)
+        depth = self._paired_depth(stamp_ns, received, cfg)
+        frame = self._builder.build(rgb, self._camera, stamp_ns, T_world_cam, frame_id,
+                                    depth=depth)
         if self._last_frame_camera is not None and frame.camera != self._last_frame_camera:
             # the pipeline restarts its window itself on a new camera model
             text = (f'{self.camera_info_topic}: camera model changed '
@@ -609,79 +613,78 @@ class L3roccNode(Node):
             self.stats.error('camera_changed', text, dropped=False)
             self._log.log('camera_changed', text)
         self._last_frame_camera = frame.camera
-        self._last_stamp_ns = stamp_ns
+        self._stamps.accept(stamp_ns)
         return frame
 
     def _check_stamp(self, stamp_ns: int, cfg: PipelineConfig) -> int:
-        """Return ``stamp_ns`` when a frame with it may be processed.
+        """Return ``stamp_ns`` when a frame with it may be processed (:class:`StampGate`).
 
-        A stamp ``JUMP_BACK_NS`` or more older than the previous frame's is a jump back in
-        time. It restarts the window and the transforms when the node's clock went back too
-        (``use_sim_time`` and a bag loop), or when the next frame confirms the new time line
-        (a bag replayed on wall time); a single stray frame is dropped and the window kept.
+        A confirmed jump back in time restarts the window, the transforms and the depth
+        pairing.
 
         :raises FrameDropped: zero, far-future, duplicate, out-of-order or stray stamp
         """
-        if stamp_ns <= 0:
-            raise FrameDropped('bad_stamp', f'image stamp {stamp_ns} ns is zero or negative')
-        now_ns = self.get_clock().now().nanoseconds
-        ahead_s = (stamp_ns - now_ns) / 1e9
-        if cfg.input.max_future_stamp_s > 0 and now_ns > 0 and \
-                ahead_s > cfg.input.max_future_stamp_s:
-            raise FrameDropped('stamp_future', f'image stamp {stamp_ns / 1e9:.6f} s is '
-                               f'{ahead_s:.1f} s ahead of the node clock (max_future_stamp_s '
-                               f'{cfg.input.max_future_stamp_s})')
-        last = self._last_stamp_ns
-        candidate, self._jump_candidate_ns = self._jump_candidate_ns, None
-        if last is None or stamp_ns > last:
-            return stamp_ns
-        if last - stamp_ns < JUMP_BACK_NS:
-            kind = 'stamp_duplicate' if stamp_ns == last else 'stamp_out_of_order'
-            raise FrameDropped(kind, f'image stamp {stamp_ns / 1e9:.6f} s is not newer than '
-                               f'the previous frame stamp {last / 1e9:.6f} s')
-        clock_went_back = 0 < now_ns < last - JUMP_BACK_NS
-        if clock_went_back or (candidate is not None and candidate < stamp_ns < last):
-            back = (last - stamp_ns) / 1e9
-            text = (f'{self.image_topic}: time jumped back by {back:.1f} s (bag loop or clock '
-                    'reset); window restarted')
+        last = self._stamps.last_ns
+        if self._stamps.check(stamp_ns, self.get_clock().now().nanoseconds,
+                              cfg.input.max_future_stamp_s):
+            text = (f'{self.image_topic}: time jumped back by {(last - stamp_ns) / 1e9:.1f} s '
+                    '(bag loop or clock reset); window restarted')
             self.stats.error('time_jump_back', text, dropped=False)
             self._log.log('time_jump_back', text)
             self._pipeline.reset()
             if self._poses is not None:
                 self._poses.on_time_jump()
-            self._last_stamp_ns = None
-            return stamp_ns
-        self._jump_candidate_ns = stamp_ns
-        raise FrameDropped('stamp_jump_back', f'image stamp {stamp_ns / 1e9:.6f} s is '
-                           f'{(last - stamp_ns) / 1e9:.1f} s older than the previous frame; '
-                           'dropped unless the next frame confirms that time jumped back')
+            if self._depth_pairing is not None:
+                self._depth_pairing.clear()
+        return stamp_ns
+
+    def _paired_depth(self, stamp_ns: int, received: float,
+                      cfg: PipelineConfig) -> Optional[np.ndarray]:
+        """The registered depth (metres) stamped like the image, for ``depth_source: topic``.
+
+        Waits for it until ``tf_timeout_s`` after the image arrived; depth images that can no
+        longer meet their image are counted (``depth_unpaired``) and logged.
+
+        :raises FrameDropped: no depth with the image's stamp (``depth_missing``)
+        :raises ConversionError: a depth image of another encoding (``bad_depth_encoding``)
+        """
+        pairing = self._depth_pairing
+        if pairing is None:
+            return None
+        msg = pairing.take(stamp_ns, received + cfg.input.tf_timeout_s)
+        unpaired = pairing.unpaired - self._depth_unpaired_seen
+        if unpaired > 0:
+            self._depth_unpaired_seen = pairing.unpaired
+            text = (f'{self.sub_depth.topic_name}: {unpaired} depth image(s) without an image '
+                    f'of the same stamp on {self.image_topic}; dropped')
+            self.stats.error('depth_unpaired', text, dropped=False)
+            self._log.log('depth_unpaired', text)
+        if msg is None:
+            raise FrameDropped('depth_missing', f'no depth image stamped {stamp_ns / 1e9:.6f} s '
+                               f'on {self.sub_depth.topic_name} within tf_timeout_s '
+                               f'{cfg.input.tf_timeout_s} s (depth_source topic)')
+        return depth_image_to_metres(msg)
 
     def _pose(self, frame_id: str, stamp_ns: int, received: float,
               cfg: PipelineConfig) -> Optional[np.ndarray]:
-        source = cfg.input.pose_source
-        world = cfg.grid.world_frame
-        if source == 'visual_odometry':
-            return None
-        if source == 'static':
-            try:
-                return self._poses.lookup(world, frame_id, None)
-            except TransformUnavailable as exc:
-                if not self._static_pose_warned:
-                    self._static_pose_warned = True
-                    self.get_logger().warning(
-                        f'pose_source static: no transform {world!r} <- {frame_id!r} ({exc}); '
-                        f'the camera is taken to sit at the origin of {world!r}')
-                return np.eye(4)
+        """Pose of the image frame (:class:`PoseSelector`), waiting up to ``tf_timeout_s``."""
         deadline = received + cfg.input.tf_timeout_s
-        children = set(self._odom_children)
-        if source == 'odometry' and len(children) == 1 and not self._poses.has_frame(frame_id):
-            frame_id = children.pop()  # as replay: the camera is the odometry's child frame
+
+        def lookup(parent: str, child: str, stamp: Optional[int]) -> np.ndarray:
+            if stamp is None:   # the fixed camera's pose: TF at the first image, no waiting
+                return self._poses.lookup(parent, child, None)
+            return self._poses.wait_lookup(parent, child, stamp, deadline)
+
         try:
-            return self._poses.wait_lookup(world, frame_id, stamp_ns, deadline)
+            has_frame = self._poses.has_frame if self._poses is not None else None
+            return self._pose_selector.pose(frame_id, stamp_ns, lookup, has_frame)
         except TransformUnavailable as exc:
+            if cfg.input.pose_source == 'static':
+                raise
             raise TransformUnavailable(
-                exc.kind, f'no pose of {frame_id!r} in {world!r} at {stamp_ns / 1e9:.6f} s '
-                f'within tf_timeout_s {cfg.input.tf_timeout_s} s: {exc}', exc.future) from exc
+                exc.kind, f'no pose of {frame_id!r} in {cfg.grid.world_frame!r} at '
+                f'{stamp_ns / 1e9:.6f} s within tf_timeout_s {cfg.input.tf_timeout_s} s: {exc}',
+                exc.future) from exc
 
     # ------------------------------------------------------------------------------- outputs
     def _publish(self, occ: Occupancy4D, cfg: PipelineConfig) -> None:

@@ -27,12 +27,14 @@ from tqdm import tqdm
 from l3rocc_core import cli
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig, parse_set_arguments
-from l3rocc_core.convert import (ConversionError, FrameBuilder, camera_from_info,
-                                 compressed_to_rgb, image_to_rgb, pose_to_matrix, stamp_to_ns)
+from l3rocc_core.convert import (camera_from_info, compressed_to_rgb, ConversionError,
+                                 depth_image_to_metres, FrameBuilder, image_to_rgb,
+                                 pose_to_matrix, stamp_to_ns)
 from l3rocc_core.occupancy import Occupancy4D, OccupancySequenceWriter
 from l3rocc_core.pipeline import OccupancyPipeline, StageError
 from l3rocc_core.sources import (BagMessage, BagSource, RawFrame, SourceError, camera_factory,
                                  open_source)
+from l3rocc_core.stream import DepthPairing, FrameDropped, PoseSelector, StampGate
 from l3rocc_core.tf_tree import TransformBuffer, TransformUnavailable
 
 HELP = "run the node's pipeline on a bag, video or image folder; write occupancy.npz"
@@ -117,7 +119,9 @@ class Replayer:
         self._pending: Deque[BagMessage] = deque()
         self._newest_tf_ns: Optional[int] = None
         self._stage_ms: Dict[str, List[float]] = {}
-        self._odom_children: set = set()
+        self.poses = PoseSelector(config.input, self.world_frame)
+        self.stamps = StampGate()
+        self.depth = DepthPairing(MAX_PENDING) if config.depth.depth_source == 'topic' else None
         self._bar: Optional[tqdm] = None
         self.save_depth = save_depth
         self._depth_rows: List[Tuple[int, Optional[np.ndarray]]] = []
@@ -170,11 +174,13 @@ class Replayer:
 
     def _run_bag(self, source: BagSource) -> None:
         roles = set(source.roles.values())
-        if self.pose_source == 'tf' and not roles & {'tf', 'tf_static'}:
+        needs_tf = self.pose_source == 'tf' or (self.pose_source == 'static'
+                                                and self.poses.fixed_pose is None)
+        if needs_tf and not roles & {'tf', 'tf_static'}:
             raise ReplayError('no_poses', f'{source.path} has no TFMessage topic '
                               f'({source.describe()}) while pose_source is tf: record /tf, '
-                              'name it with --tf-topic, or --set pose_source=odometry/static/'
-                              'visual_odometry')
+                              'name it with --tf-topic, or --set pose_source=odometry, or '
+                              'pose_source=static with camera_pose=[x,y,z,roll,pitch,yaw]')
         if self.pose_source == 'odometry' and 'odometry' not in roles:
             raise ReplayError('no_poses', f'{source.path} has no nav_msgs/Odometry topic while '
                               'pose_source is odometry (--odom-topic names it)')
@@ -194,6 +200,8 @@ class Replayer:
                 self._add_tf(ev, role == 'tf_static')
             elif role == 'odometry':
                 self._add_odometry(ev)
+            elif role == 'depth' and self.depth is not None:
+                self.depth.add(stamp_to_ns(ev.msg.header.stamp), ev)
             self._drain(final=False)
         self._drain(final=True)
 
@@ -217,7 +225,7 @@ class Replayer:
         except (ConversionError, ValueError) as exc:
             self._skip('bad_odometry', f'{ev.topic}: {exc}')
             return
-        self._odom_children.add(str(msg.child_frame_id).lstrip('/'))
+        self.poses.add_odometry_child(msg.child_frame_id)
         self._newest_tf_ns = stamp if self._newest_tf_ns is None else max(self._newest_tf_ns,
                                                                           stamp)
 
@@ -235,6 +243,9 @@ class Replayer:
                 self._skip('no_camera_info', 'no CameraInfo before this image (give '
                            '--intrinsics or --camera-info-topic)')
                 continue
+            if (self.depth is not None and not self.depth.has(stamp)
+                    and not (final or overflow)):
+                return   # its depth image may come later in the bag
             T, error = self._pose(ev.msg.header.frame_id, stamp)
             if error is not None:
                 horizon = (self._newest_tf_ns is not None
@@ -249,19 +260,10 @@ class Replayer:
 
     def _pose(self, frame_id: str, stamp: int):
         """Return (T_world_cam or None, TransformUnavailable or None) per ``pose_source``."""
-        if self.pose_source == 'visual_odometry':
-            return None, None
         t0 = time.perf_counter()
         try:
-            if self.pose_source == 'static':
-                if self.buffer.can_transform(self.world_frame, frame_id, None):
-                    return self.buffer.lookup(self.world_frame, frame_id, None), None
-                return np.eye(4), None
-            target = frame_id
-            if (self.pose_source == 'odometry' and not self.buffer.has_frame(frame_id)
-                    and len(self._odom_children) == 1):
-                target = next(iter(self._odom_children))  # camera = odometry child frame
-            return self.buffer.lookup(self.world_frame, target, stamp), None
+            return self.poses.pose(frame_id, stamp, self.buffer.lookup,
+                                   self.buffer.has_frame), None
         except TransformUnavailable as exc:
             return None, exc
         finally:
@@ -271,11 +273,20 @@ class Replayer:
     def _process_message(self, ev: BagMessage, stamp: int, T: Optional[np.ndarray]) -> None:
         t0 = time.perf_counter()
         try:
+            self._check_stamp(stamp)
             rgb = compressed_to_rgb(ev.msg) if ev.role == 'compressed' else image_to_rgb(ev.msg)
             camera = (self.intrinsics(rgb.shape[1], rgb.shape[0]) if self.intrinsics
                       else self.camera)
-            frame = self.builder.build(rgb, camera, stamp, T, str(ev.msg.header.frame_id))
-        except ConversionError as exc:
+            depth = None
+            if self.depth is not None:
+                d = self.depth.take(stamp)
+                if d is None:
+                    raise FrameDropped('depth_missing', f'no depth image stamped '
+                                       f'{stamp / 1e9:.6f} s (depth_source topic)')
+                depth = depth_image_to_metres(d.msg)
+            frame = self.builder.build(rgb, camera, stamp, T, str(ev.msg.header.frame_id),
+                                       depth=depth)
+        except (ConversionError, FrameDropped) as exc:
             self._skip(exc.kind, f'{ev.topic}: {exc}')
             return
         self._time('decode', (time.perf_counter() - t0) * 1e3)
@@ -283,6 +294,10 @@ class Replayer:
 
     def _run_frames(self, source: Any) -> None:
         has_poses = getattr(source, 'poses', None) is not None
+        if not has_poses and self.pose_source == 'static' and self.poses.fixed_pose is None:
+            raise ReplayError('no_poses', f'{source.describe()} has no poses and no TF: '
+                              'pose_source static needs --set camera_pose=[x,y,z,roll,pitch,'
+                              'yaw] (the camera in world_frame, metres and radians)')
         if not has_poses and self.pose_source in ('tf', 'odometry'):
             raise ReplayError('no_poses', f'{source.describe()} has no poses while pose_source '
                               f'is {self.pose_source!r}: give --poses FILE (TUM format) or '
@@ -300,15 +315,26 @@ class Replayer:
                        'outside the poses file')
             return
         if T is None and self.pose_source == 'static':
-            T = np.eye(4)
+            T = self.poses.fixed_pose
         t0 = time.perf_counter()
-        try:
+        try:   # (stamps of our own making: the message stamp rules do not apply)
             frame = self.builder.build(raw.rgb, raw.camera, raw.stamp_ns, T, raw.frame_id)
         except ConversionError as exc:
             self._skip(exc.kind, str(exc))
             return
         self._time('decode', (time.perf_counter() - t0) * 1e3)
         self._push(frame)
+
+    def _check_stamp(self, stamp: int) -> None:
+        """The node's stamp rules (no clock: a jump back is confirmed by the next frame).
+
+        :raises FrameDropped: a stamp the node would drop
+        """
+        if self.stamps.check(stamp):
+            self.result.skipped['time_jump_back'] = (
+                self.result.skipped.get('time_jump_back', 0) + 1)
+            self.pipeline.reset()
+        self.stamps.accept(stamp)
 
     def _push(self, frame: Any) -> None:
         try:
@@ -418,7 +444,7 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
         pipeline = _make_pipeline(config)
     transport = source_options.pop('image_transport', config.input.image_transport)
     source = open_source(source_path, intrinsics=intrinsics, image_transport=transport,
-                         **source_options)
+                         want_depth=config.depth.depth_source == 'topic', **source_options)
     try:
         rep = Replayer(config, pipeline, intrinsics, max_frames, save_depth)
         result = rep.run(source, progress)
@@ -471,6 +497,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--image-topic', help='bag image topic (default: auto)')
     parser.add_argument('--camera-info-topic', help='bag CameraInfo topic (default: auto)')
     parser.add_argument('--odom-topic', help='bag nav_msgs/Odometry topic (default: auto)')
+    parser.add_argument('--depth-topic', help='bag registered depth Image topic, read with '
+                        "--set depth_source=topic (default: the Image topic named like 'depth')")
     parser.add_argument('--tf-topic', default='/tf', help='default: %(default)s')
     parser.add_argument('--tf-static-topic', default='/tf_static', help='default: %(default)s')
     parser.add_argument('--frame-id', default='camera',
@@ -496,7 +524,8 @@ def run(args: argparse.Namespace) -> int:
         result = replay(args.source, args.out, config, args.max_frames, not args.no_progress,
                         intrinsics=args.intrinsics, poses=args.poses, fps=args.fps,
                         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-                        odom_topic=args.odom_topic, tf_topic=args.tf_topic,
+                        odom_topic=args.odom_topic, depth_topic=args.depth_topic,
+                        tf_topic=args.tf_topic,
                         tf_static_topic=args.tf_static_topic, frame_id=args.frame_id,
                         save_depth=args.save_depth)
     except (SourceError, ReplayError, OSError) as exc:
