@@ -23,6 +23,11 @@ ENCODINGS: Dict[str, Tuple[int, Optional[int]]] = {
     'bgra8': (4, cv2.COLOR_BGRA2RGB),
     'mono8': (1, cv2.COLOR_GRAY2RGB),
 }
+# depth encoding: (stored dtype, metres per unit)
+DEPTH_ENCODINGS: Dict[str, Tuple[np.dtype, float]] = {
+    '16UC1': (np.dtype(np.uint16), 0.001),
+    '32FC1': (np.dtype(np.float32), 1.0),
+}
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K; larger frames are refused
 OPENCV_D_SIZES = (4, 5, 8, 12, 14)  # distortion vector lengths cv2 undistortion accepts
 
@@ -103,6 +108,32 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise ConversionError('bad_image_size', f'image {img.shape[1]}x{img.shape[0]} exceeds '
                               'the 8K limit')
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def depth_image_to_m(msg: Any) -> np.ndarray:
+    """float32 [H, W] metres of a depth sensor_msgs/Image: 16UC1 (mm) or 32FC1 (m).
+
+    0 = no return: zeros, NaN, infinities and negative values all come out as 0.
+
+    :raises ConversionError: other encodings, zero or huge size, inconsistent step/data
+    """
+    enc = str(msg.encoding).upper()
+    if enc not in DEPTH_ENCODINGS:
+        raise ConversionError('unsupported_encoding', f'depth encoding {msg.encoding!r} is not '
+                              f'supported (supported: {", ".join(DEPTH_ENCODINGS)})')
+    dtype, scale = DEPTH_ENCODINGS[enc]
+    dtype = dtype.newbyteorder('>' if int(msg.is_bigendian) else '<')
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0 or h * w > MAX_IMAGE_PIXELS:
+        raise ConversionError('bad_image_size', f'depth image size {w}x{h} is empty or over 8K')
+    data = _bytes(msg.data)
+    if step < w * dtype.itemsize or data.size != step * h:
+        raise ConversionError('bad_image_data', f'depth data has {data.size} bytes for step '
+                              f'{step} x height {h} ({w} {enc} pixels a row)')
+    rows = data.reshape(h, step)[:, :w * dtype.itemsize]
+    depth = np.ascontiguousarray(rows).view(dtype).astype(np.float32) * np.float32(scale)
+    depth[~(depth > 0) | ~np.isfinite(depth)] = 0.0
+    return depth
 
 
 def camera_from_info(msg: Any) -> PinholeCamera:
