@@ -3,9 +3,11 @@
 Pure Python, no ROS install needed; the bags play with ``ros2 bag play`` on Humble, Jazzy and
 Kilted (the ROS 2 message definitions of sensor_msgs, tf2_msgs and nav_msgs are the same there).
 
-:class:`CameraBagWriter` writes Image, CompressedImage, CameraInfo, TFMessage and Odometry with
-header stamps and log times in nanoseconds. The output is written under a temporary name and
-renamed when the writer closes without an error, so a half-written bag never looks complete.
+:class:`CameraBagWriter` writes Image (colour, and depth as 16UC1 mm or 32FC1 m), CompressedImage,
+CameraInfo, TFMessage and Odometry with header stamps and log times in nanoseconds; mcap output
+can be zstd-compressed by chunk (``compress=True``), which ``ros2 bag`` reads without options.
+The output is written under a temporary name and renamed when the writer closes without an
+error, so a half-written bag never looks complete.
 ``path`` ending in ``.mcap`` or ``.db3`` gives a single storage file (``ros2 bag play FILE``
 and :func:`l3rocc_core.sources.open_source` read it); any other path gives a rosbag2 directory
 (``metadata.yaml`` + storage file).
@@ -20,11 +22,11 @@ import cv2
 import numpy as np
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from l3rocc_core.camera import PinholeCamera
-from l3rocc_core.convert import ns_to_sec_nanosec
+from l3rocc_core.convert import DEPTH_ENCODINGS, ns_to_sec_nanosec
 from l3rocc_core.transforms import matrix_to_quat
 
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
@@ -32,6 +34,7 @@ SUFFIX_STORAGE = {'.mcap': 'mcap', '.db3': 'sqlite3'}
 DEFAULT_TOPICS = {
     'image': '/camera/image_raw',
     'compressed': '/camera/image_raw/compressed',
+    'depth': '/camera/depth_registered/image_raw',
     'camera_info': '/camera/camera_info',
     'tf': '/tf',
     'tf_static': '/tf_static',
@@ -40,6 +43,7 @@ DEFAULT_TOPICS = {
 TYPES = {
     'image': 'sensor_msgs/msg/Image',
     'compressed': 'sensor_msgs/msg/CompressedImage',
+    'depth': 'sensor_msgs/msg/Image',
     'camera_info': 'sensor_msgs/msg/CameraInfo',
     'tf': 'tf2_msgs/msg/TFMessage',
     'tf_static': 'tf2_msgs/msg/TFMessage',
@@ -50,6 +54,8 @@ IMAGE_ENCODINGS = {
     'rgb8': (None, 3), 'bgr8': (cv2.COLOR_RGB2BGR, 3), 'rgba8': (cv2.COLOR_RGB2RGBA, 4),
     'bgra8': (cv2.COLOR_RGB2BGRA, 4), 'mono8': (cv2.COLOR_RGB2GRAY, 1),
 }
+# depth dtype -> encoding: millimetres as uint16 (16UC1), metres as float32 (32FC1).
+DEPTH_ENCODING_OF_DTYPE = {np.dtype(kind): enc for enc, (kind, _) in DEPTH_ENCODINGS.items()}
 Transform = Tuple[str, str, np.ndarray]  # (parent, child, T_parent_child [4, 4])
 
 
@@ -109,6 +115,21 @@ class MessageFactory:
             header=self.header(stamp_ns, frame_id), height=int(height), width=int(width),
             encoding=encoding, is_bigendian=int(is_bigendian), step=int(step),
             data=np.asarray(data, np.uint8).reshape(-1))
+
+    def depth_image(self, depth: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
+        """Return a sensor_msgs/Image of a depth map (little endian).
+
+        :param depth: uint16 [H, W] millimetres (16UC1) or float32 [H, W] metres (32FC1);
+            0 = no return
+        """
+        depth = np.asarray(depth)
+        if depth.ndim != 2 or depth.dtype not in DEPTH_ENCODING_OF_DTYPE:
+            raise ValueError(f'depth must be uint16 mm or float32 m [H, W], got {depth.dtype} '
+                             f'{depth.shape}')
+        h, w = depth.shape
+        data = np.ascontiguousarray(depth, depth.dtype.newbyteorder('<')).view(np.uint8)
+        return self.image_raw(data.reshape(-1), w, h, w * depth.dtype.itemsize,
+                              DEPTH_ENCODING_OF_DTYPE[depth.dtype], stamp_ns, frame_id)
 
     def compressed(self, rgb: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = 'jpeg',
                    quality: int = 90) -> Any:
@@ -208,17 +229,20 @@ class CameraBagWriter:
     :param topics: overrides of :data:`DEFAULT_TOPICS` by role
     :param typestore: rosbags typestore (default ROS 2 Jazzy)
     :param version: rosbag2 metadata version (8 or 9)
+    :param compress: zstd-compress the mcap chunks (mcap storage only)
     """
 
     def __init__(self, path: str, storage: str = 'mcap',
                  topics: Optional[Dict[str, str]] = None, typestore: Any = None,
-                 version: int = 9):
+                 version: int = 9, compress: bool = False):
         """Open the temporary output."""
         self.path = Path(path)
         suffix_storage = SUFFIX_STORAGE.get(self.path.suffix)
         self.storage = suffix_storage or storage
         if self.storage not in STORAGES:
             raise ValueError(f'storage {storage!r} must be one of {sorted(STORAGES)}')
+        if compress and self.storage != 'mcap':
+            raise ValueError(f'compression is offered for mcap only, not {self.storage}')
         if self.path.exists():
             raise FileExistsError(f'{self.path} exists; remove it or choose another path')
         self.single_file = suffix_storage is not None
@@ -236,6 +260,10 @@ class CameraBagWriter:
         try:
             self._writer = Writer(self._tmp, version=version,
                                   storage_plugin=STORAGES[self.storage])
+            if compress:
+                # STORAGE mode = the mcap file's own chunk compression, as rosbag2's mcap
+                # presets write it: no .zstd file suffix, any mcap reader opens it.
+                self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
             self._writer.open()
         except BaseException:
             shutil.rmtree(self._tmp_parent, ignore_errors=True)
@@ -296,6 +324,12 @@ class CameraBagWriter:
         """Write a sensor_msgs/CompressedImage (jpeg or png) of an RGB picture."""
         self._write('compressed', self.factory.compressed(rgb, stamp_ns, frame_id, fmt, quality),
                     stamp_ns, topic, log_time_ns)
+
+    def write_depth(self, depth: np.ndarray, stamp_ns: int, frame_id: str,
+                    topic: Optional[str] = None, log_time_ns: Optional[int] = None) -> None:
+        """Write a depth sensor_msgs/Image (:meth:`MessageFactory.depth_image`)."""
+        self._write('depth', self.factory.depth_image(depth, stamp_ns, frame_id), stamp_ns,
+                    topic, log_time_ns)
 
     def write_camera_info(self, camera: PinholeCamera, stamp_ns: int, frame_id: str,
                           topic: Optional[str] = None, binning: Tuple[int, int] = (0, 0),

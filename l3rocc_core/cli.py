@@ -17,7 +17,7 @@ COMMANDS = {
     'bench': 'accuracy and speed benchmarks: tables, results.json and plots',
     'export': 'export occupancy (npz, PLY points, meshes)',
     'render': 'PNG/MP4 previews: RGB | depth | occupancy',
-    'make-tum-bag': 'turn the bundled TUM fr1/xyz frames into a rosbag2 (mcap)',
+    'make-tum-bag': 'turn TUM fr1/xyz frames (bundled or a TUM folder) into a rosbag2 (mcap)',
     'demo': 'the make demo job: TUM bag, replay, eval, render, summary table',
 }
 

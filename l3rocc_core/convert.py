@@ -249,4 +249,3 @@ def _size(array: np.ndarray) -> str:
     if array.ndim != 2:
         return f'of shape {array.shape}'
     return f'{array.shape[1]}x{array.shape[0]}'
-

@@ -2,13 +2,13 @@
 
 import os
 import sys
-from typing import List
+from typing import List, Optional
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def share_candidates() -> List[str]:
-    """Folders that may hold ``config/``, ``launch/`` and ``rviz/``, most specific first."""
+    """Folders that may hold config/, launch/, rviz/ and data/, most specific first."""
     out = [os.path.normpath(os.path.join(_HERE, '..'))]
     prefixes = [sys.prefix] + [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(
         os.pathsep) if p]
@@ -26,3 +26,12 @@ def config_file(name: str) -> str:
         if os.path.isfile(path):
             return path
     raise FileNotFoundError(f'config/{name} not found in {share_candidates()}')
+
+
+def data_path(name: str) -> Optional[str]:
+    """Path of ``data/<name>`` (a bundled recording), or None when no candidate folder has it."""
+    for root in share_candidates():
+        path = os.path.join(root, 'data', name)
+        if os.path.exists(path):
+            return path
+    return None

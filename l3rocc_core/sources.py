@@ -299,7 +299,8 @@ class BagSource:
 
     Topics are chosen at open: named ones must exist with the right type; otherwise the
     image topic is the Image (or CompressedImage) topic with the most messages, preferring
-    colour over depth, raw over compressed unless ``image_transport='compressed'``;
+    colour over depth (whatever the transport: a bag of compressed colour and raw depth
+    replays the colour), then raw over compressed unless ``image_transport='compressed'``;
     CameraInfo is the one next to the image topic; TF is ``/tf`` + ``/tf_static``; Odometry
     the only (or named) nav_msgs/Odometry topic. Messages on other topics are not
     deserialised and are counted in :attr:`skipped` by type.
@@ -386,7 +387,7 @@ class BagSource:
             compressed = self.topics[topic].endswith('CompressedImage')
             want_compressed = transport == 'compressed'
             depth = any(w in topic.lower() for w in ('depth', 'disparity', 'ir', 'mask'))
-            return (int(compressed != want_compressed), int(depth), -self.counts[topic])
+            return (int(depth), int(compressed != want_compressed), -self.counts[topic])
         return sorted(candidates, key=rank)[0]
 
     def _choose_depth(self, name: Optional[str]) -> Optional[str]:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,11 +52,42 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope='session')
 def tum_dir(repo_root: Path) -> Path:
-    """Return the TUM RGB-D fr1/xyz excerpt in ``../shared/data``; skip where it is absent."""
-    path = repo_root.parent / 'shared' / 'data' / 'tum_fr1_xyz_37'
-    if not path.is_dir():
-        pytest.skip(f'TUM data not found at {path}')
+    """Return the bundled TUM RGB-D fr1/xyz recording, ``data/tum_fr1_xyz_37``.
+
+    It ships with the repository, so a test that needs it fails (never skips) without it.
+    """
+    path = repo_root / 'data' / 'tum_fr1_xyz_37'
+    assert (path / 'metadata.yaml').is_file(), f'the bundled recording {path} is missing'
     return path
+
+
+@pytest.fixture(scope='session')
+def tum_png_dir(tum_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return the bundled recording written out as a TUM folder as published.
+
+    ``rgb/`` and ``depth/`` PNGs named by stamp (depth in 1/5000 m), ``rgb.txt``, ``depth.txt``
+    and ``groundtruth.txt``: the other layout :func:`load_tum` reads.
+    """
+    import cv2
+    from l3rocc_core.datasets.tum import DEPTH_SCALE, GROUNDTRUTH, load_tum
+
+    root = tmp_path_factory.mktemp('tum_png')
+
+    def write_png(folder: str, stamp_ns: int, image: np.ndarray) -> str:
+        name = f'{folder}/{stamp_ns // 10**9}.{stamp_ns % 10**9 // 1000:06d}.png'
+        (root / folder).mkdir(exist_ok=True)
+        assert cv2.imwrite(str(root / name), image)
+        return name
+
+    rgb_names, depth_names = [], {}
+    for f in load_tum(str(tum_dir)).frames:
+        rgb_names.append(write_png('rgb', f.stamp_ns, cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR)))
+        depth_names[f.depth_stamp_ns] = write_png(
+            'depth', f.depth_stamp_ns, np.round(f.depth_m * DEPTH_SCALE).astype(np.uint16))
+    for listing, names in (('rgb.txt', rgb_names), ('depth.txt', sorted(depth_names.values()))):
+        (root / listing).write_text(''.join(f'{Path(n).stem} {n}\n' for n in names))
+    shutil.copyfile(tum_dir / GROUNDTRUTH, root / GROUNDTRUTH)
+    return root
 
 
 @pytest.fixture

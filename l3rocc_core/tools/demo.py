@@ -1,18 +1,21 @@
-"""``l3rocc demo``: the ``make demo`` job on the bundled TUM fr1/xyz clip.
+"""``l3rocc demo``: the ``make demo`` job on the bundled TUM fr1/xyz recording.
 
-Builds the rosbag2 once (``out/cache/tum_fr1_xyz.mcap``), replays it through the node's pipeline
-with ``config/tum.yaml``, scores it against occupancy built from the TUM ground-truth depth,
-renders the preview and prints a short table. Everything lands in ``--out`` (default
+Replays the bundled rosbag2 (``data/tum_fr1_xyz_37``) through the node's pipeline with
+``config/tum.yaml``, scores it against occupancy built from the recording's ground-truth depth
+and poses, renders the preview and prints a short table. Everything lands in ``--out`` (default
 ``out/demo``): occupancy.npz, timing.json, depth.npz (estimated depth), metrics.json, iou.png,
-preview.png, preview.mp4.
+preview.png, preview.mp4. A TUM folder given with ``--data`` (or ``$L3ROCC_TUM_DIR``) is first
+written as a rosbag2 under ``--cache``, once.
 """
 
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import List
 
 from l3rocc_core import cli
+from l3rocc_core.datasets.tum import default_tum_dir, tum_layout
 from l3rocc_core.paths import config_file
 
 
@@ -20,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options."""
     parser.add_argument('--out', default='out/demo', help='output folder (default out/demo)')
     parser.add_argument('--cache', default='out/cache',
-                        help='where the TUM bag is built once (default out/cache)')
+                        help='where the bag of a TUM folder is built once (default out/cache)')
     parser.add_argument('--data', default=None,
-                        help='TUM folder (default: the bundled ../shared/data/tum_fr1_xyz_37)')
+                        help='TUM folder or bundled-layout recording (default: $L3ROCC_TUM_DIR, '
+                        'else the bundled data/tum_fr1_xyz_37)')
     parser.add_argument('--set', dest='sets', action='append', default=[], metavar='NAME=VALUE',
                         help='parameter override for the replay (repeatable)')
     parser.add_argument('--no-render', action='store_true', help='skip preview.png/mp4')
@@ -35,21 +39,27 @@ def _call(argv: List[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run bag making, replay, eval and render; print the summary table."""
+    """Run replay, eval and render (bag making first for a TUM folder); print the table."""
+    try:
+        data = Path(args.data) if args.data else default_tum_dir()
+    except FileNotFoundError as exc:
+        cli.report_error('demo', exc)
+        return 2
     os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.cache, exist_ok=True)
-    bag = os.path.join(args.cache, 'tum_fr1_xyz.mcap')
-    data = ['--data', args.data] if args.data else []
-    if not os.path.exists(bag):
-        _call(['make-tum-bag', '--out', bag] + data)
+    if tum_layout(data) == 'bundle':
+        bag = str(data)  # the recording is a rosbag2 directory itself
+    else:
+        os.makedirs(args.cache, exist_ok=True)
+        bag = os.path.join(args.cache, f'tum_{data.resolve().name}.mcap')
+        if not os.path.exists(bag):
+            _call(['make-tum-bag', '--out', bag, '--data', str(data)])
     replay = ['replay', bag, '--out', args.out, '--params-file', config_file('tum.yaml'),
               '--save-depth']
     for item in args.sets:
         replay += ['--set', item]
     _call(replay)
-    tum = ['--tum'] + ([args.data] if args.data else [])
     occ = os.path.join(args.out, 'occupancy.npz')
-    _call(['eval', occ, '--out', args.out] + tum)
+    _call(['eval', occ, '--out', args.out, '--tum', str(data)])
     if not args.no_render:
         _call(['render', occ, '--out', args.out, '--source', bag, '--depth',
                os.path.join(args.out, 'depth.npz')])

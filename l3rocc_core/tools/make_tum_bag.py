@@ -1,13 +1,19 @@
-"""``l3rocc make-tum-bag``: the bundled TUM fr1/xyz frames as a rosbag2 (mcap by default)."""
+"""``l3rocc make-tum-bag``: TUM RGB-D frames as a rosbag2 (mcap by default).
+
+By default a plain bag (rgb8 Image, CameraInfo, /tf) of the bundled fr1/xyz recording or of a
+TUM folder; ``--bundle`` writes a TUM folder in the bundled recording's own layout
+(:func:`l3rocc_core.datasets.tum.write_tum_bundle`, how ``data/tum_fr1_xyz_37`` was made).
+"""
 
 import argparse
 import os
 import sys
 
 from l3rocc_core import cli
-from l3rocc_core.datasets.tum import OPTICAL_FRAME, WORLD_FRAME, default_tum_dir, write_tum_bag
+from l3rocc_core.datasets.tum import (OPTICAL_FRAME, WORLD_FRAME, default_tum_dir,
+                                      write_tum_bag, write_tum_bundle)
 
-HELP = 'turn the bundled TUM fr1/xyz frames into a rosbag2 (mcap)'
+HELP = 'turn TUM fr1/xyz frames (bundled or a TUM folder) into a rosbag2 (mcap)'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--camera-frame', default=OPTICAL_FRAME,
                         help='optical frame of images and CameraInfo (default: %(default)s)')
     parser.add_argument('--max-frames', type=int, default=None, help='only the first N frames')
+    parser.add_argument('--bundle', action='store_true',
+                        help='write the bundled layout instead (a rosbag2 directory with JPEG '
+                        'colour, 16UC1 depth in mm, CameraInfo, /tf, zstd chunks, plus '
+                        'associations.txt and groundtruth.txt); --storage and the frame names '
+                        'do not apply')
     parser.add_argument('--force', action='store_true', help='replace an existing output')
 
 
@@ -43,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
         import shutil
         shutil.rmtree(args.out) if os.path.isdir(args.out) else os.remove(args.out)
     try:
-        out = write_tum_bag(args.out, data, args.storage, args.world_frame, args.camera_frame,
-                            args.max_frames)
+        if args.bundle:
+            out = write_tum_bundle(args.out, data, args.max_frames)
+        else:
+            out = write_tum_bag(args.out, data, args.storage, args.world_frame,
+                                args.camera_frame, args.max_frames)
     except (OSError, ValueError) as exc:
         cli.report_error('make-tum-bag', exc)
         return 1

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rosbags.rosbag2 import Reader
 
-from l3rocc_core.bags import CameraBagWriter
+from l3rocc_core.bags import CameraBagWriter, default_typestore
 from l3rocc_core.camera import PinholeCamera
-from l3rocc_core.convert import (camera_from_info, compressed_to_rgb, image_to_rgb,
-                                 pose_to_matrix, stamp_to_ns)
+from l3rocc_core.convert import (camera_from_info, compressed_to_rgb, depth_image_to_metres,
+                                 image_to_rgb, pose_to_matrix, stamp_to_ns)
 from l3rocc_core.sources import BagSource, open_source
 from l3rocc_core.tf_tree import TransformBuffer
 from l3rocc_core.transforms import make_transform
@@ -101,7 +102,6 @@ def test_cdr_deserialises_as_real_ros_messages(tmp_path: Path, name: str):
     serialization = pytest.importorskip('rclpy.serialization')
     pytest.importorskip('tf2_msgs.msg')
     pytest.importorskip('nav_msgs.msg')
-    from rosbags.rosbag2 import Reader
     path = _write(tmp_path / name, 'mcap')
     seen = {}
     with Reader(str(path)) as reader:
@@ -150,3 +150,34 @@ def test_writer_rejects_bad_images(tmp_path: Path):
     src = open_source(str(tmp_path / 'x.mcap'), intrinsics='2,2,2,2')
     (ev,) = list(src)
     assert ev.msg.encoding == 'mono8' and image_to_rgb(ev.msg).shape == (4, 4, 3)
+
+
+def test_depth_images_and_zstd_chunks(tmp_path: Path):
+    """Depth as 16UC1 mm and 32FC1 m; a compressed mcap is smaller and reads back the same."""
+    rng = np.random.default_rng(0)
+    mm = np.repeat(rng.integers(400, 4000, (48, 1), dtype=np.uint16), 64, axis=1)
+    metres = mm.astype(np.float32) / 1000
+    sizes = {}
+    for compress in (False, True):
+        path = tmp_path / f'depth_{compress}.mcap'
+        with CameraBagWriter(str(path), compress=compress) as w:
+            for i in range(N):
+                w.write_depth(mm, T0 + i * DT, 'cam_opt')
+                w.write_depth(metres, T0 + i * DT, 'cam_opt', topic='/depth_m')
+        sizes[compress] = path.stat().st_size
+        typestore = default_typestore()
+        with Reader(str(path)) as reader:
+            msgs = [(con.topic, typestore.deserialize_cdr(raw, con.msgtype))
+                    for con, _, raw in reader.messages()]
+        assert len(msgs) == 2 * N
+        for topic, msg in msgs:
+            want = ('32FC1', 64 * 4) if topic == '/depth_m' else ('16UC1', 64 * 2)
+            assert topic in ('/depth_m', '/camera/depth_registered/image_raw')
+            assert (msg.encoding, msg.step, msg.is_bigendian) == want + (0,)
+            np.testing.assert_allclose(depth_image_to_metres(msg), metres, rtol=1e-6)
+    assert sizes[True] < 0.5 * sizes[False]
+    with pytest.raises(ValueError):
+        CameraBagWriter(str(tmp_path / 'x.db3'), compress=True)
+    with CameraBagWriter(str(tmp_path / 'y.mcap')) as w:
+        with pytest.raises(ValueError):
+            w.write_depth(np.zeros((4, 4), np.int32), T0, 'cam')

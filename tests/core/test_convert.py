@@ -8,8 +8,9 @@ import pytest
 
 from l3rocc_core.config import CameraConfig
 from l3rocc_core.convert import (camera_from_info, compressed_to_rgb, ConversionError,
-                                 FrameBuilder, image_to_rgb, ns_to_sec_nanosec, pose_to_matrix,
-                                 stamp_to_ns, transform_to_matrix)
+                                 depth_image_to_metres, FrameBuilder, image_to_rgb,
+                                 ns_to_sec_nanosec,
+                                 pose_to_matrix, stamp_to_ns, transform_to_matrix)
 
 RGB = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
 
@@ -68,6 +69,44 @@ def test_compressed():
     np.testing.assert_array_equal(compressed_to_rgb(NS(format='png', data=buf.tobytes())), RGB)
     with pytest.raises(ConversionError):
         compressed_to_rgb(NS(format='jpeg', data=b'not an image'))
+
+
+def depth_msg(encoding, arr, big_endian=False, step=None):
+    h, w = arr.shape
+    data = np.ascontiguousarray(arr, arr.dtype.newbyteorder('>' if big_endian else '<'))
+    rows = data.view(np.uint8).reshape(h, -1)
+    step = rows.shape[1] if step is None else step
+    padded = np.zeros((h, step), np.uint8)
+    padded[:, :rows.shape[1]] = rows
+    return NS(encoding=encoding, height=h, width=w, step=step, data=padded.tobytes(),
+              is_bigendian=int(big_endian))
+
+
+def test_depth_16uc1_millimetres_and_32fc1_metres():
+    mm = np.array([[0, 1, 1500], [65535, 250, 0]], np.uint16)
+    metres = mm.astype(np.float32) / 1000
+    for big_endian in (False, True):
+        out = depth_image_to_metres(depth_msg('16UC1', mm, big_endian, step=8))
+        assert out.dtype == np.float32 and out.shape == (2, 3)
+        np.testing.assert_allclose(out, metres, rtol=1e-6)
+    m = np.array([[1.25, np.nan, -2.0], [np.inf, 0.0, 3.5]], np.float32)
+    np.testing.assert_array_equal(depth_image_to_metres(depth_msg('32FC1', m)),
+                                  [[1.25, 0, 0], [0, 0, 3.5]])
+
+
+@pytest.mark.parametrize('mutate, kind', [
+    (lambda m: setattr(m, 'encoding', 'mono16'), 'bad_depth_encoding'),
+    (lambda m: setattr(m, 'encoding', 'rgb8'), 'bad_depth_encoding'),
+    (lambda m: setattr(m, 'step', 5), 'bad_image_step'),
+    (lambda m: setattr(m, 'data', b'\x00' * 5), 'bad_image_data'),
+    (lambda m: setattr(m, 'height', 0), 'bad_image_size'),
+])
+def test_bad_depth_images_raise_with_kind(mutate, kind):
+    msg = depth_msg('16UC1', np.ones((2, 3), np.uint16))
+    mutate(msg)
+    with pytest.raises(ConversionError) as err:
+        depth_image_to_metres(msg)
+    assert err.value.kind == kind
 
 
 def info_msg(**kw):

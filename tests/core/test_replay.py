@@ -9,14 +9,13 @@ import pytest
 
 from l3rocc_core.bags import CameraBagWriter
 from l3rocc_core.cli import main
-from l3rocc_core.datasets.tum import find_tum_dir, load_tum, OPTICAL_FRAME, write_tum_bag
+from l3rocc_core.datasets.tum import load_tum, OPTICAL_FRAME, write_tum_bag
 from l3rocc_core.occupancy import load_sequence
 from l3rocc_core.tools.replay import load_config
 from l3rocc_core.transforms import matrix_to_quat
 
 REPO = Path(__file__).resolve().parents[2]
-TUM = find_tum_dir() or Path('no-tum-data')
-pytestmark = pytest.mark.skipif(not (TUM / 'rgb.txt').is_file(), reason='TUM data not present')
+TUM = REPO / 'data' / 'tum_fr1_xyz_37'  # the bundled recording (tests/conftest.py: tum_dir)
 N_BAG = 8
 FAST = ['working_width=96', 'refiner=none', 'window_size=4', 'num_depth_planes=16',
         'num_source_frames=2']
@@ -142,9 +141,24 @@ def test_video_needs_poses_or_a_pose_source(tmp_path: Path, capsys):
     assert '--intrinsics' in capsys.readouterr().err
 
 
-def test_image_folder_with_poses(tmp_path: Path):
+def test_replay_bundled_recording(tum_bag: Path, tmp_path: Path):
+    """The bundled rosbag2 replays like an rgb8 bag of the same decoded pixels.
+
+    It holds JPEG colour beside raw depth; `make demo` replays it as it is.
+    """
+    for source, name in ((TUM, 'bundled'), (tum_bag, 'raw')):
+        assert _replay(source, tmp_path / name, '--max-frames', '5') == 0
+    bundled, raw = (load_sequence(str(tmp_path / n / 'occupancy.npz')) for n in ('bundled', 'raw'))
+    assert len(bundled) == 5 and list(bundled.stamps_ns) == list(raw.stamps_ns)
+    assert bundled.visible[-1].any() and len(bundled.indices) > 0
+    for key in ('indptr', 'indices', 'prob', 'visible'):
+        np.testing.assert_array_equal(getattr(bundled, key), getattr(raw, key), err_msg=key)
+
+
+def test_image_folder_with_poses(tum_png_dir: Path, tmp_path: Path):
     out = tmp_path / 'out'
-    assert main(['replay', str(TUM), '--out', str(out), '--no-progress', '--max-frames', '3',
+    assert main(['replay', str(tum_png_dir), '--out', str(out), '--no-progress',
+                 '--max-frames', '3',
                  '--intrinsics', '517.3,516.5,318.6,255.3,0.2624,-0.9531,-0.0054,0.0026,1.1633',
                  '--params-file', str(REPO / 'config' / 'tum.yaml'), '--set', *FAST]) == 0
     seq = load_sequence(str(out / 'occupancy.npz'))

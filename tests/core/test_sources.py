@@ -10,15 +10,13 @@ from rosbags.typesys.msg import get_types_from_msg
 
 from l3rocc_core.bags import CameraBagWriter
 from l3rocc_core.camera import PinholeCamera
-from l3rocc_core.datasets.tum import find_tum_dir
+from l3rocc_core.datasets.tum import BUNDLE_TOPICS
 from l3rocc_core.sources import (BagSource, ImageFolderSource, PoseTable, SourceError,
                                  VideoSource, camera_factory, load_tum_trajectory, open_source,
                                  parse_intrinsics, seconds_text_to_ns)
 from l3rocc_core.transforms import make_transform
 
-SHARED = (find_tum_dir() or Path('no-shared-data/tum')).parent
-TUM = SHARED / 'tum_fr1_xyz_37'
-VIDEO = SHARED / 'intel_sample_videos' / 'car-detection.mp4'
+VIDEO = Path(__file__).resolve().parents[2] / 'data' / 'intel_car_detection_2s.mp4'
 CAM = PinholeCamera(32, 24, 30.0, 30.0, 15.5, 11.5)
 T0 = 1_000_000_000
 
@@ -57,6 +55,16 @@ def test_auto_topics_prefer_colour_and_skip_unknown_types(tmp_path: Path):
     assert 'not used' in src.describe() and 'acme_msgs/msg/Gadget x4' in src.describe()
     named = open_source(str(tmp_path / 'b.mcap'), image_topic='/camera/depth/image_raw')
     assert named.image_topic == '/camera/depth/image_raw'
+
+
+def test_compressed_colour_beats_raw_depth(tum_dir: Path):
+    """The bundled recording: JPEG colour and raw 16UC1 depth; the colour is the image."""
+    for transport in (None, 'raw', 'compressed'):
+        src = open_source(str(tum_dir), image_transport=transport)
+        assert src.image_topic == BUNDLE_TOPICS['compressed'], transport
+        assert src.camera_info_topic == BUNDLE_TOPICS['camera_info']
+        assert src.skipped == {'sensor_msgs/msg/Image': 37}
+        src.close()
 
 
 def test_missing_image_topic_and_camera_info(tmp_path: Path):
@@ -127,10 +135,9 @@ def test_video_needs_intrinsics_and_unreadable_video(tmp_path: Path):
     assert err.value.kind == 'bad_video'
 
 
-@pytest.mark.skipif(not VIDEO.is_file(), reason='intel sample videos not present')
 def test_real_video_first_frames():
     src = open_source(str(VIDEO), intrinsics='hfov=60')
-    assert 'video' in src.describe() and src.size == (768, 432)
+    assert 'video' in src.describe() and src.size == (768, 432) and src.fps == 12.5
     frames = []
     for f in src:
         frames.append(f)
@@ -151,10 +158,9 @@ def test_video_without_intrinsics_says_what_to_do(tmp_path: Path):
     assert err.value.kind == 'no_camera_info' and '--intrinsics' in str(err.value)
 
 
-@pytest.mark.skipif(not TUM.is_dir(), reason='TUM data not present')
-def test_tum_image_folder_stamps_and_poses():
-    src = open_source(str(TUM), intrinsics='517.3,516.5,318.6,255.3,0.2624,-0.9531,-0.0054,'
-                      '0.0026,1.1633')
+def test_tum_image_folder_stamps_and_poses(tum_png_dir: Path):
+    src = open_source(str(tum_png_dir), intrinsics='517.3,516.5,318.6,255.3,0.2624,-0.9531,'
+                      '-0.0054,0.0026,1.1633')
     assert isinstance(src, ImageFolderSource) and src.num_frames == 37
     assert src.stamps[0] == 1305031102_175304000
     frames = [f for _, f in zip(range(3), src)]
