@@ -221,7 +221,7 @@ DISTORTED = PinholeCamera(640, 480, 600.0, 600.0, 319.5, 239.5, 'plumb_bob',
 
 
 def stripes() -> Tuple[np.ndarray, np.ndarray]:
-    """A raw image and its registered depth: vertical bands of four depths, a few holes."""
+    """Return a raw image and its registered depth: bands of four depths, a few holes."""
     band = (np.arange(640) // 40) % 4
     depth = np.tile(np.array([1.0, 2.5, 3.75, 0.0], np.float32)[band], (480, 1))
     depth[100:110, 200:260] = np.nan
@@ -232,8 +232,8 @@ def stripes() -> Tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize('camera', [RAW, DISTORTED], ids=['pinhole', 'distorted'])
 def test_frame_depth_is_resized_and_undistorted_by_nearest(camera):
     rgb, depth = stripes()
-    frame = FrameBuilder(CameraConfig(working_width=160)).build(rgb, camera, 7, np.eye(4), 'c',
-                                                                 depth=depth)
+    builder = FrameBuilder(CameraConfig(working_width=160))
+    frame = builder.build(rgb, camera, 7, np.eye(4), 'c', depth=depth)
     assert frame.depth.shape == frame.image.shape[:2] == (120, 160)
     assert frame.depth.dtype == np.float32
     # Nearest neighbour: only the input's depths (and no return) appear, never a blend.
