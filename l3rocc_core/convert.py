@@ -61,6 +61,17 @@ def _bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8)
 
 
+def _encoding(table: Dict[str, Any], enc: str, msg: Any, kind: str, what: str) -> Any:
+    """Return the entry of ``table`` for the normalised encoding ``enc`` of ``msg``.
+
+    :raises ConversionError: ``kind`` when the table has no such encoding
+    """
+    if enc not in table:
+        raise ConversionError(kind, f'{what} encoding {msg.encoding!r} is not supported '
+                              f'(supported: {", ".join(table)})')
+    return table[enc]
+
+
 def _pixel_rows(msg: Any, pixel_bytes: int, enc: str) -> np.ndarray:
     """uint8 [H, W * pixel_bytes] view of a sensor_msgs/Image's pixels (row padding dropped).
 
@@ -90,11 +101,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     :raises ConversionError: unsupported encoding, zero or huge size, inconsistent step/data
     """
     enc = str(msg.encoding).lower()
-    if enc not in ENCODINGS:
-        raise ConversionError('unsupported_encoding',
-                              f'image encoding {msg.encoding!r} is not supported '
-                              f'(supported: {", ".join(ENCODINGS)})')
-    channels, code = ENCODINGS[enc]
+    channels, code = _encoding(ENCODINGS, enc, msg, 'unsupported_encoding', 'image')
     h, w = int(msg.height), int(msg.width)
     img = _pixel_rows(msg, channels, enc).reshape(h, w, channels)
     if code is None:
@@ -113,11 +120,7 @@ def depth_image_to_metres(msg: Any) -> np.ndarray:
         inconsistent step or data (the kinds of :func:`image_to_rgb`)
     """
     enc = str(msg.encoding).upper()
-    if enc not in DEPTH_ENCODINGS:
-        raise ConversionError('bad_depth_encoding',
-                              f'depth image encoding {msg.encoding!r} is not supported '
-                              f'(supported: {", ".join(DEPTH_ENCODINGS)})')
-    kind, scale = DEPTH_ENCODINGS[enc]
+    kind, scale = _encoding(DEPTH_ENCODINGS, enc, msg, 'bad_depth_encoding', 'depth image')
     dtype = np.dtype(kind).newbyteorder('>' if int(msg.is_bigendian) else '<')
     h, w = int(msg.height), int(msg.width)
     rows = _pixel_rows(msg, dtype.itemsize, enc)
@@ -245,7 +248,7 @@ class FrameBuilder:
 
 
 def _size(array: np.ndarray) -> str:
-    """'WxH' of an image array, or its shape when it is not 2D."""
+    """Return 'WxH' of an image array, or its shape when it is not 2D."""
     if array.ndim != 2:
         return f'of shape {array.shape}'
     return f'{array.shape[1]}x{array.shape[0]}'

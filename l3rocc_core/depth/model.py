@@ -64,7 +64,7 @@ _INLIER_TOLERANCE = 0.05    # a ground pixel agrees with a fit within this relat
 _MIN_GROUND_PIXELS = 64     # fewer pixels seeing the ground give no scale
 _MIN_INLIER_SHARE = 0.2     # a fit fewer ground pixels agree with is not the ground's
 _HYPOTHESES = 64            # RANSAC hypotheses per frame (scored at once)
-_MAX_SCORED = 8192          # ground pixels that score the hypotheses (an even subsample)
+_MAX_SCORED = 2048          # ground pixels that score the hypotheses (an even subsample)
 
 
 def _error(kind: str, message: str) -> DepthInputError:

@@ -18,12 +18,13 @@ import torch
 
 from l3rocc_core.bags import MessageFactory
 from l3rocc_core.camera import PinholeCamera
-from l3rocc_core.config import CameraConfig, DepthConfig
+from l3rocc_core.config import CameraConfig, DepthConfig, PipelineConfig
 from l3rocc_core.convert import ConversionError, depth_image_to_metres, FrameBuilder
 from l3rocc_core.depth import DepthInputError, make_depth_source
 from l3rocc_core.depth.model import ModelDepth
 from l3rocc_core.depth.topic import depth_result, TopicDepth
 from l3rocc_core.frame import Frame
+from l3rocc_core.pipeline import OccupancyPipeline, StageError
 from l3rocc_core.render import look_at
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -221,7 +222,7 @@ DISTORTED = PinholeCamera(640, 480, 600.0, 600.0, 319.5, 239.5, 'plumb_bob',
 
 
 def stripes() -> Tuple[np.ndarray, np.ndarray]:
-    """A raw image and its registered depth: vertical bands of four depths, a few holes."""
+    """Return a raw image and its registered depth: bands of four depths, a few holes."""
     band = (np.arange(640) // 40) % 4
     depth = np.tile(np.array([1.0, 2.5, 3.75, 0.0], np.float32)[band], (480, 1))
     depth[100:110, 200:260] = np.nan
@@ -232,8 +233,8 @@ def stripes() -> Tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize('camera', [RAW, DISTORTED], ids=['pinhole', 'distorted'])
 def test_frame_depth_is_resized_and_undistorted_by_nearest(camera):
     rgb, depth = stripes()
-    frame = FrameBuilder(CameraConfig(working_width=160)).build(rgb, camera, 7, np.eye(4), 'c',
-                                                                 depth=depth)
+    builder = FrameBuilder(CameraConfig(working_width=160))
+    frame = builder.build(rgb, camera, 7, np.eye(4), 'c', depth=depth)
     assert frame.depth.shape == frame.image.shape[:2] == (120, 160)
     assert frame.depth.dtype == np.float32
     # Nearest neighbour: only the input's depths (and no return) appear, never a blend.
@@ -421,3 +422,21 @@ def test_bad_model_outputs_and_failures_drop_only_their_frame(tmp_path):
     small = PinholeCamera(80, 60, 75.0, 75.0, 39.5, 29.5)
     assert kind_of(fixed, Frame(encode(plane_depth(small)), 3, small)) == 'depth_model_failed'
     assert fixed.estimate(frame, []).valid.any()
+
+
+def test_pipeline_with_topic_depth_drops_only_frames_without_depth():
+    config = PipelineConfig().with_values({
+        'depth_source': 'topic', 'refiner': 'none', 'device': 'cpu', 'window_size': 3,
+        'grid_min': [-1.0, -1.0, 0.0], 'grid_max': [1.0, 1.0, 2.0]})
+    pipe = OccupancyPipeline(config)
+    wall = plane_depth(CAM, normal=(0.0, 0.0, 1.0), distance=1.52)     # facing the camera
+    image = encode(wall)
+    pipe.push(Frame(image, 1, CAM, np.eye(4), 'c', depth=wall))
+    with pytest.raises(StageError) as err:
+        pipe.push(Frame(image, 2, CAM, np.eye(4), 'c'))
+    assert err.value.stage == 'depth' and err.value.kind == 'depth_missing'
+    out = pipe.push(Frame(image, 3, CAM, np.eye(4), 'c', depth=wall))
+    assert pipe.stats['processed'] == 2 and out.stamps_ns.tolist() == [1, 3]
+    idx, _ = out.occupied()
+    k = pipe.grid.flat_to_ijk(idx)[:, 2]
+    assert len(idx) > 100 and np.all(np.abs(k - 30) <= 1)  # the wall's layer, z in [1.5, 1.55)
