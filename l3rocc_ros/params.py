@@ -102,6 +102,8 @@ class NodeParameters:
             except (InvalidParameterValueException, ParameterException) as exc:
                 raise ValueError(f'parameter {spec.name}: {exc}') from exc
             values[spec.name] = parameter_value(p.value)
+            if values[spec.name] is None and spec.type is list:
+                values[spec.name] = []      # a list parameter declared without a value
         try:
             self._config = PipelineConfig().with_values(values)
         except ValueError as exc:
@@ -178,7 +180,8 @@ class NodeParameters:
 
 def _default(spec: ParamSpec) -> Any:
     if spec.type is list:
-        return [float(v) for v in spec.default]
+        # an empty list would be typed as a byte array: declare the type alone (unset = [])
+        return [float(v) for v in spec.default] or Parameter.Type.DOUBLE_ARRAY
     return spec.default
 
 
