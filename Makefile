@@ -18,6 +18,12 @@ PIP := $(PY) -m pip --no-input
 BUILD := $(CURDIR)/build
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
+# torch comes from this wheel index, installed first and alone, in the version requirements/
+# runtime.txt pins plus TORCH_LOCAL: the CPU build by default, never PyPI's plain Linux torch (the
+# multi-GB CUDA build). For a GPU: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# TORCH_LOCAL=+cu128. macOS wheels have no local tag (they are CPU builds anyway).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_LOCAL ?= $(if $(filter Linux,$(shell uname -s)),+cpu,)
 
 SYSTEM_PACKAGES := cmake g++ libusb-1.0-0
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -27,7 +33,10 @@ CMAKE_CONFIGURE := AMENT_PREFIX_PATH=$(VENV) cmake -DCMAKE_INSTALL_PREFIX=$(VENV
 
 # What the installed ROS package (messages, executables, share/) is made of.
 PACKAGE_INPUTS := package.xml CMakeLists.txt $(wildcard msg/*.msg scripts/*) \
-	$(shell find launch config rviz -type f -not -path '*/__pycache__/*' 2>/dev/null)
+	$(shell find launch config rviz data -type f -not -path '*/__pycache__/*' 2>/dev/null)
+# What the PyPI set-up installs with pip (requirements.txt -r-includes the three others).
+REQUIREMENTS := requirements.txt requirements/runtime.txt requirements/ros-wheels.txt \
+	requirements/dev.txt
 TF2_MSGS_INPUTS := $(wildcard third_party/tf2_msgs/*.* third_party/tf2_msgs/msg/*.msg)
 
 # Python snippets for the recipes (exported, read as $$NAME there).
@@ -66,10 +75,13 @@ $(STAMP_VENV):
 	$(PYTHON) -m venv $(VENV)
 	touch $@
 
-# Python packages: torch first and alone (pinned), then the rest of requirements.txt. The message
-# wheels' exported CMake files hard-code the wheel builder's include paths: point them at ours.
-$(STAMP_PIP): requirements.txt $(STAMP_VENV)
-	$(PIP) install $$(grep -E '^torch==' requirements.txt)
+# Python packages: torch first and alone (pinned, from TORCH_INDEX), then the rest of
+# requirements.txt, whose torch pin it already satisfies. The message wheels' exported CMake files
+# hard-code the wheel builder's include paths: point them at ours.
+$(STAMP_PIP): $(REQUIREMENTS) $(STAMP_VENV)
+	torch=$$(grep -E '^torch==[0-9.]+$$' requirements/runtime.txt); \
+	test -n "$$torch" || { echo 'requirements/runtime.txt: no torch==X.Y.Z line' >&2; exit 1; }; \
+	$(PIP) install --extra-index-url $(TORCH_INDEX) "$$torch$(TORCH_LOCAL)"
 	$(PIP) install -r requirements.txt
 	pyinc=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
 	npinc=$$($(PY) -c 'import numpy; print(numpy.get_include())'); \
