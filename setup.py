@@ -1,8 +1,9 @@
 """pip installation of l3rocc's Python packages, for users without colcon.
 
-``pip install -r requirements.txt`` first (it pins torch, so pip never resolves a CUDA build), then
-``pip install .``. The messages (``l3rocc.msg``) come from the ament_cmake build only
-(``make setup`` or colcon).
+Install the requirements first, torch alone from the CPU wheel index before the rest, as
+``make setup`` does and the top of requirements.txt shows (a plain ``pip install torch`` on Linux
+resolves the multi-GB CUDA build); then ``pip install .``. The messages (``l3rocc.msg``) come
+from the ament_cmake build only (``make setup`` or colcon).
 """
 
 import os
