@@ -27,7 +27,10 @@ CMAKE_CONFIGURE := AMENT_PREFIX_PATH=$(VENV) cmake -DCMAKE_INSTALL_PREFIX=$(VENV
 
 # What the installed ROS package (messages, executables, share/) is made of.
 PACKAGE_INPUTS := package.xml CMakeLists.txt $(wildcard msg/*.msg scripts/*) \
-	$(shell find launch config rviz -type f -not -path '*/__pycache__/*' 2>/dev/null)
+	$(shell find launch config rviz data -type f -not -path '*/__pycache__/*' 2>/dev/null)
+# What the PyPI set-up installs with pip (requirements.txt -r-includes the three others).
+REQUIREMENTS := requirements.txt requirements/runtime.txt requirements/ros-wheels.txt \
+	requirements/dev.txt
 TF2_MSGS_INPUTS := $(wildcard third_party/tf2_msgs/*.* third_party/tf2_msgs/msg/*.msg)
 
 # Python snippets for the recipes (exported, read as $$NAME there).
@@ -66,10 +69,13 @@ $(STAMP_VENV):
 	$(PYTHON) -m venv $(VENV)
 	touch $@
 
-# Python packages: torch first and alone (pinned), then the rest of requirements.txt. The message
+# Python packages: torch first and alone (pinned with ==, so pip never resolves an unpinned torch,
+# on Linux possibly the multi-GB CUDA build), then the rest of requirements.txt. The message
 # wheels' exported CMake files hard-code the wheel builder's include paths: point them at ours.
-$(STAMP_PIP): requirements.txt $(STAMP_VENV)
-	$(PIP) install $$(grep -E '^torch==' requirements.txt)
+$(STAMP_PIP): $(REQUIREMENTS) $(STAMP_VENV)
+	torch=$$(grep -E '^torch==[0-9.]+$$' requirements/runtime.txt); \
+	test -n "$$torch" || { echo 'requirements/runtime.txt: no torch==X.Y.Z line' >&2; exit 1; }; \
+	$(PIP) install "$$torch"
 	$(PIP) install -r requirements.txt
 	pyinc=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
 	npinc=$$($(PY) -c 'import numpy; print(numpy.get_include())'); \

@@ -1,8 +1,9 @@
 """pip installation of l3rocc's Python packages, for users without colcon.
 
-``pip install -r requirements.txt`` first (it pins torch, so pip never resolves a CUDA build), then
-``pip install .``. The messages (``l3rocc.msg``) come from the ament_cmake build only
-(``make setup`` or colcon).
+Install the requirements first, torch alone and pinned before the rest, as ``make setup`` does
+and the top of requirements.txt shows (an unpinned ``pip install torch`` on Linux may resolve
+the multi-GB CUDA build); then ``pip install .``. The messages (``l3rocc.msg``) come
+from the ament_cmake build only (``make setup`` or colcon).
 """
 
 import os

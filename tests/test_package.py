@@ -1,17 +1,44 @@
 """The ROS package as built by ``make setup`` (or colcon): messages, share folder, package.xml."""
 
+import ast
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, Iterator, Set
 
 import pytest
 
 # The contract's launch arguments (../shared/CONTRACT.md).
 LAUNCH_ARGUMENTS = {'image_topic', 'camera_info_topic', 'params_file', 'use_sim_time', 'rviz'}
+
+# What runs on a robot (every import there needs an exec or build dependency) and the tests (a
+# test dependency is enough).
+RUNTIME_SOURCES = ('l3rocc_core', 'l3rocc_ros', 'launch', 'scripts')
+TEST_SOURCES = ('tests',)
+# Our own Python packages (l3rocc = the generated messages).
+OWN_MODULES = {'l3rocc', 'l3rocc_core', 'l3rocc_ros'}
+# The rosdep key of each imported module whose key is not the module's own name (ROS packages,
+# rclpy, sensor_msgs, launch_ros, ..., are named like their module); None: no rosdep key, then
+# requirements/dev-ros.txt installs it with pip on a ROS install.
+ROSDEP_KEYS = {
+    'numpy': 'python3-numpy', 'scipy': 'python3-scipy', 'cv2': 'python3-opencv',
+    'torch': 'python3-torch', 'yaml': 'python3-yaml', 'tqdm': 'python3-tqdm',
+    'matplotlib': 'python3-matplotlib', 'rosbags': 'python3-rosbags-pip',
+    'open3d': 'python3-open3d-pip', 'pyoctomap': None, 'onnxruntime': None, 'onnx': None,
+    'pytest': 'python3-pytest', 'hypothesis': 'python3-hypothesis',
+    'catkin_pkg': 'python3-catkin-pkg', 'flake8': 'python3-flake8',
+    'flake8_quotes': 'python3-flake8-quotes', 'pydocstyle': 'pydocstyle',
+}
+# Modules the tests run as programs (``python -m``), which an import scan cannot see.
+TEST_PROGRAMS = {'flake8', 'pydocstyle'}
+# pytest plugins the suite uses: (text in pytest.ini or the tests, rosdep key or None, pip name).
+PYTEST_PLUGINS = [('timeout = ', 'python3-pytest-timeout', 'pytest-timeout'),
+                  ('mark.flaky(', None, 'pytest-rerunfailures')]
 
 # A second process that sends IMAGE_COUNT 640x480 rgb8 images at 30 Hz, best effort.
 IMAGE_COUNT = 60
@@ -197,8 +224,89 @@ def test_package_xml(repo_root: Path) -> None:
     assert tf2_msgs.name == 'tf2_msgs'
 
 
+def _python_files(repo_root: Path, folders) -> Iterator[Path]:
+    for name in folders:
+        for path in sorted((repo_root / name).rglob('*')):
+            if path.is_file() and (path.suffix == '.py' or (
+                    path.parent.name == 'scripts' and not path.suffix)):
+                yield path
+
+
+def imported_modules(paths) -> Dict[str, Set[str]]:
+    """Return {top-level module: files} of every import, ``pytest.importorskip`` included.
+
+    Imports inside functions and ``try`` blocks count: an optional import is still used.
+    Standard library, relative imports and our own packages are left out.
+    """
+    found: Dict[str, Set[str]] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            elif (isinstance(node, ast.Call) and getattr(node.func, 'attr', '') == 'importorskip'
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                names = [node.args[0].value]
+            for name in names:
+                top = name.split('.')[0]
+                if top not in sys.stdlib_module_names and top not in OWN_MODULES:
+                    found.setdefault(top, set()).add(path.name)
+    return found
+
+
+def test_package_xml_declares_every_imported_module(repo_root: Path) -> None:
+    """A third-party import without its rosdep key in package.xml fails here.
+
+    Runtime code (the packages, launch file, executables) needs an exec or build dependency;
+    tests, a test dependency. A module without a rosdep key must be in
+    requirements/dev-ros.txt, which a ROS install pip-installs.
+    """
+    from catkin_pkg.package import parse_package
+
+    package = parse_package(str(repo_root / 'package.xml'))
+    runtime_keys = {d.name for d in package.exec_depends + package.build_depends
+                    + package.buildtool_depends}
+    test_keys = runtime_keys | {d.name for d in package.test_depends}
+    pip_only = {re.split(r'[<>=!~;\s]', line)[0].lower()
+                for line in (repo_root / 'requirements' / 'dev-ros.txt').read_text().splitlines()
+                if line.strip() and not line.startswith('#')}
+    runtime = imported_modules(_python_files(repo_root, RUNTIME_SOURCES))
+    tests = imported_modules(_python_files(repo_root, TEST_SOURCES))
+    for module in TEST_PROGRAMS:
+        tests.setdefault(module, set()).add('tests/test_lint.py (python -m)')
+    assert {'rclpy', 'numpy', 'torch', 'launch_ros'} <= set(runtime)  # the scan sees imports
+    problems = []
+    for modules, keys, kind in ((runtime, runtime_keys, 'exec_depend'),
+                                (tests, test_keys, 'test_depend')):
+        for module, files in sorted(modules.items()):
+            key = ROSDEP_KEYS.get(module, module)
+            if key is None:
+                if module.lower() not in pip_only:
+                    problems.append(f'{module} (no rosdep key) is missing from '
+                                    'requirements/dev-ros.txt')
+            elif key not in keys:
+                problems.append(f'<{kind}>{key}</{kind}> is missing for `import {module}` in '
+                                f'{", ".join(sorted(files))} (a Python module that is no ROS '
+                                'package also needs its key in ROSDEP_KEYS here)')
+    suite = (repo_root / 'pytest.ini').read_text() + ''.join(
+        p.read_text() for p in _python_files(repo_root, TEST_SOURCES))
+    for needle, key, pip_name in PYTEST_PLUGINS:
+        if needle not in suite:
+            continue
+        if key is not None and key not in test_keys:
+            problems.append(f'<test_depend>{key}</test_depend> is missing ({pip_name})')
+        if key is None and pip_name not in pip_only:
+            problems.append(f'{pip_name} (no rosdep key) is missing from '
+                            'requirements/dev-ros.txt')
+    assert not problems, '\n'.join(problems)
+
+
 def test_launch_file_imports(repo_root: Path) -> None:
-    pytest.importorskip('launch_ros', reason='launch_ros is not installed (no ROS 2 install)')
+    # Runs wherever launch_ros is installed; an install that does not import fails here.
+    if importlib.util.find_spec('launch_ros') is None:
+        pytest.skip('launch_ros is not installed (no ROS 2 install)')
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
 
