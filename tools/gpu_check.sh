@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The device checks of issue 4 in one command, for a machine with a GPU (README: "GPU check").
+# The refiner's device checks in one command, for a machine with a GPU (README: "GPU check").
 #
 #   bash tools/gpu_check.sh [DEVICE [GPU_CHECK_ARGS...]]   # DEVICE: cuda (default) or cpu
 #
 # 1. the suite's CUDA tests: the cuda variants of the tests parametrized over the device, in the
 #    modules that hold them (their imports need no ROS, rosbags or open3d);
-# 2. python -m l3rocc_core.bench.gpu_check: parity with the CPU (TF32 off), the window pass
+# 2. python -m l3rocc_bench.gpu_check: parity with the CPU (TF32 off), the window pass
 #    eager and compiled, the newest pass per frame, on the TUM and the default grid (further
 #    arguments go to it, e.g. --grid t=9x10x6 --repeats 1).
 # Results go to $OUT (the device tool's folder) or out/gpu_check: device.txt, cuda_tests.log,
@@ -31,7 +31,7 @@ if [ "$device" = cuda ]; then
         tests/core/test_refiner_compile.py 2>&1 | tee "$out/cuda_tests.log"
     tests=${PIPESTATUS[0]}
 fi
-timeout 300 "$py" -m l3rocc_core.bench.gpu_check --device "$device" --out "$out" "$@" 2>&1 \
+timeout 300 "$py" -m l3rocc_bench.gpu_check --device "$device" --out "$out" "$@" 2>&1 \
     | tee "$out/gpu_check.log"
 check=${PIPESTATUS[0]}
 echo "gpu_check: tests exit $tests, checks exit $check -> $out"

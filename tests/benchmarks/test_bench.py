@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from l3rocc_core.bench import report, speed
-from l3rocc_core.bench.accuracy import CaseScorer, DepthTruth, run_case
-from l3rocc_core.bench.resources import machine_cpu, proc_status, run_monitored, speed_probe
-from l3rocc_core.bench.suite import (Case, DEFAULT_SET, prepare, QUICK_NETWORK_CASES, QUICK_SET,
-                                     select)
+from l3rocc_bench import report, speed
+from l3rocc_bench.accuracy import CaseScorer, DepthTruth, run_case
+from l3rocc_bench.resources import machine_cpu, proc_status, run_monitored, speed_probe
+from l3rocc_bench.suite import (Case, DEFAULT_SET, prepare, QUICK_NETWORK_CASES, QUICK_SET,
+                                select)
 from l3rocc_core.camera import PinholeCamera
 
 
@@ -30,7 +30,7 @@ def test_sets_are_seeded_held_out_and_cover_families_and_cameras() -> None:
 
 
 def test_quick_set_scores_the_network_on_one_sequence() -> None:
-    from l3rocc_core.tools.bench import _refiners_of
+    from l3rocc_bench.cli import _refiners_of
     both = ['none', 'network']
     assert len(QUICK_NETWORK_CASES) == 1
     quick = {c.name: _refiners_of(c, both, True) for c in QUICK_SET}
@@ -106,7 +106,7 @@ def test_soak_series_says_where_the_time_went() -> None:
     """Each bucket: stage medians, node CPU (cores, ms per frame) and the machine's load."""
     from types import SimpleNamespace
 
-    from l3rocc_ros.bench_node import _series
+    from l3rocc_bench.node import _series
     pub = SimpleNamespace(sent=[0.5 + k / 30.0 for k in range(600)])   # 30 Hz for 20 s
     # diagnostics at 1 Hz: 5 frames/s processed; the refiner slows down in the second bucket
     diags = [(float(t), {'frames_processed': 5.0 * t, 'frames_received': 30.0 * t,
@@ -156,7 +156,7 @@ def test_targets_pass_miss_and_missing() -> None:
 
 
 def test_network_target_groups_leave_out_static_cameras() -> None:
-    from l3rocc_core.tools.bench import _network_targets
+    from l3rocc_bench.cli import _network_targets
 
     def run(seq: str, kind: str, camera: str, refiner: str, iou: float) -> dict:
         return {'sequence': seq, 'kind': kind, 'camera': camera, 'refiner_used': refiner,
@@ -199,7 +199,7 @@ def test_bench_pipeline_changes_nothing_and_scores_every_push(tiny_case, tmp_pat
     assert res['timing']['bench_hooks_s'] >= 0 and len(res['per_frame']) == 6
     json.dumps(res, allow_nan=False)
     # The same replay with the plain pipeline writes the very same occupancy.
-    from l3rocc_core.bench.accuracy import case_config
+    from l3rocc_bench.accuracy import case_config
     replay(tiny_case.bag, str(tmp_path / 'plain'), case_config(tiny_case, 'none', 'cpu', extra),
            progress=False)
     a = load_sequence(str(tmp_path / 'bench' / 'occupancy.npz'))
@@ -228,9 +228,9 @@ def test_gt_depth_replaces_the_depth_stage_and_scores_higher(tiny_case, tmp_path
 
 
 def test_bench_set_overrides_are_checked_and_reach_the_network_check(tmp_path: Path) -> None:
-    from l3rocc_core.bench.accuracy import network_available
+    from l3rocc_bench.accuracy import network_available
     from l3rocc_core.config import PipelineConfig
-    from l3rocc_core.tools.bench import parameter_overrides
+    from l3rocc_bench.cli import parameter_overrides
     extra = parameter_overrides(['occupancy_hysteresis=0.2', f'checkpoint={tmp_path}/m.pt'])
     assert extra == {'occupancy_hysteresis': 0.2, 'checkpoint': f'{tmp_path}/m.pt'}
     assert f'no checkpoint at {tmp_path}/m.pt' == network_available(
@@ -360,7 +360,7 @@ def test_report_renders_tables_and_plots(tmp_path: Path) -> None:
 
 def test_octomap_comparison_structure() -> None:
     pytest.importorskip('pyoctomap')
-    from l3rocc_core.bench_octomap import compare_with_octomap, default_variants
+    from l3rocc_bench.octomap import compare_with_octomap, default_variants
     from l3rocc_core.grid import VoxelGrid
     cam = PinholeCamera(16, 12, 14.0, 14.0, 7.5, 5.5)
     depths = [np.full((12, 16), 1.0 + 0.1 * i, np.float32) for i in range(3)]
@@ -384,7 +384,7 @@ def test_octomap_comparison_structure() -> None:
 def test_gpu_check_runs_its_three_checks(tmp_path: Path) -> None:
     """``tools/gpu_check.sh cpu`` (the GPU check on the CPU, on a tiny grid)."""
     import subprocess
-    from l3rocc_core.bench import gpu_check
+    from l3rocc_bench import gpu_check
     assert [n for n, _ in gpu_check.default_grids()] == ['tum', 'default']
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / 'out'

@@ -2,16 +2,20 @@
 
 ``l3rocc bench`` (default set, < 20 min on 2 CPU cores), ``l3rocc bench --quick`` (< 3 min; the
 network scores one sequence, ``suite.QUICK_NETWORK_CASES``) and
-``l3rocc bench --soak`` (the node under a 30 Hz camera for minutes) write ``bench/results.json``,
-``bench/results.md`` and PNG plots; sequences are made once into ``bench/cache/``.
+``l3rocc bench --soak`` (the node under a 30 Hz camera for minutes) write ``results.json``,
+``results.md`` and PNG plots into ``--out`` (default ``out/bench/``, git-ignored); sequences are
+made once into ``--cache`` (default ``out/bench/cache/``, whatever ``--out`` is).
+
+The published copy is ``docs/benchmarks/``: ``l3rocc bench --out docs/benchmarks`` (then
+``l3rocc bench --soak --out docs/benchmarks``, which merges the soak into it) regenerates it.
 
 Steps of a benchmark run (each can be skipped with ``--skip``):
 
 1. ``accuracy``: every sequence of the set replayed with ``refiner: none`` and (when the bundled
-   checkpoint exists) ``refiner: network``, scored per push (:mod:`l3rocc_core.bench.accuracy`);
+   checkpoint exists) ``refiner: network``, scored per push (:mod:`l3rocc_bench.accuracy`);
 2. ``replay``: ``l3rocc replay`` of the 640x480 10 fps synthetic bag in a subprocess: fps and
    peak RSS (the replay target);
-3. ``node``: ``l3rocc_node`` under a 30 Hz 640x480 camera (``l3rocc_ros.bench_node``);
+3. ``node``: ``l3rocc_node`` under a 30 Hz 640x480 camera (``l3rocc_bench.node``);
 4. ``octomap``: fusion throughput against OctoMap on the same depth maps;
 5. ``compile``: the network's whole-window pass eagerly and through ``torch.compile``
    (``network_compile``) on the TUM and the replay sequence's grids.
@@ -29,8 +33,11 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-HELP = 'accuracy and speed benchmarks: tables, results.json and plots'
 STEPS = ('accuracy', 'replay', 'node', 'octomap', 'compile')
+#: Where a run writes unless told otherwise: git-ignored, so a run leaves the checkout clean.
+DEFAULT_OUT = os.path.join('out', 'bench')
+#: The sequence cache, shared by every ``--out`` (the published folder gets no cache).
+DEFAULT_CACHE = os.path.join(DEFAULT_OUT, 'cache')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,10 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--soak', action='store_true',
                         help='only the soak run: the node under a 30 Hz camera for '
                         '--soak-seconds; merged into an existing results.json')
-    parser.add_argument('--out', default='bench', metavar='DIR',
-                        help='results folder (default: %(default)s)')
-    parser.add_argument('--cache', default=None, metavar='DIR',
-                        help='sequence cache (default: OUT/cache, git-ignored)')
+    parser.add_argument('--out', default=DEFAULT_OUT, metavar='DIR',
+                        help='results folder (default: %(default)s; docs/benchmarks is the '
+                        'published copy)')
+    parser.add_argument('--cache', default=DEFAULT_CACHE, metavar='DIR',
+                        help='sequences and per-run files (default: %(default)s)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda', 'auto'),
                         help='torch device of every run (default: %(default)s)')
     parser.add_argument('--sequences', nargs='+', metavar='NAME',
@@ -109,7 +117,7 @@ def _commit() -> str:
 def _meta(args: argparse.Namespace, device: str) -> Dict[str, Any]:
     import torch
 
-    from l3rocc_core.bench.resources import cpu_count, load_average
+    from l3rocc_bench.resources import cpu_count, load_average
     name = 'CPU'
     if device.startswith('cuda') and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
@@ -174,7 +182,7 @@ class _Steps:
 
 def _refiners_of(case: Any, refiners: List[str], quick: bool) -> List[str]:
     """Return the refiners a sequence is scored with (quick: the network on some only)."""
-    from l3rocc_core.bench import suite
+    from l3rocc_bench import suite
     if quick and case.name not in suite.QUICK_NETWORK_CASES:
         return [r for r in refiners if r != 'network']
     return list(refiners)
@@ -183,7 +191,7 @@ def _refiners_of(case: Any, refiners: List[str], quick: bool) -> List[str]:
 def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
               progress: bool, step: _Steps, quick: bool,
               extra: Dict[str, Any], depth: str = 'estimated') -> List[Dict[str, Any]]:
-    from l3rocc_core.bench.accuracy import run_case
+    from l3rocc_bench.accuracy import run_case
     out = []
     for prep in preps:
         for refiner in _refiners_of(prep.case, refiners, quick):
@@ -210,8 +218,8 @@ def _network_targets(runs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any
     neither refiner has evidence to work on (both score 0; they are in the per-sequence table),
     and averaging their zeros in would only shrink both sides.
     """
-    from l3rocc_core.bench.report import mean_figures
-    from l3rocc_core.bench.speed import network_targets
+    from l3rocc_bench.report import mean_figures
+    from l3rocc_bench.speed import network_targets
 
     def moving(r: Dict[str, Any]) -> bool:
         return r.get('camera') != 'static'
@@ -237,7 +245,7 @@ def _network_targets(runs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any
 
 
 def _f(v: Optional[float], digits: int = 3) -> str:
-    from l3rocc_core.bench.report import fmt
+    from l3rocc_bench.report import fmt
     return fmt(v, digits)
 
 
@@ -252,10 +260,10 @@ def _load_previous(path: str) -> Dict[str, Any]:
 
 
 def _run_soak(args: argparse.Namespace, device: str, refiner: str) -> int:
-    from l3rocc_core.bench.report import write_report
-    from l3rocc_core.bench.resources import load_average
-    from l3rocc_core.bench.speed import node_bench
-    cache = args.cache or os.path.join(args.out, 'cache')
+    from l3rocc_bench.report import write_report
+    from l3rocc_bench.resources import load_average
+    from l3rocc_bench.speed import node_bench
+    cache = args.cache
     os.makedirs(cache, exist_ok=True)
     results = _load_previous(os.path.join(args.out, 'results.json'))
     print(f'[bench soak] l3rocc_node under a 30 Hz camera for {args.soak_seconds:.0f} s '
@@ -282,11 +290,11 @@ def _run_soak(args: argparse.Namespace, device: str, refiner: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from l3rocc_core.bench import suite
-    from l3rocc_core.bench.accuracy import network_available
-    from l3rocc_core.bench.report import mean_figures, write_report
-    from l3rocc_core.bench.resources import load_average
-    from l3rocc_core.bench.speed import node_bench, replay_speed, speed_targets
+    from l3rocc_bench import suite
+    from l3rocc_bench.accuracy import network_available
+    from l3rocc_bench.report import mean_figures, write_report
+    from l3rocc_bench.resources import load_average
+    from l3rocc_bench.speed import node_bench, replay_speed, speed_targets
 
     t_start = time.perf_counter()
     from l3rocc_core.config import PipelineConfig
@@ -297,7 +305,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     device = _resolve_device(args.device)
     progress = not args.no_progress
-    cache = args.cache or os.path.join(args.out, 'cache')
+    cache = args.cache
     runs_dir = os.path.join(cache, 'runs')
     os.makedirs(runs_dir, exist_ok=True)
     cases = suite.select(suite.QUICK_SET if args.quick else suite.DEFAULT_SET, args.sequences)
@@ -324,7 +332,7 @@ def _run(args: argparse.Namespace) -> int:
             os.path.join(cache, case.folder)) else 'making it once'))
         preps.append(suite.prepare(case, cache, progress))
     try:   # the overrides against every sequence's own parameters, before any run
-        from l3rocc_core.bench.accuracy import case_config
+        from l3rocc_bench.accuracy import case_config
         for prep in preps:
             case_config(prep, 'none', device, extra)
     except ValueError as exc:
@@ -379,7 +387,7 @@ def _run(args: argparse.Namespace) -> int:
                 [f'refiner={refiner}', f'device={device}'] + list(args.sets),
                 tum_occ if os.path.isfile(tum_occ) else None)
     if 'octomap' not in skip:
-        from l3rocc_core.bench_octomap import default_variants, tum_octomap_benchmark
+        from l3rocc_bench.octomap import default_variants, tum_octomap_benchmark
         frames = args.octomap_frames or (8 if args.quick else 20)
         step(f'speed: fusion vs OctoMap on {frames} TUM depth maps')
         try:
@@ -389,7 +397,7 @@ def _run(args: argparse.Namespace) -> int:
         except (ImportError, ValueError, RuntimeError) as exc:
             results['octomap'] = {'error': f'{type(exc).__name__}: {exc}'}
     if 'compile' not in skip and not pending:
-        from l3rocc_core.bench.speed import window_pass_timing
+        from l3rocc_bench.speed import window_pass_timing
         grids = [p for p in preps if p.case.name in (suite.TUM_CASE.name, suite.SPEED_CASE)]
         step("speed: the network's window pass, eager and with network_compile (torch.compile)")
         speed['window_pass'] = window_pass_timing(
@@ -413,7 +421,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(results: Dict[str, Any], out: str) -> None:
-    from l3rocc_core.bench.report import fmt, table
+    from l3rocc_bench.report import fmt, table
     lines = []
     acc = results.get('accuracy')
     if acc:

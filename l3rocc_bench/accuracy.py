@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from l3rocc_core import metrics as M
-from l3rocc_core.bench.report import clean
-from l3rocc_core.bench.suite import Prepared
+from l3rocc_bench.report import clean
+from l3rocc_bench.suite import Prepared
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.frame import Frame
