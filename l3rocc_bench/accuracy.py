@@ -211,7 +211,7 @@ class CaseScorer:
     :param max_depth: GT depth beyond this is ignored (metres)
     """
 
-    def __init__(self, gt: M.GroundTruth, depth_truth: Optional[DepthTruth], max_depth: float):
+    def __init__(self, gt: M.OccupancyTruth, depth_truth: Optional[DepthTruth], max_depth: float):
         """Start empty."""
         self.gt = gt
         self.depth_truth = depth_truth
