@@ -105,8 +105,8 @@ $(STAMP_PACKAGE): $(PACKAGE_INPUTS) $(STAMP_PIP)
 	cmake --install $(BUILD)/l3rocc >/dev/null
 	touch $@
 
-# l3rocc_core and l3rocc_ros, editable (source edits apply at once), and the console scripts
-# .venv/bin/l3rocc and .venv/bin/l3rocc_node.
+# l3rocc_core, l3rocc_ros and l3rocc_bench, editable (source edits apply at once), and the
+# console scripts .venv/bin/l3rocc and .venv/bin/l3rocc_node.
 $(STAMP_DEVELOP): setup.py $(STAMP_PIP)
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@

@@ -29,8 +29,10 @@ setup(
     description='Monocular camera stream to 4D voxel occupancy (core and ROS 2 node)',
     license='Apache-2.0',
     python_requires='>=3.10',
+    # l3rocc_bench: `l3rocc bench`, imported by the l3rocc_core.tools.bench subcommand only.
     packages=find_packages(
-        include=['l3rocc_core', 'l3rocc_core.*', 'l3rocc_ros', 'l3rocc_ros.*']),
+        include=['l3rocc_core', 'l3rocc_core.*', 'l3rocc_ros', 'l3rocc_ros.*', 'l3rocc_bench',
+                 'l3rocc_bench.*']),
     package_data={'l3rocc_core.refiner': ['checkpoints/*.pt']},
     install_requires=[
         'numpy', 'scipy', 'opencv-python-headless', 'torch', 'PyYAML', 'rosbags', 'tqdm',

@@ -181,7 +181,7 @@ def score_slice(pred: Array, gt: Array, observed: Array,
     :param observed: bool [X, Y, Z] observed voxels
     :param dynamic: bool [X, Y, Z] voxels of moving objects (synthetic GT), or None
     :param vacated: bool [X, Y, Z] voxels moving objects have left (GT-free; see
-        :meth:`GroundTruth.vacated_at`), or None; their FP are the trail
+        :meth:`OccupancyTruth.vacated_at`), or None; their FP are the trail
     """
     out = SliceScore(confusion(pred, gt, observed))
     if dynamic is not None:
@@ -455,7 +455,7 @@ def match_stamps(query_ns: Sequence[int], reference_ns: Sequence[int],
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class GroundTruth:
+class OccupancyTruth:
     """Ground truth on one grid: per-row occupancy, observed masks, optional dynamic masks.
 
     :param grid: the GT grid
@@ -566,7 +566,7 @@ def ground_truth_from_tum(path: Optional[str], grid: VoxelGrid,
                           stamps_ns: Optional[Sequence[int]] = None, max_depth: float = 4.0,
                           stride: int = 2, tolerance_ns: int = DEFAULT_STAMP_TOLERANCE_NS,
                           device: Union[str, torch.device, None] = None,
-                          progress: bool = False) -> GroundTruth:
+                          progress: bool = False) -> OccupancyTruth:
     """Ground truth of a TUM RGB-D folder on ``grid`` (static scene, GT depth + GT poses).
 
     Occupancy uses the depth of every frame of the folder; observed masks are built for the
@@ -598,14 +598,14 @@ def ground_truth_from_tum(path: Optional[str], grid: VoxelGrid,
     occupied, observed = gt_from_depth(
         [f.depth_m for f in seq.frames], seq.depth_camera, [f.T_world_depth for f in seq.frames],
         grid, max_depth, stride=stride, observe=rows, device=device, progress=progress)
-    return GroundTruth(grid, tum_stamps[rows], occupied, observed)
+    return OccupancyTruth(grid, tum_stamps[rows], occupied, observed)
 
 
 # --------------------------------------------------------------------------------------------
 # Scoring occupancy files
 # --------------------------------------------------------------------------------------------
 
-def ground_truth_from_file(path: str) -> GroundTruth:
+def ground_truth_from_file(path: str) -> OccupancyTruth:
     """Load a GT occupancy file (contract npz; rows = per-frame GT occupancy).
 
     ``visible_packed`` (required here) gives the observed masks. A dynamic mask is read when the
@@ -626,7 +626,7 @@ def ground_truth_from_file(path: str) -> GroundTruth:
         elif 'dynamic_indptr' in z.files and 'dynamic_indices' in z.files:
             dynamic = csr_masks(*read_csr(z, 'dynamic_indptr', 'dynamic_indices', rows,
                                           seq.grid.num_voxels, path), dims)
-    return GroundTruth(seq.grid, seq.stamps_ns, seq.occupied_masks(), seq.visible, dynamic)
+    return OccupancyTruth(seq.grid, seq.stamps_ns, seq.occupied_masks(), seq.visible, dynamic)
 
 
 @lru_cache(maxsize=8)
@@ -634,7 +634,7 @@ def _resampler(src: VoxelGrid, dst: VoxelGrid) -> GridResampler:
     return GridResampler(src, dst)
 
 
-def add_occupancy(scorer: SequenceScorer, occ: Occupancy4D, gt: GroundTruth,
+def add_occupancy(scorer: SequenceScorer, occ: Occupancy4D, gt: OccupancyTruth,
                   tolerance_ns: int = DEFAULT_STAMP_TOLERANCE_NS, newest: bool = True,
                   window: bool = True) -> None:
     """Score one pipeline result: its newest slice as a row and all its slices as a window.
@@ -666,7 +666,7 @@ def add_occupancy(scorer: SequenceScorer, occ: Occupancy4D, gt: GroundTruth,
                           dyn)
 
 
-def score_sequence(pred: OccupancySequence, gt: GroundTruth,
+def score_sequence(pred: OccupancySequence, gt: OccupancyTruth,
                    tolerance_ns: int = DEFAULT_STAMP_TOLERANCE_NS,
                    progress: bool = False) -> SequenceScorer:
     """Score every row of a predicted occupancy file against ground truth.

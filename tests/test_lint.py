@@ -8,7 +8,7 @@ from typing import List
 import pytest
 
 # Python sources of the repository (folders are walked for *.py files) ...
-LINTED = ['l3rocc_core', 'l3rocc_ros', 'tests', 'launch', 'setup.py']
+LINTED = ['l3rocc_core', 'l3rocc_ros', 'l3rocc_bench', 'tests', 'launch', 'setup.py']
 # ... and the folder of extension-less Python executables, whose files are named one by one.
 SCRIPTS = 'scripts'
 

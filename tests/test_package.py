@@ -18,10 +18,10 @@ LAUNCH_ARGUMENTS = {'image_topic', 'camera_info_topic', 'params_file', 'use_sim_
 
 # What runs on a robot (every import there needs an exec or build dependency) and the tests (a
 # test dependency is enough).
-RUNTIME_SOURCES = ('l3rocc_core', 'l3rocc_ros', 'launch', 'scripts')
+RUNTIME_SOURCES = ('l3rocc_core', 'l3rocc_ros', 'l3rocc_bench', 'launch', 'scripts')
 TEST_SOURCES = ('tests',)
 # Our own Python packages (l3rocc = the generated messages).
-OWN_MODULES = {'l3rocc', 'l3rocc_core', 'l3rocc_ros'}
+OWN_MODULES = {'l3rocc', 'l3rocc_core', 'l3rocc_ros', 'l3rocc_bench'}
 # The rosdep key of each imported module whose key is not the module's own name (ROS packages,
 # rclpy, sensor_msgs, launch_ros, ..., are named like their module); None: no rosdep key, then
 # requirements/dev-ros.txt installs it with pip on a ROS install.

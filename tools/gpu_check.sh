@@ -5,7 +5,7 @@
 #
 # 1. the suite's CUDA tests: the cuda variants of the tests parametrized over the device, in the
 #    modules that hold them (their imports need no ROS, rosbags or open3d);
-# 2. python -m l3rocc_core.bench.gpu_check: parity with the CPU (TF32 off), the window pass
+# 2. python -m l3rocc_bench.gpu_check: parity with the CPU (TF32 off), the window pass
 #    eager and compiled, the newest pass per frame, on the TUM and the default grid (further
 #    arguments go to it, e.g. --grid t=9x10x6 --repeats 1).
 # Results go to $OUT (when set) or out/gpu_check: device.txt, cuda_tests.log,
@@ -31,7 +31,7 @@ if [ "$device" = cuda ]; then
         tests/core/test_refiner_compile.py 2>&1 | tee "$out/cuda_tests.log"
     tests=${PIPESTATUS[0]}
 fi
-timeout 300 "$py" -m l3rocc_core.bench.gpu_check --device "$device" --out "$out" "$@" 2>&1 \
+timeout 300 "$py" -m l3rocc_bench.gpu_check --device "$device" --out "$out" "$@" 2>&1 \
     | tee "$out/gpu_check.log"
 check=${PIPESTATUS[0]}
 echo "gpu_check: tests exit $tests, checks exit $check -> $out"

@@ -18,7 +18,7 @@
 - optional motion consistency (``weights.motion`` > 0, the method's 0.1 when used):
   ``M = sum_v valid(v) * ||F(v) - F_match(v)||_1 / sum_v valid(v)``, the L1 distance between the
   predicted occupancy flow ``F`` [B, T, 3, X, Y, Z] (m/s) and the flow from feature matching
-  ``F_match`` (:mod:`l3rocc_core.refiner.motion`) on the voxels holding a match;
+  ``F_match`` (:mod:`l3rocc_core.refiner.flow_targets`) on the voxels holding a match;
 - optional streamed smoothness (``weights.stream`` > 0; ours, not the method's): the same
   squared second difference, but of what a stream publishes: the newest slice of three
   successive windows (passes over the first ``T-2``, ``T-1`` and ``T`` slices), with the

@@ -21,7 +21,7 @@ Architecture of :class:`TemporalOccupancyNet` (every slice shares the spatial la
 Output: logits [B, T, X, Y, Z]; ``sigmoid`` gives p(occupied). With ``motion_head`` a second
 pointwise head on the same full-resolution features predicts occupancy flow [B, T, 3, X, Y, Z]
 (m/s, world axes), trained against feature-matched flow by the motion-consistency loss term
-(:mod:`l3rocc_core.refiner.motion`); it only shapes the shared features during training, and
+(:mod:`l3rocc_core.refiner.flow_targets`); it only shapes the shared features during training, and
 inference never runs it.
 """
 

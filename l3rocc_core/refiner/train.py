@@ -3,8 +3,8 @@
 One call of :func:`train` runs the whole procedure (``l3rocc train`` is a thin CLI over it):
 
 - seeded everything: model initialisation from ``seed``, batch order and augmentation from
-  ``(seed, epoch)`` / ``(seed, step)`` (see :mod:`l3rocc_core.refiner.dataset`), so ``--resume``
-  continues with exactly the batches an uninterrupted run would have seen;
+  ``(seed, epoch)`` / ``(seed, step)`` (see :mod:`l3rocc_core.refiner.training_data`), so
+  ``--resume`` continues with exactly the batches an uninterrupted run would have seen;
 - AdamW, linear warm-up then cosine decay to 5 % of ``lr`` over the planned steps;
 - the loss of :mod:`l3rocc_core.refiner.losses` (``temp_weight`` = the smoothness weight), with
   weight 1 on voxels observed by any window frame up to the slice (``observed_window``), which
@@ -49,12 +49,12 @@ from tqdm import tqdm
 
 from l3rocc_core.refiner.checkpoint import (atomic_save, model_checkpoint, model_from_checkpoint,
                                             read_checkpoint, save_model)
-from l3rocc_core.refiner.dataset import (DatasetError, ShardBatches, ShardDataset, collate)
 from l3rocc_core.refiner.losses import (LossWeights, refiner_loss, stream_smoothness,
                                         voxel_weights)
 from l3rocc_core.device import resolve_device
 from l3rocc_core.refiner.network import (BUNDLED_CHECKPOINT, DEFAULT_FEATURE_NAMES, NetConfig,
                                          TemporalOccupancyNet, count_parameters)
+from l3rocc_core.refiner.training_data import DatasetError, ShardBatches, ShardDataset, collate
 
 
 @dataclass

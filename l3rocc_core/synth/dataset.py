@@ -26,7 +26,7 @@ key                  dtype / shape                 meaning
                                                    grid
 ``flow``             float16 [N, T, 3, x, y, z]    occupancy flow from feature matching (m/s,
                                                    world x, y, z; see
-                                                   :mod:`l3rocc_core.refiner.motion`): the
+                                                   :mod:`l3rocc_core.refiner.flow_targets`): the
                                                    velocity of matched surface points between
                                                    the previous frame and the slice's, in the
                                                    voxel of the newer end (``motion_targets``)
@@ -164,7 +164,7 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
     from l3rocc_core.config import PipelineConfig
     from l3rocc_core.frame import Frame
     from l3rocc_core.pipeline import OccupancyPipeline
-    from l3rocc_core.refiner.motion import dense_crop, matched_scene_flow, voxel_flow
+    from l3rocc_core.refiner.flow_targets import dense_crop, matched_scene_flow, voxel_flow
     from l3rocc_core.synth.ground_truth import GroundTruth, suggest_grid
 
     seq = SyntheticSequence(spec, ground_truth=False)

@@ -162,7 +162,7 @@ def read_ply(path: str) -> np.ndarray:
 
 def height_colours(z: np.ndarray, cmap: str = 'turbo') -> np.ndarray:
     """uint8 [n, 3] RGB of heights ``z`` (metres) over their 2..98 % range."""
-    from l3rocc_core.render import colormap_lut
+    from l3rocc_core.preview import colormap_lut
     if len(z) == 0:
         return np.zeros((0, 3), np.uint8)
     lo, hi = np.percentile(z, 2), np.percentile(z, 98)

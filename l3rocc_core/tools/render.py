@@ -164,8 +164,8 @@ def write_previews(seq, out_dir: str, media: Optional[Media] = None, moments: in
     """
     from tqdm import tqdm
 
-    from l3rocc_core.render import (VoxelRenderer, colorize_depth, fit_panel, occupied_bounds,
-                                    put_label, three_quarter_view)
+    from l3rocc_core.preview import (VoxelRenderer, colorize_depth, fit_panel, occupied_bounds,
+                                     put_label, three_quarter_view)
     if len(seq) == 0:
         raise ValueError('the occupancy file has no rows to render')
     media = media or Media()

@@ -282,7 +282,7 @@ def test_add_occupancy_newest_and_window():
     """Pipeline windows: newest slice as a row, every slice matched to GT by its stamp."""
     grid = VoxelGrid((0.0, 0.0, 0.0), 0.1, (1, 1, 4), 'world')
     gt_occ = np.stack([_b(1, 0, 0, 0), _b(0, 1, 0, 0), _b(0, 0, 1, 0)])
-    gt = M.GroundTruth(grid, np.array([100, 200, 300]), gt_occ, np.ones_like(gt_occ))
+    gt = M.OccupancyTruth(grid, np.array([100, 200, 300]), gt_occ, np.ones_like(gt_occ))
     prob = np.stack([_b(1, 0, 0, 0), _b(0, 1, 1, 0), _b(0, 0, 1, 1)]).astype(np.float32)
     from l3rocc_core.occupancy import Occupancy4D
     occ = Occupancy4D(grid, np.array([100, 200, 300]), prob)
@@ -320,8 +320,8 @@ def test_trail_counts_what_a_lagging_prediction_leaves_behind_a_moving_box():
     static[:, :, 0] = True                              # a floor that never moves
     occ = dyn | static
     stamps = np.arange(n) * 100 + 1000
-    gt = M.GroundTruth(grid, stamps[::-1].copy(), occ[::-1].copy(),
-                       np.ones_like(occ), dyn[::-1].copy())   # rows in any order
+    gt = M.OccupancyTruth(grid, stamps[::-1].copy(), occ[::-1].copy(),
+                          np.ones_like(occ), dyn[::-1].copy())   # rows in any order
     at = {int(s): k for k, s in enumerate(gt.stamps_ns)}
     vac = gt.vacated_at(at[1000 + 100 * 5])
     assert vac.shape == grid.dims and np.array_equal(np.flatnonzero(vac.any(axis=(1, 2))),
@@ -331,7 +331,7 @@ def test_trail_counts_what_a_lagging_prediction_leaves_behind_a_moving_box():
     # Only the last TRAIL_SPAN rows count: by row 17, x = 0 and 1 are too old.
     assert np.array_equal(np.flatnonzero(gt.vacated_at(at[1000 + 100 * 17]).any(axis=(1, 2))),
                           np.arange(2, 17))
-    assert M.GroundTruth(grid, stamps, occ, np.ones_like(occ)).vacated_at(3) is None
+    assert M.OccupancyTruth(grid, stamps, occ, np.ones_like(occ)).vacated_at(3) is None
 
     late = M.SequenceScorer()
     exact = M.SequenceScorer()

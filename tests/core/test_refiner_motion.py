@@ -9,12 +9,12 @@ import torch
 
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.refiner.checkpoint import load_model
-from l3rocc_core.refiner.dataset import ShardDataset, augment, shift_z
+from l3rocc_core.refiner.flow_targets import (dense_crop, lift, match_features,
+                                              matched_scene_flow, voxel_flow)
 from l3rocc_core.refiner.losses import LossWeights, motion_consistency, refiner_loss
-from l3rocc_core.refiner.motion import (dense_crop, lift, match_features, matched_scene_flow,
-                                        voxel_flow)
 from l3rocc_core.refiner.network import NetConfig, TemporalOccupancyNet
 from l3rocc_core.refiner.train import TrainError, TrainOptions, train
+from l3rocc_core.refiner.training_data import ShardDataset, augment, shift_z
 
 FEATURES = ['logodds', 'hits', 'free', 'observed', 'confidence']
 K = np.array([[200.0, 0.0, 80.0], [0.0, 200.0, 60.0], [0.0, 0.0, 1.0]])

@@ -15,8 +15,8 @@ import torch
 
 from l3rocc_core.cli import main as cli_main
 from l3rocc_core.refiner.checkpoint import load_model, read_checkpoint
-from l3rocc_core.refiner.dataset import ShardBatches, ShardDataset, augment, shift_z
 from l3rocc_core.refiner.train import TrainError, TrainOptions, cosine_factor, train
+from l3rocc_core.refiner.training_data import ShardBatches, ShardDataset, augment, shift_z
 
 FEATURES = ['logodds', 'hits', 'free', 'observed', 'confidence']
 

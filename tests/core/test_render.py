@@ -7,8 +7,8 @@ import pytest
 from l3rocc_core.cli import main as cli_main
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.occupancy import OccupancySequenceWriter
-from l3rocc_core.render import (BACKGROUND, VoxelRenderer, colorize_depth, look_at,
-                                three_quarter_view)
+from l3rocc_core.preview import (BACKGROUND, VoxelRenderer, colorize_depth, look_at,
+                                 three_quarter_view)
 
 
 def _box_grid():

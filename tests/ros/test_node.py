@@ -5,8 +5,6 @@ of a textured wall (the plane y = 2 m of ``odom``, see wall_scene.py) and receiv
 ``~/points``, ``~/markers``, ``~/occupancy`` and ``/diagnostics``.
 """
 
-import time
-
 import numpy as np
 import pytest
 
@@ -119,10 +117,14 @@ def test_diagnostics_report(running, outputs, wall) -> None:
 
 
 def test_unsupported_encoding_counted_and_next_frame_processed(running, outputs, wall) -> None:
-    client, hw = running.client, running.node.get_fully_qualified_name()
-    time.sleep(0.3)
+    node, client, hw = running.node, running.client, running.node.get_fully_qualified_name()
+    # an idle node with an empty queue: the bad frame is converted, not replaced in the queue
+    assert wall.wait_until(lambda: not node.busy and node.diagnostics_extra()['queued'] == 0,
+                           30.0)
+    before = wall.errors_of(node).get('unsupported_encoding', 0)
     client.publish_frame(20, encoding='yuv422')
-    time.sleep(0.3)
+    assert wall.wait_until(lambda: wall.errors_of(node).get('unsupported_encoding', 0) > before,
+                           10.0)
     good = client.feed([21, 22])
     assert client.wait_for('points', lambda m: wall.stamp_of(m) == good, 30.0) is not None
     msg = client.wait_for('diagnostics', lambda m: int(wall.diagnostic_values(m, hw).get(

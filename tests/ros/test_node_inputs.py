@@ -88,17 +88,30 @@ def test_sim_time_drives_stamps_and_latency(sim, wall) -> None:
 
 
 def test_out_of_order_and_duplicate_stamps_dropped(sim, wall) -> None:
+    node = sim.node
     last = sim.client.stamps[-1]
     k = sim.next_k
+    before = wall.errors_of(node)
+
+    def risen(kind: str) -> bool:
+        return wall.errors_of(node).get(kind, 0) > before.get(kind, 0)
     sim.client.publish_frame(k, last)  # duplicate
-    time.sleep(0.2)
+    assert wall.wait_until(lambda: risen('stamp_duplicate'), 10.0)
     sim.client.publish_frame(k, last - DT // 2)  # older than the previous frame
-    time.sleep(0.2)
+    assert wall.wait_until(lambda: risen('stamp_out_of_order'), 10.0)
     good = feed(sim, 2)
     assert published(sim, wall, good)
-    values = diag(sim, wall, lambda v, s: int(v.get('error.stamp_duplicate', 0)) >= 1
-                  and int(v.get('error.stamp_out_of_order', 0)) >= 1)
-    assert 'not newer' in values['last_error'] or int(values['errors_total']) >= 2
+    after = wall.errors_of(node)
+    added = {kind: n - before.get(kind, 0) for kind, n in after.items()
+             if n != before.get(kind, 0)}
+    assert added == {'stamp_duplicate': 1, 'stamp_out_of_order': 1}
+    # /diagnostics says the same: two more errors, the last one the out-of-order frame's
+    values = diag(sim, wall, lambda v, s: int(v.get('errors_total', 0)) == sum(after.values()))
+    assert values['error.stamp_duplicate'] == str(after['stamp_duplicate'])
+    assert values['error.stamp_out_of_order'] == str(after['stamp_out_of_order'])
+    assert values['last_error'].startswith(
+        f'stamp_out_of_order: image stamp {(last - DT // 2) / 1e9:.6f} s is not newer than '), \
+        values['last_error']
     assert not any(wall.stamp_of(m) == last - DT // 2 for m in sim.client.get('points'))
 
 

@@ -89,7 +89,10 @@ def soak(ros_context, wall):
         publish_s = time.monotonic() - start
         assert wall.wait_until(lambda: not run.node.busy
                                and run.node.diagnostics_extra()['queued'] == 0, 60.0)
-        time.sleep(0.5)
+        # One more frame into the idle node: once its ~/points is here, every result before
+        # it has been delivered (one ordered, reliable topic), so nothing is in flight.
+        last = client.feed([0], period_s=0.0)
+        assert client.wait_for('points', lambda m: wall.stamp_of(m) == last, 30.0)
         end_status = proc_status()
         # The same after giving freed memory back, as before the start: what stays is held.
         gc.collect()

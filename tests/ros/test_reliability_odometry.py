@@ -62,7 +62,8 @@ def send(run, wall, stamp: int, **odom) -> None:
     """Publish odometry, camera_info and the image of view run.k at ``stamp``."""
     run.pub_odom.publish(odometry(stamp, run.k, wall, **odom))
     run.client.pub_info.publish(run.client.camera_info(stamp))
-    time.sleep(0.05)
+    # the image after its camera_info (a pose that comes late is waited for, tf_timeout_s)
+    assert wall.wait_until(lambda: wall.holds_camera_info(run.node, stamp), 10.0)
     run.client.pub_image.publish(wall.image_msg(stamp, run.k))
 
 

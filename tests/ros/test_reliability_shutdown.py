@@ -72,7 +72,7 @@ def test_signal_mid_inference_stops_within_2s(ros_context, wall, tmp_path: Path,
         feeder.start()
         # two results: the window has sources, every frame now runs the full plane sweep
         assert wall.wait_until(lambda: len(client.get('points')) >= 2, 90.0), log.read_text()
-        time.sleep(0.3)
+        time.sleep(0.3)  # not a wait for anything: the signal lands in a later frame's sweep
         sent = time.monotonic()
         proc.send_signal(sig)
         stopped_at = left_at = None

@@ -392,3 +392,27 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02
 def errors_of(node: Any) -> Dict[str, int]:
     """Return a copy of the node's error counters by kind (to wait on them, not to assert)."""
     return dict(node.stats.snapshot()['errors'])
+
+
+# The node's inputs as it holds them: what a test waits for before it sends the next message
+# (the order of messages on different topics is not guaranteed). The only reads of the node's
+# private input state in the tests.
+def holds_camera_info(node: Any, stamp_ns: int) -> bool:
+    """Tell whether the node's latest camera_info is the one stamped ``stamp_ns``."""
+    info = node._camera_info
+    return info is not None and stamp_of(info) == int(stamp_ns)
+
+
+def holds_pose(node: Any, stamp_ns: int, child: str = CAMERA, parent: str = WORLD) -> bool:
+    """Tell whether the node's pose buffer gives ``parent`` <- ``child`` at ``stamp_ns``."""
+    from l3rocc_core.tf_tree import TransformUnavailable
+    try:
+        node._poses.lookup(parent, child, int(stamp_ns))
+    except TransformUnavailable:
+        return False
+    return True
+
+
+def knows_frame(node: Any, frame: str) -> bool:
+    """Tell whether ``frame`` appeared in a transform the node's pose buffer received."""
+    return node._poses.has_frame(frame)

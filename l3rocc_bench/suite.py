@@ -151,7 +151,7 @@ def prepare(case: Case, cache_dir: str, progress: bool = True) -> Prepared:
     """Make (once) and return the files of ``case`` under ``cache_dir``.
 
     :param case: the sequence
-    :param cache_dir: cache root (created), e.g. ``bench/cache``
+    :param cache_dir: cache root (created), e.g. ``out/bench/cache``
     :param progress: show tqdm bars while making
     :raises ValueError: unknown kind
     :raises RuntimeError: ``l3rocc synth`` failed

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from l3rocc_core.bench.resources import cpu_count, load_average
+from l3rocc_bench.resources import cpu_count, load_average
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import FusionConfig, PipelineConfig
 from l3rocc_core.fusion import EvidenceFusion

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from l3rocc_core import metrics as M
-from l3rocc_core.bench.report import clean
-from l3rocc_core.bench.suite import Prepared
+from l3rocc_bench.report import clean
+from l3rocc_bench.suite import Prepared
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.frame import Frame
@@ -188,7 +188,7 @@ class CaseScorer:
     :param max_depth: GT depth beyond this is ignored (metres)
     """
 
-    def __init__(self, gt: M.GroundTruth, depth_truth: Optional[DepthTruth], max_depth: float):
+    def __init__(self, gt: M.OccupancyTruth, depth_truth: Optional[DepthTruth], max_depth: float):
         """Start empty."""
         self.gt = gt
         self.depth_truth = depth_truth

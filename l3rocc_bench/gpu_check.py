@@ -1,4 +1,4 @@
-"""``python -m l3rocc_core.bench.gpu_check``: the refiner's device checks in one short command.
+"""``python -m l3rocc_bench.gpu_check``: the refiner's device checks in one short command.
 
 For a machine with a GPU (``tools/gpu_check.sh`` runs it after the CUDA tests): on the TUM
 grid and the default grid, with the bundled checkpoint,
@@ -7,7 +7,7 @@ grid and the default grid, with the bundled checkpoint,
    CPU's window pass on the same window (largest probability difference, share of voxels whose
    occupied state differs);
 2. the whole-window pass eagerly and through ``torch.compile`` (``network_compile``), and its
-   compile time (:func:`~l3rocc_core.bench.speed.time_window_pass`);
+   compile time (:func:`~l3rocc_bench.speed.time_window_pass`);
 3. the ``newest`` pass per frame in steady state (one new slice, one revisited slice, keys of
    the others cached), as the pipeline runs it on the CPU by default.
 
@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from l3rocc_core.bench.speed import time_window_pass, timed_ms
+from l3rocc_bench.speed import time_window_pass, timed_ms
 from l3rocc_core.config import PipelineConfig, RefinerConfig
 from l3rocc_core.paths import config_file
 from l3rocc_core.pipeline import grid_from_config
@@ -190,7 +190,7 @@ def failures(results: Dict[str, Any], max_diff: float) -> List[str]:
 
 def tables(results: Dict[str, Any]) -> List[str]:
     """Return markdown lines for the results of :func:`run` (error rows say why)."""
-    from l3rocc_core.bench.report import fmt, table
+    from l3rocc_bench.report import fmt, table
 
     def grid(r: Dict[str, Any]) -> str:
         return f'{r.get("name", "")} {"x".join(map(str, r["grid"]))}'
@@ -232,7 +232,7 @@ def _dims(text: str) -> Tuple[str, Tuple[int, ...]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, run the checks, write ``gpu_check.json`` / ``.md``; 0 on success."""
-    parser = argparse.ArgumentParser(prog='python -m l3rocc_core.bench.gpu_check',
+    parser = argparse.ArgumentParser(prog='python -m l3rocc_bench.gpu_check',
                                      description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', default='out/gpu_check', help='results folder')

@@ -1,7 +1,7 @@
 """Node benchmark: ``l3rocc_node`` in its own process under a 30 Hz 640x480 camera stream.
 
-Run by ``l3rocc bench`` (as ``python -m l3rocc_ros.bench_node --out RESULT.json ...``) so that
-``l3rocc_core`` never imports rclpy. It
+Run by ``l3rocc bench`` (as ``python -m l3rocc_bench.node --out RESULT.json ...``), the one
+part of :mod:`l3rocc_bench` that imports rclpy and ``l3rocc_ros``, in its own process. It
 
 1. starts ``l3rocc_node`` (``python -m l3rocc_ros.node``) as a subprocess with the Fast DDS
    shared-memory profile (``config/fastdds_shm.xml`` via ``FASTDDS_DEFAULT_PROFILES_FILE``),
@@ -348,7 +348,7 @@ def _series(pub: Publisher, pts: Sequence[tuple], diags: Sequence[tuple],
     use (cores) and CPU time per processed frame, the CPU the rest of the machine used
     (``other_cores``: every process but the node, this benchmark's publisher included),
     hypervisor steal, the 1-minute load average, and the CPU ms of a fixed workload
-    (``probe_ms``, :func:`~l3rocc_core.bench.resources.speed_probe`). CPU per frame rising
+    (``probe_ms``, :func:`~l3rocc_bench.resources.speed_probe`). CPU per frame rising
     with ``probe_ms`` flat is the node's own work growing; both rising together is the
     machine getting slower per unit of work.
     """
@@ -447,7 +447,7 @@ def run_bench(args: argparse.Namespace) -> Dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from l3rocc_core.bench.resources import ProcessMonitor, load_average
+    from l3rocc_bench.resources import ProcessMonitor, load_average
     stream = CameraStream(args.tum_dir)
     cmd = node_command(args.params_file, args.set)
     log_path = Path(env['ROS_LOG_DIR']) / 'node_stdout.log'
@@ -490,7 +490,7 @@ def run_bench(args: argparse.Namespace) -> Dict[str, Any]:
                 executor.spin_once(timeout_sec=0.05)
                 if args.progress and time.monotonic() - last_report >= 10.0:
                     last_report = time.monotonic()
-                    print(f'bench_node: {last_report - t_start:5.0f}/'
+                    print(f'l3rocc_bench.node: {last_report - t_start:5.0f}/'
                           f'{args.warmup + args.seconds:.0f} s, sent {len(pub.sent)}, '
                           f'results {len(col.points)}', file=sys.stderr, flush=True)
             t_end = min(t_end, time.monotonic())
@@ -557,7 +557,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the node benchmark and write its JSON; exit status 1 when the node failed."""
-    parser = argparse.ArgumentParser(prog='python -m l3rocc_ros.bench_node',
+    parser = argparse.ArgumentParser(prog='python -m l3rocc_bench.node',
                                      description=__doc__.split('\n')[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -575,7 +575,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         json.dump(result, f, indent=1, default=float)
     os.replace(tmp, args.out)
     if status:
-        print(f'bench_node: {result["error"]}', file=sys.stderr)
+        print(f'l3rocc_bench.node: {result["error"]}', file=sys.stderr)
     return status
 
 

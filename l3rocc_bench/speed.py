@@ -2,8 +2,8 @@
 
 - :func:`replay_speed`: ``l3rocc replay`` itself, in a subprocess, on a 640x480 bag; its
   ``timing.json`` (``fps``, stage medians) and its peak RSS;
-- :func:`node_bench`: ``python -m l3rocc_ros.bench_node`` in a subprocess (the core never
-  imports rclpy) and its JSON;
+- :func:`node_bench`: ``python -m l3rocc_bench.node`` in a subprocess (the rest of the
+  benchmark never imports rclpy) and its JSON;
 - :func:`speed_targets` / :func:`network_targets`: the targets beside the measured values.
 """
 
@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from l3rocc_core.bench.resources import load_average, run_monitored
-from l3rocc_core.bench.suite import Prepared
+from l3rocc_bench.resources import load_average, run_monitored
+from l3rocc_bench.suite import Prepared
 
 #: The speed targets (2 CPU cores, 640x480 input, default grid).
 TARGETS = {
@@ -83,7 +83,7 @@ def replay_speed(prep: Prepared, out_dir: str, refiner: str, device: str,
 def node_bench(out_json: str, seconds: float, warmup: float, sets: Sequence[str],
                publish_cost: Optional[str] = None, bucket_s: float = 5.0,
                timeout_s: Optional[float] = None) -> Dict[str, Any]:
-    """Run ``l3rocc_ros.bench_node`` in a subprocess and return its JSON.
+    """Run ``l3rocc_bench.node`` in a subprocess and return its JSON.
 
     :param out_json: where it writes its result
     :param seconds: measured seconds
@@ -93,7 +93,7 @@ def node_bench(out_json: str, seconds: float, warmup: float, sets: Sequence[str]
     :param bucket_s: time-series bucket (seconds)
     :return: the node benchmark's dict, or ``{'error': ...}``
     """
-    cmd = [sys.executable, '-m', 'l3rocc_ros.bench_node', '--out', out_json,
+    cmd = [sys.executable, '-m', 'l3rocc_bench.node', '--out', out_json,
            '--seconds', str(seconds), '--warmup', str(warmup), '--bucket', str(bucket_s),
            '--progress']
     if sets:
@@ -106,9 +106,9 @@ def node_bench(out_json: str, seconds: float, warmup: float, sets: Sequence[str]
     try:
         proc = subprocess.run(cmd, timeout=limit, check=False)
     except subprocess.TimeoutExpired:
-        return {'error': f'bench_node did not finish within {limit:.0f} s'}
+        return {'error': f'l3rocc_bench.node did not finish within {limit:.0f} s'}
     if not os.path.isfile(out_json):
-        return {'error': f'bench_node exited with {proc.returncode} and wrote nothing '
+        return {'error': f'l3rocc_bench.node exited with {proc.returncode} and wrote nothing '
                          '(is rclpy importable? run make setup)'}
     with open(out_json, 'r', encoding='utf-8') as f:
         return json.load(f)
@@ -211,7 +211,7 @@ def window_pass_timing(preps: Sequence[Prepared], device: str, repeats: int = 5,
     """
     import torch
 
-    from l3rocc_core.bench.accuracy import case_config
+    from l3rocc_bench.accuracy import case_config
     from l3rocc_core.pipeline import grid_from_config
 
     rows: List[Dict[str, Any]] = []
