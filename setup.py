@@ -46,7 +46,7 @@ setup(
     entry_points={
         'console_scripts': [
             'l3rocc = l3rocc_core.cli:main',
-            'l3rocc_node = l3rocc_ros.node:main',
+            'l3rocc_node = l3rocc_ros.lifecycle:main',
         ],
     },
 )

@@ -3,7 +3,7 @@
 Run by ``l3rocc bench`` (as ``python -m l3rocc_bench.node --out RESULT.json ...``), the one
 part of :mod:`l3rocc_bench` that imports rclpy and ``l3rocc_ros``, in its own process. It
 
-1. starts ``l3rocc_node`` (``python -m l3rocc_ros.node``) as a subprocess with the Fast DDS
+1. starts ``l3rocc_node`` (``python -m l3rocc_ros.lifecycle``) as a subprocess with the Fast DDS
    shared-memory profile (``config/fastdds_shm.xml`` via ``FASTDDS_DEFAULT_PROFILES_FILE``),
    ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a private ``ROS_DOMAIN_ID``;
 2. publishes the TUM fr1/xyz images (640x480 rgb8, played forwards and backwards so the camera
@@ -70,7 +70,7 @@ def node_command(params_file: Optional[str], sets: Sequence[str]) -> List[str]:
     :param params_file: ROS 2 parameter file, or None
     :param sets: ``name=value`` parameter overrides (YAML values)
     """
-    cmd = [sys.executable, '-m', 'l3rocc_ros.node', '--ros-args',
+    cmd = [sys.executable, '-m', 'l3rocc_ros.lifecycle', '--ros-args',
            '-r', f'image:={IMAGE_TOPIC}', '-r', f'camera_info:={INFO_TOPIC}']
     if params_file:
         cmd += ['--params-file', params_file]

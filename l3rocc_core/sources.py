@@ -391,7 +391,7 @@ class BagSource:
         return sorted(candidates, key=rank)[0]
 
     def _choose_depth(self, name: Optional[str]) -> Optional[str]:
-        """The registered depth topic: ``name``, else the Image topic named like depth."""
+        """Return the registered depth topic: ``name``, else the Image topic named like depth."""
         if name:
             if self.topics.get(name) != 'sensor_msgs/msg/Image':
                 raise SourceError('no_depth_topic', f'{self.path}: no sensor_msgs/Image topic '

@@ -15,15 +15,10 @@ at most once per few seconds per kind, and costs only the frame it concerns.
 from collections import deque
 import gc
 import logging
-import math
-import os
-import sys
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, Optional, Tuple
 
-from diagnostic_msgs.msg import DiagnosticArray
-from l3rocc.msg import Occupancy4D as Occupancy4DMsg
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.convert import (camera_from_info, ConversionError, depth_image_to_metres,
                                  FrameBuilder, stamp_to_ns)
@@ -32,23 +27,21 @@ from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.stream import DepthPairing, FrameDropped, PoseSelector, StampGate
 from l3rocc_core.tf_tree import TransformUnavailable
 from l3rocc_ros.diagnostics import NodeStats, diagnostic_array
-from l3rocc_ros.memwatch import from_environment, limit_arenas, release_free_memory
-from l3rocc_ros.messages import (MarkerEncoder, image_msg_to_rgb, occupancy_to_markers,
-                                 occupancy_to_msg, occupancy_to_pointcloud2)
+from l3rocc_ros.logs import RateLimitedLog, RosLogHandler
+from l3rocc_ros.memwatch import release_free_memory
+from l3rocc_ros.messages import image_msg_to_rgb
 from l3rocc_ros.params import NodeParameters, changed_stages
+from l3rocc_ros.publishing import OutputPublishers
+from l3rocc_ros.recovery import forget_traceback, is_cuda_oom
 from l3rocc_ros.tf_buffer import make_pose_lookup, PoseLookup
 from nav_msgs.msg import Odometry
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy)
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-from visualization_msgs.msg import MarkerArray
 
 try:  # Iron and later
     from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
@@ -57,14 +50,9 @@ except ImportError:  # Humble
 
 # Stages whose change needs a new pipeline (the window restarts); output/input apply at once.
 PIPELINE_STAGES = ('camera', 'window', 'depth', 'grid', 'fusion', 'refiner')
-LOG_PERIOD_S = 3.0
 STOP_BUDGET_S = 1.5  # shutdown waits this long for the frame in hand, then leaves it
 WORKER_POLL_S = 0.25  # the worker thread checks for a stop request at least this often
 MALLOC_TRIM_PERIOD_S = 10.0  # the worker gives the heap's free pages back this often
-MALLOC_ARENAS = 2  # glibc malloc arenas of the node process (see memwatch.limit_arenas)
-RCLError = rclpy_implementation.RCLError
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
-                        reliability=ReliabilityPolicy.RELIABLE)
 
 
 class FrameQueue:
@@ -93,95 +81,6 @@ class FrameQueue:
             return len(self._q)
 
 
-class RateLimitedLog:
-    """At most one log line per key and period; suppressed repeats are counted in the next."""
-
-    def __init__(self, logger: Any, period_s: float = LOG_PERIOD_S):
-        """Log through ``logger`` (an rclpy logger)."""
-        self._logger = logger
-        self.period_s = float(period_s)
-        self._state: Dict[str, Tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def set_period(self, period_s: float) -> None:
-        """Use a new period; the next problem of every key is logged at once."""
-        with self._lock:
-            if float(period_s) != self.period_s:
-                self.period_s = float(period_s)
-                self._state = {k: (-math.inf, n) for k, (_, n) in self._state.items()}
-
-    def log(self, key: str, text: str, level: str = 'warning') -> bool:
-        """Log ``text`` unless ``key`` was logged less than a period ago; return whether logged.
-
-        :param level: 'error', 'warning' or 'info'
-        """
-        now = time.monotonic()
-        with self._lock:
-            last, suppressed = self._state.get(key, (-math.inf, 0))
-            if now - last < self.period_s:
-                self._state[key] = (last, suppressed + 1)
-                return False
-            self._state[key] = (now, 0)
-        if suppressed:
-            text += f' ({suppressed} more since the last report)'
-        # one call site per severity: rclpy refuses a call site that changes severity
-        if level == 'error':
-            self._logger.error(text)
-        elif level == 'info':
-            self._logger.info(text)
-        else:
-            self._logger.warning(text)
-        return True
-
-
-class RosLogHandler(logging.Handler):
-    """Forwards Python ``logging`` records of ``l3rocc_core`` to an rclpy logger."""
-
-    def __init__(self, logger: Any):
-        """Forward to ``logger`` (an rclpy logger)."""
-        super().__init__(logging.INFO)
-        self._logger = logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Log ``record`` at its severity (one call site per severity, as rclpy requires)."""
-        text = f'{record.name}: {record.getMessage()}'
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        else:
-            self._logger.info(text)
-
-
-def is_cuda_oom(exc: BaseException) -> bool:
-    """Tell whether ``exc`` is, or wraps (``StageError``, ``__cause__``), a CUDA OOM error."""
-    import torch
-    oom = getattr(torch.cuda, 'OutOfMemoryError', None)
-    if oom is None:
-        return False
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, oom):
-            return True
-        exc = getattr(exc, 'error', None) or exc.__cause__
-        seen += 1
-    return False
-
-
-def forget_traceback(exc: Optional[BaseException]) -> None:
-    """Drop the tracebacks of ``exc`` and of the errors it wraps or was raised from.
-
-    A traceback keeps every frame it passed through alive, with their local variables: after a
-    CUDA OOM inside a stage, those are the stage's device tensors, which
-    ``torch.cuda.empty_cache`` cannot free while the exception is referenced.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        exc = getattr(exc, 'error', None) or exc.__cause__ or exc.__context__
-
-
 class L3roccNode(Node):
     """Monocular camera to 4D occupancy (see the contract for topics and parameters).
 
@@ -203,23 +102,57 @@ class L3roccNode(Node):
             raise
 
     def _setup(self) -> None:
+        """Set the node up, in the order data flows; each step is one method below."""
+        self._init_state()
+        self._init_logging()
+        self._params = NodeParameters(self, on_change=self._on_config_change,
+                                      on_reject=self._on_parameters_rejected)
+        cfg = self._params.config
+        self._log.period_s = cfg.output.log_period_s
+        self._pipeline = self._make_pipeline(cfg)
+        self._init_stream(cfg)
+        self._outputs = OutputPublishers(self, self._qos_events)
+        self._subscribe_camera(cfg)
+        self._subscribe_depth(cfg)
+        self._subscribe_poses(cfg)
+        self._diag_timer = self.create_timer(1.0, self.publish_diagnostics,
+                                             callback_group=self._diag_group,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._start_worker()
+        # last: the line that says the node is up (scripts and tests wait for it)
+        self.get_logger().info(
+            f'l3rocc: {self.image_topic} + {self.camera_info_topic} -> '
+            f'{self.pub_points.topic_name}, {self.pub_markers.topic_name}, '
+            f'{self.pub_occupancy.topic_name}; poses: {cfg.input.pose_source} in '
+            f'{cfg.grid.world_frame!r}; depth: {cfg.depth.depth_source}; device '
+            f'{self._pipeline.device}, refiner {self._refiner_name()}')
+
+    def _init_state(self) -> None:
         self._stopping = False
         self._idle = threading.Event()
         self._idle.set()
         self._rebuild = False
         self._device_override: Optional[str] = None
         self._degraded: Dict[str, str] = {}
+        self.stats = NodeStats()
+        self._last_occ: Optional[Occupancy4D] = None
+        self._next_trim = time.monotonic() + MALLOC_TRIM_PERIOD_S
+        self._trim_ms: Optional[float] = None
+        #: Stage timings of the last completed frame (the pipeline's own dict is rewritten
+        #: while a frame is being processed, so diagnostics read this copy).
+        self._stage_ms: Dict[str, float] = {}
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+
+    def _init_logging(self) -> None:
         self._log = RateLimitedLog(self.get_logger())
         core_logger = logging.getLogger('l3rocc_core')
         if core_logger.level == logging.NOTSET:
             core_logger.setLevel(logging.INFO)
         core_logger.addHandler(self._core_log)
-        self.stats = NodeStats()
-        self._params = NodeParameters(self, on_change=self._on_config_change,
-                                      on_reject=self._on_parameters_rejected)
-        cfg = self._params.config
-        self._log.period_s = cfg.output.log_period_s
-        self._pipeline = self._make_pipeline(cfg)
+
+    def _init_stream(self, cfg: PipelineConfig) -> None:
+        """Set up the stream front-end: frame building, stamp rules, pose selection."""
         self._builder = FrameBuilder(cfg.camera)
         self._queue = FrameQueue(cfg.input.queue_size)
         self._camera_info: Optional[CameraInfo] = None
@@ -228,32 +161,8 @@ class L3roccNode(Node):
         self._last_frame_camera = None
         self._stamps = StampGate()
         self._pose_selector = PoseSelector(cfg.input, cfg.grid.world_frame)
-        self._last_occ: Optional[Occupancy4D] = None
-        self._publish_ms: Optional[float] = None
-        self._next_trim = time.monotonic() + MALLOC_TRIM_PERIOD_S
-        self._trim_ms: Optional[float] = None
-        #: Stage timings of the last completed frame (the pipeline's own dict is rewritten
-        #: while a frame is being processed, so diagnostics read this copy).
-        self._stage_ms: Dict[str, float] = {}
-        self._markers = MarkerEncoder()
-        if not self._markers.ok:
-            self.get_logger().info(f'markers built as message objects ({self._markers.reason})')
 
-        self._diag_group = MutuallyExclusiveCallbackGroup()
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-
-        self.pub_occupancy = self.create_publisher(
-            Occupancy4DMsg, '~/occupancy', OUTPUT_QOS,
-            event_callbacks=self._qos_events('~/occupancy', publisher=True))
-        self.pub_points = self.create_publisher(
-            PointCloud2, '~/points', OUTPUT_QOS,
-            event_callbacks=self._qos_events('~/points', publisher=True))
-        self.pub_markers = self.create_publisher(
-            MarkerArray, '~/markers', OUTPUT_QOS,
-            event_callbacks=self._qos_events('~/markers', publisher=True))
-        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-
+    def _subscribe_camera(self, cfg: PipelineConfig) -> None:
         qos = self._input_qos(cfg)
         if cfg.input.image_transport == 'compressed':
             self.sub_image = self.create_subscription(
@@ -269,14 +178,20 @@ class L3roccNode(Node):
             callback_group=self._input_group, event_callbacks=self._qos_events('camera_info'))
         self.image_topic = self.sub_image.topic_name
         self.camera_info_topic = self.sub_camera_info.topic_name
+
+    def _subscribe_depth(self, cfg: PipelineConfig) -> None:
+        """``depth_source: topic``: registered depth images, paired with images by stamp."""
         self._depth_pairing: Optional[DepthPairing] = None
         self.sub_depth = None
         if cfg.depth.depth_source == 'topic':
             self._depth_pairing = DepthPairing()
             self._depth_unpaired_seen = 0
             self.sub_depth = self.create_subscription(
-                Image, 'depth', self._on_depth, qos, callback_group=self._input_group,
-                event_callbacks=self._qos_events('depth'))
+                Image, 'depth', self._on_depth, self._input_qos(cfg),
+                callback_group=self._input_group, event_callbacks=self._qos_events('depth'))
+
+    def _subscribe_poses(self, cfg: PipelineConfig) -> None:
+        """TF (tf, static) or odometry; nothing for poses estimated from the images."""
         self._poses: Optional[PoseLookup] = None
         self.sub_odometry = None
         if cfg.input.pose_source in ('tf', 'odometry', 'static'):
@@ -290,20 +205,32 @@ class L3roccNode(Node):
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT),
                 callback_group=self._input_group)
 
-        self._diag_timer = self.create_timer(1.0, self.publish_diagnostics,
-                                             callback_group=self._diag_group, clock=steady)
+    def _start_worker(self) -> None:
         self._wake = threading.Event()
         self._worker = threading.Thread(target=self._work, name='l3rocc_worker', daemon=True)
         self._worker.start()
-        # last: the line that says the node is up (scripts and tests wait for it)
-        self.get_logger().info(
-            f'l3rocc: {self.image_topic} + {self.camera_info_topic} -> '
-            f'{self.pub_points.topic_name}, {self.pub_markers.topic_name}, '
-            f'{self.pub_occupancy.topic_name}; poses: {cfg.input.pose_source} in '
-            f'{cfg.grid.world_frame!r}; device {self._pipeline.device}, refiner '
-            f'{self._refiner_name()}')
 
     # ------------------------------------------------------------------------- set-up helpers
+    @property
+    def pub_occupancy(self) -> Any:
+        """The ``~/occupancy`` publisher."""
+        return self._outputs.occupancy
+
+    @property
+    def pub_points(self) -> Any:
+        """The ``~/points`` publisher."""
+        return self._outputs.points
+
+    @property
+    def pub_markers(self) -> Any:
+        """The ``~/markers`` publisher."""
+        return self._outputs.markers
+
+    @property
+    def pub_diagnostics(self) -> Any:
+        """The ``/diagnostics`` publisher."""
+        return self._outputs.diagnostics
+
     @property
     def config(self) -> PipelineConfig:
         """The configuration in force."""
@@ -640,7 +567,7 @@ class L3roccNode(Node):
 
     def _paired_depth(self, stamp_ns: int, received: float,
                       cfg: PipelineConfig) -> Optional[np.ndarray]:
-        """The registered depth (metres) stamped like the image, for ``depth_source: topic``.
+        """Return the registered depth (metres) stamped like the image (``depth_source: topic``).
 
         Waits for it until ``tf_timeout_s`` after the image arrived; depth images that can no
         longer meet their image are counted (``depth_unpaired``) and logged.
@@ -688,23 +615,9 @@ class L3roccNode(Node):
 
     # ------------------------------------------------------------------------------- outputs
     def _publish(self, occ: Occupancy4D, cfg: PipelineConfig) -> None:
-        start = time.perf_counter()
-        threshold = cfg.output.occupancy_threshold
-        if occ.threshold != threshold:
-            occ = Occupancy4D(occ.grid, occ.stamps_ns, occ.prob, occ.observed, threshold)
-        want_occ = self.pub_occupancy.get_subscription_count() > 0
-        want_points = self.pub_points.get_subscription_count() > 0
-        sparse = occ.sparse_window() if want_occ or want_points else None
-        if want_occ:
-            self.pub_occupancy.publish(occupancy_to_msg(occ, sparse))
-        if want_points:
-            self.pub_points.publish(occupancy_to_pointcloud2(occ, sparse))
-        if cfg.output.publish_markers and self.pub_markers.get_subscription_count():
-            self.pub_markers.publish(occupancy_to_markers(occ, cfg.output.publish_history,
-                                                          self._markers))
+        self._outputs.publish(occ, cfg.output)
         now_ns = self.get_clock().now().nanoseconds
         self.stats.published((now_ns - occ.newest_stamp_ns) / 1e9 if now_ns > 0 else None)
-        self._publish_ms = (time.perf_counter() - start) * 1e3
 
     def diagnostics_extra(self) -> Dict[str, Any]:
         """Node-specific diagnostic values: device, refiner, inputs, stage timings."""
@@ -725,8 +638,8 @@ class L3roccNode(Node):
             extra['window_slices'] = occ.num_slices
         for stage, ms in self._stage_ms.items():
             extra[f'stage_ms.{stage}'] = float(ms)
-        if self._publish_ms is not None:
-            extra['stage_ms.publish'] = self._publish_ms
+        if self._outputs.last_ms is not None:
+            extra['stage_ms.publish'] = self._outputs.last_ms
         if self._trim_ms is not None:
             extra['malloc_trim_ms'] = self._trim_ms
         return extra
@@ -782,113 +695,3 @@ class L3roccNode(Node):
     def busy(self) -> bool:
         """Tell whether the worker is computing a frame right now."""
         return not self._idle.is_set()
-
-
-#: Python thread switch interval of the node process (seconds; Python's default is 0.005).
-GIL_SWITCH_INTERVAL_S = 0.0005
-
-
-def main(args: Optional[List[str]] = None, fast_exit: bool = True) -> int:
-    """Entry point of ``l3rocc_node``: spin the node on a SingleThreadedExecutor until shutdown.
-
-    SIGINT and SIGTERM (rclpy's signal handlers) end the spin; the node is destroyed and rclpy
-    shut down in every case. Shutdown waits at most ``STOP_BUDGET_S`` for a frame being
-    computed (its result would be discarded anyway).
-
-    Then, with ``fast_exit``, the process ends at once (:func:`exit_now`): the node has left
-    the graph, the DDS participant is deleted, logs and output streams are flushed, and nothing
-    is left that the interpreter's own teardown would still save, only its slow unloading of
-    torch (1-2 s on two busy cores) and the join of a worker thread inside a long frame.
-
-    ``L3ROCC_MEMWATCH=SECONDS`` (and ``L3ROCC_TRACEMALLOC=1``) log memory figures periodically
-    (:mod:`l3rocc_ros.memwatch`).
-
-    :param args: command line (default ``sys.argv``)
-    :param fast_exit: end the process when done (False: return the status, for in-process use)
-    :return: 0 on a clean exit, 1 when the node could not start
-    """
-    # The worker issues many short torch calls, each giving the GIL back; with the executor's
-    # threads busy receiving images, Python's default 5 ms switch interval made every re-acquire
-    # wait up to 5 ms (depth took ~10x longer in the node than in replay).
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    limit_arenas(MALLOC_ARENAS)   # before rclpy and torch start their threads
-    rclpy.init(args=sys.argv if args is None else args)
-    node = None
-    executor = None
-    watch = None
-    status = 0
-    try:
-        node = L3roccNode()
-        watch = from_environment()
-        executor = SingleThreadedExecutor()   # every callback is short (see the module doc)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        status = 0
-    except ValueError as exc:
-        rclpy.logging.get_logger('l3rocc').fatal(str(exc))
-        status = 1
-    except RCLError:
-        # A signal that shuts the context down while the executor builds its wait set makes
-        # rclpy raise 'the given context is not valid' instead of ExternalShutdownException
-        # (seen once in ten SIGTERMs); anything else is a real failure.
-        if rclpy.ok():
-            raise
-        status = 0
-    finally:
-        stop_start = time.monotonic()
-        if watch is not None:
-            watch.stop()
-        # The signal has shut the context down: a node logger would also try /rosout and
-        # print 'Failed to publish log message to rosout'; a logger of its own does not.
-        logger = rclpy.logging.get_logger(f'{node.get_name() if node else "l3rocc"}.shutdown')
-        if node is not None:
-            logger.info('shutting down' + (' (the worker is computing a frame)'
-                                           if node.busy else ''))
-            node.stop()
-        elif status == 0:   # a signal came while the node was being built: it cleaned up
-            logger.info('shutting down (during start-up)')
-        if executor is not None:
-            executor.shutdown(timeout_sec=STOP_BUDGET_S)   # no callback is running: at once
-        if node is not None:
-            idle = node.destroy_node(STOP_BUDGET_S)
-            logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s'
-                        + ('' if idle else ' (a frame was still being computed; not waited for)'))
-        elif status == 0:
-            logger.info(f'stopped in {time.monotonic() - stop_start:.2f} s')
-        rclpy.try_shutdown()   # also flushes and closes the ROS log files
-    if fast_exit:
-        exit_now(status)
-    return status
-
-
-def exit_now(status: int) -> None:
-    """End the process with ``status`` at once, after flushing every output buffer.
-
-    Call it only once rclpy is shut down (no node, no executor running). It deletes the DDS
-    participant (the default context's handle) so peers see it leave, flushes Python's
-    ``logging`` handlers, ``sys.stdout``/``sys.stderr`` and the C library's streams (rcutils
-    writes the console log with C stdio), then calls ``os._exit``: the interpreter's teardown
-    (unloading torch, joining a worker thread still inside a frame) is skipped. Nothing of the
-    node's state needs saving at exit.
-    """
-    try:
-        rclpy.get_default_context().destroy()
-    except (RuntimeError, AttributeError) as exc:
-        print(f'l3rocc_node: the ROS context was not destroyed: {exc}', file=sys.stderr)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass   # a closed or broken pipe: nothing more can be written to it anyway
-    try:
-        import ctypes
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass   # no C library to flush (not Linux/macOS): Python's streams are flushed above
-    os._exit(status)
-
-
-if __name__ == '__main__':
-    sys.exit(main())

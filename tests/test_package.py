@@ -146,7 +146,8 @@ def test_console_scripts() -> None:
         pytest.skip('not installed with pip (a colcon build has no console scripts)')
     scripts = {ep.name: ep.value for ep in distribution.entry_points
                if ep.group == 'console_scripts'}
-    assert scripts == {'l3rocc': 'l3rocc_core.cli:main', 'l3rocc_node': 'l3rocc_ros.node:main'}
+    assert scripts == {'l3rocc': 'l3rocc_core.cli:main',
+                       'l3rocc_node': 'l3rocc_ros.lifecycle:main'}
 
 
 def test_fastdds_profile_parses(repo_root: Path) -> None:

@@ -308,8 +308,9 @@ def test_node_process_exits_1_on_a_missing_checkpoint(tmp_path) -> None:
     pytest.importorskip('l3rocc.msg', reason='the l3rocc messages are not built (make setup)')
     missing = tmp_path / 'no such dir' / 'refiner.pt'  # a space: never split by a shell
     proc = subprocess.run(
-        [sys.executable, '-m', 'l3rocc_ros.node', '--ros-args', '-r', '__node:=l3rocc_rel_exit',
-         '-p', 'refiner:=network', '-p', f'checkpoint:={missing}', '-p', 'device:=cpu'],
+        [sys.executable, '-m', 'l3rocc_ros.lifecycle', '--ros-args', '-r',
+         '__node:=l3rocc_rel_exit', '-p', 'refiner:=network', '-p', f'checkpoint:={missing}',
+         '-p', 'device:=cpu'],
         cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ))
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text

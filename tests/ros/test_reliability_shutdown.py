@@ -61,7 +61,7 @@ def test_signal_mid_inference_stops_within_2s(ros_context, wall, tmp_path: Path,
             k += 1
             time.sleep(0.1)
     with open(log, 'w') as out:
-        proc = subprocess.Popen([sys.executable, '-m', 'l3rocc_ros.node'] + node_args(wall),
+        proc = subprocess.Popen([sys.executable, '-m', 'l3rocc_ros.lifecycle'] + node_args(wall),
                                 cwd=repo_root, stdout=out, stderr=subprocess.STDOUT,
                                 env=dict(os.environ))
     feeder = threading.Thread(target=camera, daemon=True)

@@ -20,8 +20,8 @@ def test_signal_stops_the_node_cleanly(repo_root: Path, tmp_path: Path, sig: int
     log = tmp_path / 'node.log'
     with open(log, 'w') as out:
         proc = subprocess.Popen(
-            [sys.executable, '-m', 'l3rocc_ros.node', '--ros-args', '-r', '__node:=l3rocc_sig',
-             '-p', 'refiner:=none', '-p', 'device:=cpu'],
+            [sys.executable, '-m', 'l3rocc_ros.lifecycle', '--ros-args', '-r',
+             '__node:=l3rocc_sig', '-p', 'refiner:=none', '-p', 'device:=cpu'],
             cwd=repo_root, stdout=out, stderr=subprocess.STDOUT,
             env=dict(os.environ, ROS_LOG_DIR=str(tmp_path / 'ros_log')))
     try:
