@@ -36,6 +36,10 @@ def generate_launch_description() -> LaunchDescription:
             'camera_info_topic', default_value='/camera/camera_info',
             description='sensor_msgs/CameraInfo topic of the camera'),
         DeclareLaunchArgument(
+            'depth_topic', default_value='/camera/depth/image_raw',
+            description='registered depth sensor_msgs/Image (16UC1 mm or 32FC1 m), read with '
+            'depth_source: topic'),
+        DeclareLaunchArgument(
             'params_file', default_value=os.path.join(share, 'config', 'l3rocc.yaml'),
             description='ROS 2 parameter file of the node (default: '
                         'config/l3rocc.yaml of this package)'),
@@ -58,6 +62,7 @@ def generate_launch_description() -> LaunchDescription:
                 ('image', image_topic),
                 ('image/compressed', [image_topic, '/compressed']),
                 ('camera_info', LaunchConfiguration('camera_info_topic')),
+                ('depth', LaunchConfiguration('depth_topic')),
             ]),
         Node(
             package='rviz2', executable='rviz2', name='rviz2', output='log',
