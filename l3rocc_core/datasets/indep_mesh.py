@@ -8,10 +8,10 @@ metres along the surface and shading normals.
 
 Voxelisation follows the ground-truth convention of the project's synthetic data: a voxel is
 occupied when its centre lies inside a closed mesh, or when the mesh surface passes through it
-(surface points nudged 0.1 mm inwards, so a face lying exactly on a voxel boundary belongs to the
-voxel on the solid side). Insideness is computed by ray parity along +z through the voxel-centre
-columns (scanline solid voxelisation); the surface by a dense barycentric lattice on every
-triangle.
+(surface points nudged 0.1 mm inwards, so a face, edge or corner lying exactly on a voxel
+boundary belongs to the voxel on the solid side). Insideness is computed by ray parity along +z
+through the voxel-centre columns (scanline solid voxelisation); the surface by a dense
+barycentric lattice on every triangle.
 """
 
 from dataclasses import dataclass
@@ -268,6 +268,9 @@ def edge_weights(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray
 def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float) -> np.ndarray:
     """Points on every triangle, at most ``spacing`` apart, nudged :data:`INWARD_M` inwards.
 
+    Each point moves that far against the face normal and that far towards the triangle's
+    centre, so points on an edge or corner lie strictly inside the solid.
+
     :param vertices: float [V, 3] metres
     :param triangles: int [F, 3] (outward winding)
     :param spacing: metres
@@ -288,7 +291,11 @@ def surface_samples(vertices: np.ndarray, triangles: np.ndarray, spacing: float)
         a = i[keep] / n
         b = j[keep] / n
         p = (v[sel, 0][:, None] + a[None, :, None] * e1[sel][:, None]
-             + b[None, :, None] * e2[sel][:, None] - INWARD_M * normal[sel][:, None])
+             + b[None, :, None] * e2[sel][:, None])
+        # Also towards the triangle's centre: points on an edge stay off the neighbour face.
+        to_c = v[sel].mean(1)[:, None] - p
+        dist = np.linalg.norm(to_c, axis=-1, keepdims=True)
+        p += INWARD_M * (to_c / np.where(dist > 0, dist, 1.0) - normal[sel][:, None])
         out.append(p.reshape(-1, 3))
     return np.concatenate(out) if out else np.zeros((0, 3))
 
