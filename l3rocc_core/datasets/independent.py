@@ -11,19 +11,12 @@ cameras (a fixed camera on a pole looking down 20-40 degrees from 1.5-3 m, a han
 slow dolly) and its own textures (patches of a real video and procedural images synth does not
 make; :mod:`~l3rocc_core.datasets.indep_texture`).
 
-Each sequence folder holds what ``l3rocc synth --out DIR`` writes, so every scorer reads it
-unchanged:
-
-- ``sequence.mcap``: sensor_msgs/Image ``/camera/image_raw`` (rgb8), CameraInfo
-  ``/camera/camera_info``, /tf ``odom -> camera_optical_frame`` and nav_msgs/Odometry ``/odom``
-  at every image stamp;
-- ``gt.npz``: the contract occupancy file, one row per frame (occupied voxels, prob 1.0),
-  ``visible_packed`` = observed masks, ``dynamic_packed`` = np.packbits of the bool
-  [N, X, Y, Z] voxels of moving actors;
-- ``depth.npz``: ``depth`` float16 [N, H, W] (z, metres, 0 = sky), ``stamps`` int64 [N],
-  ``K`` float64 [3, 3], ``width``, ``height``, ``moving_packed`` = np.packbits of the bool
-  [N, H, W] pixels that see a moving actor;
-- ``meta.json`` (grid, camera, ``recommended_parameters`` for ``--set``, ...), ``preview.png``.
+Each sequence folder holds what ``l3rocc synth --out DIR`` writes (the layout of
+:mod:`~l3rocc_core.datasets.sequence_files`: ``sequence.mcap``, ``gt.npz`` with
+``dynamic_packed``, ``depth.npz`` with ``moving_packed``, ``meta.json``, ``preview.png``), so every
+scorer reads it unchanged. ``meta.json`` adds ``generator``, ``name``, ``fixed_camera``,
+``objects`` and ``moving_pixel_share`` (mean and max share of the image that sees moving actors,
+and how many frames reach 20 %).
 
 Ground truth: a voxel is occupied when its centre is inside a solid or a solid's surface passes
 through it (:mod:`~l3rocc_core.datasets.indep_mesh`), as in synth; it is observed when a camera
@@ -38,7 +31,6 @@ import argparse
 from dataclasses import asdict, dataclass
 import json
 import os
-from pathlib import Path
 import sys
 import time
 from typing import Dict, Iterator, List, Optional
@@ -46,17 +38,13 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 
 from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.datasets.indep_layout import ACTOR_SETS, CAMERA_RIGS, make_scene
 from l3rocc_core.datasets.indep_mesh import apply, occupied_voxels, rotate, surface_samples
 from l3rocc_core.datasets.indep_render import PosedScene, SceneRenderer, actor_names
-from l3rocc_core.datasets.indep_layout import ACTOR_SETS, CAMERA_RIGS, make_scene
 from l3rocc_core.datasets.indep_scene import IndependentScene
+from l3rocc_core.datasets.sequence_files import SequenceFiles, WORLD_FRAME
 from l3rocc_core.grid import VoxelGrid
-from l3rocc_core.occupancy import OccupancySequenceWriter
 
-WORLD_FRAME = 'odom'
-CAMERA_FRAME = 'camera_optical_frame'
-TOPICS = {'image': '/camera/image_raw', 'camera_info': '/camera/camera_info', 'tf': '/tf',
-          'odometry': '/odom'}
 STAMP_BASE_NS = 1_750_000_000 * 10 ** 9
 #: Grid heights (metres): the floor slab's top voxels up to above the tallest actor.
 GRID_Z = (-0.1, 2.5)
@@ -281,14 +269,6 @@ class IndependentSequence:
                 'pose_source': 'tf'}
 
 
-def _save_npz(path: str, **arrays: np.ndarray) -> None:
-    """np.savez_compressed to ``path`` atomically (a ``.partial`` sibling, then a rename)."""
-    tmp = path + '.partial'
-    with open(tmp, 'wb') as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
-
-
 def write_independent_sequence(out_dir: str, spec: IndependentSpec, progress: bool = True,
                                sequence: Optional[IndependentSequence] = None) -> dict:
     """Render one sequence and write its files (see the module docstring) into ``out_dir``.
@@ -299,73 +279,29 @@ def write_independent_sequence(out_dir: str, spec: IndependentSpec, progress: bo
     :param sequence: an already built sequence of ``spec`` (e.g. with its own scene)
     :return: the meta dictionary (also written as ``meta.json``)
     """
-    import cv2
     from tqdm import tqdm
 
-    from l3rocc_core.bags import CameraBagWriter
-
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     seq = sequence if sequence is not None else IndependentSequence(spec)
-    bag_path = out / 'sequence.mcap'
-    if bag_path.exists():
-        bag_path.unlink()
-    writer = OccupancySequenceWriter(seq.grid, 0.5)
-    dynamic, depths, stamps, moving, t_frame = [], [], [], [], []
-    with CameraBagWriter(str(bag_path)) as bag:
+    t_frame = []
+    with SequenceFiles(out_dir, seq.camera, seq.grid) as files:
         for i in tqdm(range(spec.frames), desc=f'independent {spec.name}', unit='frame',
                       disable=not progress, leave=False):
             t1 = time.perf_counter()
             f = seq.frame(i)
             t_frame.append(time.perf_counter() - t1)
-            bag.write_tf([(WORLD_FRAME, CAMERA_FRAME, f.T_world_cam)], f.stamp_ns)
-            bag.write_odometry(f.T_world_cam, f.stamp_ns, WORLD_FRAME, CAMERA_FRAME)
-            bag.write_camera_info(seq.camera, f.stamp_ns, CAMERA_FRAME)
-            bag.write_image(f.image, f.stamp_ns, CAMERA_FRAME)
-            writer.add(f.stamp_ns, f.occupied.astype(np.float32), f.observed)
-            dynamic.append(f.dynamic)
-            depths.append(f.depth.astype(np.float16))
-            moving.append(f.moving)
-            stamps.append(f.stamp_ns)
-            if i == spec.frames // 2:
-                cv2.imwrite(str(out / 'preview.png'), cv2.cvtColor(f.image, cv2.COLOR_RGB2BGR))
-    gt_path = str(out / 'gt.npz')
-    writer.write(gt_path)
-    with np.load(gt_path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    _save_npz(gt_path, dynamic_packed=np.packbits(np.stack(dynamic).reshape(-1)), **arrays)
-    moving_masks = np.stack(moving)
-    _save_npz(str(out / 'depth.npz'), depth=np.stack(depths),
-              stamps=np.asarray(stamps, np.int64), K=seq.camera.K,
-              width=np.int64(seq.camera.width), height=np.int64(seq.camera.height),
-              moving_packed=np.packbits(moving_masks.reshape(-1)))
-    share = moving_masks.reshape(spec.frames, -1).mean(1)
-    cam = seq.camera
+            files.add(f.stamp_ns, f.image, f.depth, f.T_world_cam, f.occupied, f.observed,
+                      f.dynamic, f.moving, preview=i == spec.frames // 2)
     spec_out = asdict(spec)
-    spec_out.update(width=cam.width, height=cam.height)
-    meta = {
-        'generator': GENERATOR, 'name': spec.name, 'spec': spec_out, 'frames': spec.frames,
-        'fixed_camera': bool(seq.scene.rig.fixed),
-        'camera': {'width': cam.width, 'height': cam.height, 'fx': cam.fx, 'fy': cam.fy,
-                   'cx': cam.cx, 'cy': cam.cy, 'distortion_model': cam.distortion_model,
-                   'D': list(cam.D)},
-        'grid': {'origin': list(seq.grid.origin), 'voxel_size': seq.grid.voxel_size,
-                 'dims': list(seq.grid.dims), 'frame_id': seq.grid.frame_id},
-        'frames_ids': {'world': WORLD_FRAME, 'camera': CAMERA_FRAME},
-        'topics': dict(TOPICS),
-        'recommended_parameters': seq.recommended_parameters(),
-        'objects': actor_names(seq.scene),
-        'moving_pixel_share': {'mean': float(share.mean()), 'max': float(share.max()),
-                               'frames_at_least_20pct': int((share >= 0.2).sum())},
+    spec_out.update(width=seq.camera.width, height=seq.camera.height)
+    return files.meta(seq.recommended_parameters(), {
+        'generator': GENERATOR, 'name': spec.name, 'spec': spec_out,
+        'fixed_camera': bool(seq.scene.rig.fixed), 'objects': actor_names(seq.scene),
+        'moving_pixel_share': files.moving_share(),
         'texture_sources': 'procedural; crops of car-detection.mp4, Intel IoT devkit sample '
                            'videos, CC BY 4.0 (data/independent/README.md)',
         'ms_per_frame_median': float(np.median(t_frame) * 1e3),
-        'wall_s': time.perf_counter() - t0,
-    }
-    with open(out / 'meta.json', 'w', encoding='utf-8') as fh:
-        json.dump(meta, fh, indent=2)
-    return meta
+        'wall_s': time.perf_counter() - t0})
 
 
 #: (rig, actors) of the sequences of a set, in order: every other one a fixed camera.
