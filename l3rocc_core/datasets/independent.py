@@ -79,16 +79,18 @@ class IndependentSpec:
     voxel_size: float = 0.05
 
     def __post_init__(self) -> None:
-        """Check values on entry."""
-        if self.rig not in CAMERA_RIGS:
-            raise ValueError(f'rig must be one of {CAMERA_RIGS}, got {self.rig!r}')
-        if self.actors not in ACTOR_SETS:
-            raise ValueError(f'actors must be one of {ACTOR_SETS}, got {self.actors!r}')
-        if self.frames < 1 or not 1.0 <= self.fps <= 120.0:
-            raise ValueError(f'need frames >= 1 and 1 <= fps <= 120, got {self.frames}, '
-                             f'{self.fps}')
-        if self.width < 16 or self.height < 16:
-            raise ValueError(f'image {self.width}x{self.height} too small')
+        """Reject unknown rigs and actor sets, and sizes nothing can be made of."""
+        for field_name, known in (('rig', CAMERA_RIGS), ('actors', ACTOR_SETS)):
+            if getattr(self, field_name) not in known:
+                raise ValueError(f'{field_name} must be one of {known}, got '
+                                 f'{getattr(self, field_name)!r}')
+        problems = [text for bad, text in (
+            (self.frames < 1, f'frames {self.frames} < 1'),
+            (not 1.0 <= self.fps <= 120.0, f'fps {self.fps} outside 1..120'),
+            (min(self.width, self.height) < 16, f'image {self.width}x{self.height} below 16 px'),
+        ) if bad]
+        if problems:
+            raise ValueError('; '.join(problems))
 
     @property
     def name(self) -> str:

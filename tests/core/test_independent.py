@@ -233,3 +233,10 @@ def test_sequences_are_deterministic_by_seed():
     np.testing.assert_array_equal(a.occupied, b.occupied)
     np.testing.assert_array_equal(a.observed, b.observed)
     assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize('bad', [dict(rig='tripod'), dict(actors='robots'), dict(frames=0),
+                                 dict(fps=500.0), dict(width=8)])
+def test_spec_rejects_what_cannot_be_made(bad):
+    with pytest.raises(ValueError):
+        IndependentSpec(**bad)
