@@ -1,9 +1,10 @@
-"""Scenes of the independent evaluation set: rooms, props, moving actors and camera rigs.
+"""What the independent scenes are made of: actors, camera rigs, materials, light.
 
 World frame: ``odom``, z up, the floor's top at z = 0, metres. Every actor is a list of closed
 part meshes (:mod:`l3rocc_core.datasets.indep_mesh`) with a pose per part at any time, so
-articulated actors (walking people whose limbs swing, carts whose wheels turn, a robot arm) are
-rigid per part. Camera rigs give the pose of the optical frame (x right, y down, z forward):
+articulated actors (walking people whose limbs swing, carts and forklifts whose wheels turn and
+forks lift, a robot arm) are rigid per part. :mod:`l3rocc_core.datasets.indep_layout` places
+them in a room. Camera rigs give the pose of the optical frame (x right, y down, z forward):
 a fixed camera on a pole looking down, a handheld orbit, a slow dolly.
 
 Nothing here comes from ``l3rocc synth``: other shapes, other motions, other cameras, other
