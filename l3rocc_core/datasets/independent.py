@@ -46,8 +46,13 @@ from l3rocc_core.datasets.sequence_files import SequenceFiles, WORLD_FRAME
 from l3rocc_core.grid import VoxelGrid
 
 STAMP_BASE_NS = 1_750_000_000 * 10 ** 9
-#: Grid heights (metres): the floor slab's top voxels up to above the tallest actor.
-GRID_Z = (-0.1, 2.5)
+#: Grid height (metres) above its bottom, which lies half a voxel below a whole number of voxels
+#: under the floor: the floor's top (z = 0) then runs through the middle of a voxel layer, so the
+#: voxel a ray ends in on the floor is the occupied one. On a voxel boundary it would be the free
+#: voxel above or the occupied one below by rounding alone.
+GRID_HEIGHT = 2.6
+#: Whole voxels of the grid below the floor's top (the half voxel comes on top).
+GRID_BELOW_FLOOR = 2
 #: Largest grid extent in x and y (metres).
 GRID_MAX_XY = (6.4, 6.4)
 GENERATOR = 'l3rocc_core.datasets.independent'
@@ -143,7 +148,8 @@ def suggest_grid(scene: IndependentScene, camera: PinholeCamera, poses: List[np.
 
     Rays through a 9 x 7 pixel lattice of every pose end on the floor or at ``max_depth``;
     the grid spans their ends and the camera positions (0.3 m margin), clipped to the room
-    and its walls, at most :data:`GRID_MAX_XY` around the centre, :data:`GRID_Z` high.
+    and its walls, at most :data:`GRID_MAX_XY` around the centre, :data:`GRID_HEIGHT` high from
+    :data:`GRID_BELOW_FLOOR` and a half voxels under the floor.
     """
     u = np.linspace(0, camera.width - 1, 9)
     v = np.linspace(0, camera.height - 1, 7)
@@ -162,10 +168,10 @@ def suggest_grid(scene: IndependentScene, camera: PinholeCamera, poses: List[np.
     lo = np.maximum(pts.min(0) - 0.3, scene.room_min[:2] - 0.25)
     hi = np.minimum(pts.max(0) + 0.3, scene.room_max[:2] + 0.25)
     c, half = (lo + hi) / 2, np.minimum((hi - lo) / 2, np.asarray(GRID_MAX_XY) / 2)
-    lo = np.r_[c - half, GRID_Z[0]]
-    hi = np.r_[c + half, GRID_Z[1]]
-    lo = np.round(np.floor(lo / voxel_size + 1e-9) * voxel_size, 9)
-    hi = np.round(np.ceil(hi / voxel_size - 1e-9) * voxel_size, 9)
+    lo = np.round(np.floor((c - half) / voxel_size + 1e-9) * voxel_size, 9)
+    hi = np.round(np.ceil((c + half) / voxel_size - 1e-9) * voxel_size, 9)
+    z0 = -(GRID_BELOW_FLOOR + 0.5) * voxel_size
+    lo, hi = np.r_[lo, z0], np.r_[hi, z0 + np.ceil(GRID_HEIGHT / voxel_size) * voxel_size]
     return VoxelGrid.from_bounds(lo.tolist(), hi.tolist(), voxel_size, WORLD_FRAME)
 
 

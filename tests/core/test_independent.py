@@ -222,6 +222,21 @@ def test_fixed_camera_sequence_reads_back_with_one_pose_and_scores(tmp_path):
     assert metrics['iou'] == pytest.approx(1.0) and metrics['recall'] == pytest.approx(1.0)
 
 
+def test_every_surface_point_seen_lies_in_an_occupied_observed_voxel():
+    """Exact depth ends in occupied, observed voxels, floor included (its top is mid-voxel)."""
+    seq = IndependentSequence(IndependentSpec('pole', 'people', seed=0, frames=2, width=64,
+                                              height=48))
+    f = seq.frame(1)
+    d = f.depth.reshape(-1).astype(np.float64)
+    seen = (d > 0) & (d <= seq.max_depth)
+    rays = seq.camera.pixel_rays().reshape(-1, 3).astype(np.float64)[seen]
+    p = mesh.apply(f.T_world_cam, rays * d[seen, None])
+    flat, inside = seq.grid.world_to_flat(p)
+    assert inside.sum() > 1000 and np.any(np.abs(p[inside, 2]) < 1e-3)   # the floor is seen
+    assert f.occupied.reshape(-1)[flat[inside]].all()
+    assert f.observed.reshape(-1)[flat[inside]].all()
+
+
 def test_sequences_are_deterministic_by_seed():
     def frame(seed):
         spec = IndependentSpec('orbit', 'people', seed=seed, frames=2, width=40, height=30)
