@@ -1,1 +1,1 @@
-"""Loaders of public datasets used for the demo, tests and evaluation."""
+"""Loaders of public datasets, and the independent evaluation set, for tests and evaluation."""
