@@ -346,7 +346,7 @@ def run_case(prep: Prepared, refiner: str, out_dir: str, device: str = 'cpu',
                  for r in scorer.scorer.per_frame()]
     return clean({
         'sequence': prep.case.name, 'kind': prep.case.kind, 'family': prep.case.family,
-        'camera': prep.case.camera, 'seed': prep.case.seed if prep.case.kind == 'synth' else None,
+        'camera': prep.case.camera, 'seed': prep.case.seed if prep.case.kind != 'tum' else None,
         'refiner': refiner, 'refiner_used': pipeline.refiner_name, 'device': str(pipeline.device),
         'depth_source': depth,
         'grid_dims': list(pipeline.base_grid.dims), 'frames': result.frames,

@@ -210,7 +210,7 @@ def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
 
 
 def _network_targets(runs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
-    """Issue 4's targets per group: the synthetic test split, TUM, and all sequences.
+    """The refiner's targets per group: the synthetic test split, the independent set, TUM, all.
 
     Like for like: geometry over the sequences the network scored. With hysteresis on, rows
     comparing the flicker before it (``occupancy_no_hysteresis``) are added. Static-camera
@@ -222,10 +222,12 @@ def _network_targets(runs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any
     from l3rocc_bench.speed import network_targets
 
     def moving(r: Dict[str, Any]) -> bool:
-        return r.get('camera') != 'static'
+        return r.get('camera') not in ('static', 'pole')
 
     groups = {'synthetic test split (moving cameras)':
               lambda r: r.get('kind') == 'synth' and moving(r),
+              'independent set (moving cameras)':
+              lambda r: r.get('kind') == 'independent' and moving(r),
               'TUM fr1/xyz': lambda r: r.get('kind') == 'tum',
               'all moving-camera sequences': moving}
     out: Dict[str, List[Dict[str, Any]]] = {}

@@ -2,7 +2,9 @@
 
 Synthetic sequences come from the held-out test split's seed range of ``l3rocc synth``
 (``synth.dataset.SPLIT_SEED_BASE['test']``), so the network is never scored on its training
-scenes; both families, moving and static cameras, 640x480. The real sequence is TUM fr1/xyz
+scenes; both families, moving and static cameras, 640x480. The independent sequences come from
+:mod:`l3rocc_core.datasets.independent`, a renderer, shapes, motions and textures of its own that
+nothing was trained or tuned on, in the same file layout. The real sequence is TUM fr1/xyz
 (37 frames, 30 Hz) as a rosbag2 made with :func:`l3rocc_core.datasets.tum.write_tum_bag`.
 
 Each sequence is made once into ``CACHE/<name>/`` (``sequence.mcap``, ``gt.npz``, ``depth.npz``,
@@ -31,10 +33,12 @@ class Case:
     """One benchmark sequence.
 
     :param name: short unique name (also the cache folder)
-    :param kind: 'synth' or 'tum'
-    :param family: synth scene family ('industrial' | 'driving'); '' for TUM
-    :param camera: synth camera motion ('handheld', 'vehicle', 'orbit', 'pan', 'static')
-    :param seed: synth seed
+    :param kind: 'synth', 'independent' or 'tum'
+    :param family: synth scene family ('industrial' | 'driving'), the independent set's actors
+        ('people', 'vehicles', 'carts', 'arm', 'mixed'); '' for TUM
+    :param camera: synth camera motion ('handheld', 'vehicle', 'orbit', 'pan', 'static'), the
+        independent set's rig ('pole': fixed, 'orbit', 'dolly')
+    :param seed: synth or independent seed
     :param frames: frames to render (synth) or to use (TUM: None = all 37)
     :param fps: synth frame rate
     :param width: image width (height = 3/4 of it)
@@ -57,16 +61,20 @@ class Case:
     @property
     def dynamic_gt(self) -> bool:
         """Whether the ground truth separates static and dynamic voxels."""
-        return self.kind == 'synth'
+        return self.kind in ('synth', 'independent')
 
     @property
     def moving_camera(self) -> bool:
         """Whether the camera moves (a static camera gives plane sweep no baseline)."""
-        return self.camera != 'static'
+        return self.camera not in ('static', 'pole')
 
 
 def _synth(name: str, family: str, camera: str, index: int, frames: int, fps: float) -> Case:
     return Case(name, 'synth', family, camera, TEST_SEED_BASE + index, frames, fps)
+
+
+def _independent(rig: str, actors: str, seed: int, frames: int, width: int) -> Case:
+    return Case(f'indep_{rig}_{actors}', 'independent', actors, rig, seed, frames, 10.0, width)
 
 
 TUM_CASE = Case('tum_fr1_xyz', 'tum', fps=30.0)
@@ -75,6 +83,7 @@ TUM_CASE = Case('tum_fr1_xyz', 'tum', fps=30.0)
 QUICK_SET: Tuple[Case, ...] = (
     _synth('industrial_handheld', 'industrial', 'handheld', 0, 20, 10.0),
     _synth('driving_static', 'driving', 'static', 1, 20, 10.0),
+    _independent('pole', 'people', 1, 20, 320),
     TUM_CASE,
 )
 
@@ -92,6 +101,10 @@ DEFAULT_SET: Tuple[Case, ...] = (
     _synth('driving_vehicle', 'driving', 'vehicle', 3, 32, 10.0),
     _synth('driving_handheld', 'driving', 'handheld', 5, 32, 15.0),
     _synth('driving_static', 'driving', 'static', 1, 32, 10.0),
+    _independent('pole', 'people', 1, 32, 640),
+    _independent('orbit', 'mixed', 2, 32, 640),
+    _independent('pole', 'vehicles', 3, 32, 640),
+    _independent('dolly', 'carts', 4, 32, 640),
     TUM_CASE,
 )
 
@@ -181,6 +194,21 @@ def prepare(case: Case, cache_dir: str, progress: bool = True) -> Prepared:
         params = dict(meta['recommended_parameters'])
         return Prepared(case, str(folder / 'sequence.mcap'), str(folder / 'gt.npz'),
                         str(folder / 'depth.npz'), params, None, made)
+    if case.kind == 'independent':
+        if not _spec_matches(folder, spec):
+            from l3rocc_core.datasets.independent import (IndependentSpec,
+                                                          write_independent_sequence)
+            tmp = _fresh_tmp(folder)
+            write_independent_sequence(str(tmp), IndependentSpec(
+                rig=case.camera, actors=case.family, seed=case.seed, frames=int(case.frames or 32),
+                fps=case.fps, width=case.width, height=case.width * 3 // 4), progress)
+            _commit(tmp, folder, spec)
+            made = True
+        with open(folder / 'meta.json', 'r', encoding='utf-8') as f:
+            meta = json.load(f)
+        return Prepared(case, str(folder / 'sequence.mcap'), str(folder / 'gt.npz'),
+                        str(folder / 'depth.npz'), dict(meta['recommended_parameters']), None,
+                        made)
     if case.kind == 'tum':
         if not _spec_matches(folder, spec):
             from l3rocc_core.datasets.tum import write_tum_bag
