@@ -1,0 +1,175 @@
+"""The learned depth source: inputs, network, shipped checkpoint, training command."""
+
+import argparse
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.config import DepthConfig
+from l3rocc_core.depth.base import make_depth_source
+from l3rocc_core.depth.network import (CHANNELS, DEFAULT_CHECKPOINT, DEFAULT_NET, NetworkDepth,
+                                       build_model, decode_depth, geometry_channels,
+                                       load_checkpoint, reduced_camera)
+from l3rocc_core.depth.train import DepthTrainOptions, depth_loss, make_batch
+from l3rocc_core.frame import Frame
+from l3rocc_core.synth.motion import look_at
+from l3rocc_core.synth.sequence import SequenceSpec, SyntheticSequence
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+def _pitched_pose(height: float, pitch_deg: float) -> np.ndarray:
+    """Camera at (0, 0, height) facing +x, ``pitch_deg`` below the horizon, no roll."""
+    p = np.radians(pitch_deg)
+    eye = np.array([0.0, 0.0, height])
+    return look_at(eye, eye + [np.cos(p), 0.0, -np.sin(p)])
+
+
+@pytest.fixture(scope='module')
+def handheld():
+    """Working-resolution frames (320x240) of a handheld synthetic sequence, with exact depth."""
+    seq = SyntheticSequence(SequenceSpec('industrial', 'handheld', 77, 16, 15.0, 320, 240,
+                                         variety=True), ground_truth=False)
+    out = []
+    for i in (0, 4, 8, 15):
+        f = seq.frame(i)
+        out.append((Frame(f.image, f.stamp_ns, seq.pinhole, f.T_world_cam), f.depth))
+    return out
+
+
+def test_ground_prior_matches_the_analytic_plane():
+    """Height h, pitch p: a pixel row with ray y = (v - cy) / fy meets the ground at z-depth
+    h / (y cos p + sin p); rows at or above the horizon get no prior."""
+    cam = PinholeCamera(80, 60, 50.0, 50.0, 39.5, 29.5)
+    h, pitch, span = 2.0, 20.0, (0.2, 80.0)
+    geo = geometry_channels(cam, _pitched_pose(h, pitch), span, 60.0)
+    y = (np.arange(60) - 29.5) / 50.0
+    p = np.radians(pitch)
+    down = y * np.cos(p) + np.sin(p)
+    expect_depth = np.where(down > 0, h / np.maximum(down, 1e-9), np.inf)
+    hits = expect_depth <= 60.0
+    ground = geo[CHANNELS.index('ground') - 3]
+    mask = geo[CHANNELS.index('ground_mask') - 3]
+    assert np.array_equal(mask > 0, np.broadcast_to(hits[:, None], (60, 80)))
+    np.testing.assert_allclose(decode_depth(ground[hits], span), np.broadcast_to(
+        expect_depth[hits, None], (hits.sum(), 80)), rtol=1e-4)
+    assert not ground[~hits].any()
+    # The elevation of the optical axis is -pitch; no pose leaves the geometry empty.
+    assert geo[CHANNELS.index('elevation') - 3][30, 40] == pytest.approx(
+        -np.sin(p), abs=0.01)
+    assert geo[CHANNELS.index('has_pose') - 3].min() == 1.0
+    none = geometry_channels(cam, None, span, 60.0)
+    assert not none[2:].any() and none[0].std() > 0
+
+
+def test_tiny_overfit_drives_the_loss_down():
+    """A few optimiser steps on one synthetic frame halve the loss."""
+    seq = SyntheticSequence(SequenceSpec('industrial', 'static', 5, 1, 15.0, 64, 48,
+                                         variety=True), ground_truth=False)
+    f = seq.frame(0)
+    arrays = {'image': f.image[None], 'depth': f.depth[None].astype(np.float16),
+              'moving': f.moving[None], 'K': seq.pinhole.K[None],
+              'T_world_cam': f.T_world_cam[None],
+              'sweep_depth': np.zeros((1, 48, 64), np.float16),
+              'sweep_conf': np.zeros((1, 48, 64), np.float16)}
+    net = dict(DEFAULT_NET, widths=[8, 8, 16, 16])
+    torch.manual_seed(0)
+    model = build_model(net).train()
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opts = DepthTrainOptions('', '', 1, crop=(48, 64), pose_drop=0.0)
+    losses = []
+    for step in range(30):
+        rng = np.random.default_rng(step)
+        x, d, m = make_batch(arrays, np.zeros(2, int), net, rng, opts)
+        inv, logit = model(x)
+        loss = depth_loss(inv, logit, d, m, net)['total']
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_shipped_checkpoint_loads_weights_only():
+    """The shipped file is a plain state_dict + net config, small enough for the repo."""
+    assert os.path.getsize(DEFAULT_CHECKPOINT) < 3 * 2 ** 20
+    raw = torch.load(DEFAULT_CHECKPOINT, map_location='cpu', weights_only=True)
+    assert set(raw) >= {'state_dict', 'net'}
+    model, net = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert not model.training and net['in_channels'] == len(CHANNELS)
+
+
+def test_factory_builds_the_network_source():
+    src = make_depth_source(DepthConfig(depth_source='network'), 'cpu')
+    assert isinstance(src, NetworkDepth) and src.name == 'network'
+    assert src.uses_sources and not src.requires_sources
+
+
+def _check(result, frame: Frame, config: DepthConfig, device: str = 'cpu') -> None:
+    cam = reduced_camera(frame.camera, config.depth_downsample)
+    assert result.camera == cam and tuple(result.depth.shape) == (cam.height, cam.width)
+    assert result.depth.device.type == device and result.depth.dtype == torch.float32
+    c = result.confidence
+    assert float(c.min()) >= 0.0 and float(c.max()) <= 1.0
+    d = result.depth[result.valid]
+    assert bool(result.valid.any())
+    assert float(d.min()) >= config.min_depth and float(d.max()) <= config.max_depth
+    assert not bool((result.depth[~result.valid] != 0).any())
+
+
+def test_network_depth_with_sources_without_sources_and_without_pose(handheld):
+    """Every input situation gives a depth map; with pose it is metric and confident."""
+    cfg = DepthConfig(depth_source='network', max_depth=6.0)
+    est = NetworkDepth(cfg, 'cpu')
+    (ref, gt), sources = handheld[-1], [f for f, _ in handheld[:-1]]
+    no_pose = Frame(ref.image, ref.stamp_ns, ref.camera, None)
+    results = {'sources': est.estimate(ref, sources), 'no_sources': est.estimate(ref, []),
+               'no_pose': est.estimate(no_pose, [])}
+    from l3rocc_core.metrics import depth_metrics
+    from l3rocc_core.bench.accuracy import DepthTruth
+    cam = reduced_camera(ref.camera, cfg.depth_downsample)
+    truth = DepthTruth({ref.stamp_ns: (gt, ref.camera, ref.T_world_cam)}).render(
+        ref.stamp_ns, cam, ref.T_world_cam)
+    scores = {}
+    for name, res in results.items():
+        _check(res, ref, cfg)
+        scores[name] = depth_metrics(res.depth, truth, res.valid, cfg.max_depth)
+    assert scores['sources']['abs_rel'] < 0.2 and scores['no_sources']['abs_rel'] < 0.25
+    assert float(results['no_pose'].confidence.mean()) < float(
+        results['sources'].confidence.mean())
+
+
+@CUDA
+def test_network_depth_on_cuda(handheld):
+    cfg = DepthConfig(depth_source='network', max_depth=6.0)
+    est = NetworkDepth(cfg, 'cuda')
+    (ref, _), sources = handheld[-1], [f for f, _ in handheld[:-1]]
+    _check(est.estimate(ref, sources), ref, cfg, 'cuda')
+    cpu = NetworkDepth(cfg, 'cpu').estimate(ref, [])
+    gpu = est.estimate(ref, [])
+    assert torch.allclose(cpu.confidence, gpu.confidence.cpu(), atol=1e-3)
+
+
+def test_train_command_depth_runs_resumes_and_exports(tmp_path):
+    """``l3rocc train --model depth``: renders data, trains, resumes, exports a loadable file."""
+    from l3rocc_core.tools import train as tool
+
+    parser = argparse.ArgumentParser()
+    tool.add_arguments(parser)
+    assert parser.parse_args(['--data', 'd', '--out', 'o', '--steps', '1']).model == 'refiner'
+    export = str(tmp_path / 'net.pt')
+    argv = ['--model', 'depth', '--data', str(tmp_path / 'data'), '--out', str(tmp_path / 'run'),
+            '--sequences', '2', '--val-sequences', '1', '--val-every', '2', '--batch-size',
+            '2', '--depth-widths', '4', '4', '8', '8', '--export-path', export]
+    assert tool.run(parser.parse_args(argv + ['--steps', '2'])) == 0
+    assert tool.run(parser.parse_args(argv + ['--steps', '4', '--resume'])) == 0
+    last = torch.load(str(tmp_path / 'run' / 'last.pt'), weights_only=True)
+    assert last['step'] == 4
+    with open(tmp_path / 'run' / 'val.csv', encoding='utf-8') as fh:
+        assert [line.split(',')[0] for line in fh.read().split()[1:]] == ['2', '4']
+    assert (tmp_path / 'run' / 'loss.png').is_file()
+    est = NetworkDepth(DepthConfig(depth_source='network'), 'cpu', export)
+    assert est.net['widths'] == [4, 4, 8, 8]
