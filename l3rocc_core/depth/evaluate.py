@@ -7,6 +7,7 @@ depth resolution (160x120) against the exact depth (synthetic) or TUM's register
 reprojected into the depth map's camera as ``l3rocc bench`` does:
 
 - ``network``: :class:`~l3rocc_core.depth.network.NetworkDepth` with pose and sources;
+- ``network_conf50``: the same, only the pixels whose confidence is at least 0.5;
 - ``network_no_pose``: the same network on the frame without its pose and without sources;
 - ``plane_sweep``: :class:`~l3rocc_core.depth.plane_sweep.PlaneSweepDepth` (no depth without
   sources: a fixed camera gets none);
@@ -35,8 +36,9 @@ from l3rocc_core.depth.plane_sweep import PlaneSweepDepth
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 
-METHODS = ('network', 'network_no_pose', 'plane_sweep', 'ground_prior')
+METHODS = ('network', 'network_conf50', 'network_no_pose', 'plane_sweep', 'ground_prior')
 _EVAL_SEED = 1     # data seed of the held-out sequences (training used 0)
+_SURE = 0.5        # network_conf50 keeps the pixels with at least this confidence
 
 
 class GroundPriorDepth:
@@ -93,7 +95,11 @@ class Scores:
 def _sources(estimators: Dict[str, Any], frame: Frame, sources: List[Frame]
              ) -> Dict[str, Optional[DepthResult]]:
     no_pose = Frame(frame.image, frame.stamp_ns, frame.camera, None, frame.frame_id)
-    out = {'network': estimators['network'].estimate(frame, sources),
+    net = estimators['network'].estimate(frame, sources)
+    sure = net.valid & (net.confidence >= _SURE)
+    out = {'network': net,
+           'network_conf50': DepthResult(torch.where(sure, net.depth, 0.0), net.confidence,
+                                         sure, net.camera),
            'network_no_pose': estimators['network'].estimate(no_pose, []),
            'plane_sweep': estimators['plane_sweep'].estimate(frame, sources) if sources
            else None,

@@ -49,6 +49,9 @@ DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'c
 DEFAULT_NET = {'in_channels': len(CHANNELS), 'widths': [16, 24, 40, 64], 'min_depth': 0.2,
                'max_depth': 80.0, 'prior_max_depth': 60.0}
 _MULTIPLE = 8     # the input is padded to a multiple of this (three 2x downsamplings)
+_PRIOR_EPS = 0.02  # the prior's code is kept this far from 0 and 1 before its logit
+_SWEEP, _SWEEP_CONF = CHANNELS.index('sweep'), CHANNELS.index('sweep_conf')
+_GROUND, _GROUND_MASK = CHANNELS.index('ground'), CHANNELS.index('ground_mask')
 
 
 def reduced_camera(camera: PinholeCamera, factor: int) -> PinholeCamera:
@@ -178,6 +181,9 @@ class DepthUNet(nn.Module):
         self.dec1 = _conv(c2 + c1, c1)
         self.dec0 = _conv(c1 + c0, c0)
         self.head = nn.Conv2d(c0, 2, 1)
+        with torch.no_grad():
+            self.head.weight[0].mul_(0.01)
+            self.head.bias[0].zero_()
         self.log_q_min = float(np.log(1.0 / float(max_depth)))
         self.log_q_span = float(np.log(float(max_depth) / float(min_depth)))
 
@@ -197,9 +203,25 @@ class DepthUNet(nn.Module):
         d = self.dec1(torch.cat([_up(d, e1), e1], 1))
         d = self.dec0(torch.cat([_up(d, e0), e0], 1))
         out = self.head(d)
-        # Geometric interpolation: equal output resolution per relative depth change.
-        inv = torch.exp(self.log_q_min + self.log_q_span * torch.sigmoid(out[:, 0]))
+        # The output is a correction of the best geometric guess (the sweep where it matched,
+        # else the ground plane, else a middle depth) in the depth code's logit space, so an
+        # untrained head reproduces the guess. The code interpolates geometrically: equal
+        # output resolution per relative depth change.
+        code = torch.sigmoid(out[:, 0] + torch.logit(prior_code(x), eps=_PRIOR_EPS))
+        inv = torch.exp(self.log_q_min + self.log_q_span * code)
         return inv, out[:, 1]
+
+
+def prior_code(x: torch.Tensor) -> torch.Tensor:
+    """The geometric guess of the depth code from the inputs: sweep, else ground, else 0.5.
+
+    :param x: float32 [B, 11, H, W] (:data:`CHANNELS`)
+    :return: float32 [B, H, W] in [0, 1]
+    """
+    sweep = x[:, _SWEEP_CONF] > 0
+    ground = x[:, _GROUND_MASK] > 0
+    middle = torch.full_like(x[:, 0], 0.5)
+    return torch.where(sweep, x[:, _SWEEP], torch.where(ground, x[:, _GROUND], middle))
 
 
 def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

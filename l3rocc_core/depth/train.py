@@ -58,9 +58,9 @@ class DepthTrainOptions:
     device: str = 'auto'
     threads: int = 1
     data_seed: int = 0
-    sequences: int = 360
-    val_sequences: int = 24
-    val_every: int = 250
+    sequences: int = 160
+    val_sequences: int = 16
+    val_every: int = 200
     crop: Tuple[int, int] = (96, 128)
     widths: List[int] = field(default_factory=lambda: [16, 32, 48, 64])
     moving_weight: float = 3.0
@@ -208,33 +208,24 @@ def validate(model: torch.nn.Module, arrays: Dict[str, np.ndarray], indices: np.
 
 def plot_depth_curves(out_dir: str) -> Optional[str]:
     """Write ``OUT/loss.png`` (training terms, validation AbsRel and delta1); return its path."""
+    from l3rocc_core.refiner.train import _read_csv
+
+    tr, va = (_read_csv(os.path.join(out_dir, n)) for n in ('train.csv', 'val.csv'))
+    if not tr:
+        return None
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from l3rocc_core.refiner.train import _read_csv
-
-    tr = _read_csv(os.path.join(out_dir, 'train.csv'))
-    va = _read_csv(os.path.join(out_dir, 'val.csv'))
-    if not tr:
-        return None
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [r['step'] for r in tr]
-    for key in ('total', 'l1', 'grad', 'conf'):
-        ax0.plot(steps, [r[key] for r in tr], label=key)
-    ax0.set_xlabel('step')
-    ax0.set_yscale('log')
-    ax0.legend()
-    ax0.set_title('training loss (mean per logged interval)')
-    if va:
-        vs = [r['step'] for r in va]
-        ax1.plot(vs, [r['val_abs_rel'] for r in va], 'b-o', label='AbsRel')
-        ax1.plot(vs, [r['val_moving_abs_rel'] for r in va], 'b:o', label='AbsRel moving')
-        ax1.plot(vs, [r['val_delta1'] for r in va], 'r-o', label='delta<1.25')
-        ax1.plot(vs, [r['val_moving_delta1'] for r in va], 'r:o', label='delta<1.25 moving')
-        ax1.set_xlabel('step')
-        ax1.legend()
-        ax1.set_title('validation (held-out sequences)')
+    panels = ((tr, ('total', 'l1', 'grad', 'conf'), 'training loss (interval means)', 'log'),
+              (va, ('val_abs_rel', 'val_moving_abs_rel', 'val_delta1', 'val_moving_delta1'),
+               'validation (held-out sequences)', 'linear'))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (rows, keys, title, scale) in zip(axes, panels):
+        for key in keys if rows else ():
+            ax.plot([r['step'] for r in rows], [r[key] for r in rows], label=key)
+        ax.set(xlabel='step', title=title, yscale=scale)
+        ax.legend()
     fig.tight_layout()
     path = os.path.join(out_dir, 'loss.png')
     fig.savefig(path, dpi=90)

@@ -98,8 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'from the first window of a sequence (0 = off)')
     d = p.add_argument_group('depth network (--model depth)')
     d.add_argument('--data-seed', type=int, default=0, help='seed of the rendered sequences')
-    d.add_argument('--sequences', type=int, default=360, help='sequences rendered and used')
-    d.add_argument('--val-sequences', type=int, default=24,
+    d.add_argument('--sequences', type=int, default=160, help='sequences rendered and used')
+    d.add_argument('--val-sequences', type=int, default=16,
                    help='of them, the last ones held out for validation')
     d.add_argument('--crop', type=int, nargs=2, default=[96, 128], metavar=('H', 'W'),
                    help='training crop in pixels of the depth resolution')
@@ -149,7 +149,7 @@ def _run_depth(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
         device=args.device, threads=args.threads, data_seed=args.data_seed,
         sequences=args.sequences, val_sequences=args.val_sequences,
-        val_every=args.val_every or 250, crop=tuple(args.crop), widths=list(args.depth_widths),
+        val_every=args.val_every or 200, crop=tuple(args.crop), widths=list(args.depth_widths),
         moving_weight=args.moving_weight, grad_weight=args.grad_weight,
         conf_weight=args.conf_weight, pose_drop=args.pose_drop, sweep_drop=args.sweep_drop,
         resume=args.resume, export_default=args.export_default, export_path=args.export_path,

@@ -13,12 +13,21 @@ from l3rocc_core.depth.base import make_depth_source
 from l3rocc_core.depth.network import (CHANNELS, DEFAULT_CHECKPOINT, DEFAULT_NET, NetworkDepth,
                                        build_model, decode_depth, geometry_channels,
                                        load_checkpoint, reduced_camera)
-from l3rocc_core.depth.train import DepthTrainOptions, depth_loss, make_batch
+from l3rocc_core.depth.train import depth_loss, sample_inputs
 from l3rocc_core.frame import Frame
 from l3rocc_core.synth.motion import look_at
 from l3rocc_core.synth.sequence import SequenceSpec, SyntheticSequence
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run torch single-threaded (the machine's cores are shared), as the depth stage does."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _pitched_pose(height: float, pitch_deg: float) -> np.ndarray:
@@ -78,12 +87,11 @@ def test_tiny_overfit_drives_the_loss_down():
     net = dict(DEFAULT_NET, widths=[8, 8, 16, 16])
     torch.manual_seed(0)
     model = build_model(net).train()
-    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
-    opts = DepthTrainOptions('', '', 1, crop=(48, 64), pose_drop=0.0)
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, d, m = (torch.as_tensor(np.ascontiguousarray(a))[None]
+               for a in sample_inputs(arrays, 0, net))
     losses = []
     for step in range(30):
-        rng = np.random.default_rng(step)
-        x, d, m = make_batch(arrays, np.zeros(2, int), net, rng, opts)
         inv, logit = model(x)
         loss = depth_loss(inv, logit, d, m, net)['total']
         optim.zero_grad()
@@ -137,7 +145,7 @@ def test_network_depth_with_sources_without_sources_and_without_pose(handheld):
     for name, res in results.items():
         _check(res, ref, cfg)
         scores[name] = depth_metrics(res.depth, truth, res.valid, cfg.max_depth)
-    assert scores['sources']['abs_rel'] < 0.2 and scores['no_sources']['abs_rel'] < 0.25
+    assert scores['sources']['abs_rel'] < 0.15 and scores['no_sources']['abs_rel'] < 0.18
     assert float(results['no_pose'].confidence.mean()) < float(
         results['sources'].confidence.mean())
 
