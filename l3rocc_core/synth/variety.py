@@ -24,7 +24,7 @@ _N_TEXTURES = 1 << 16        # texture indices are drawn from this range (taken 
 
 def photo_material(rng: np.random.Generator, like: Material,
                    scale: tuple = (0.25, 1.5)) -> Material:
-    """A photo-textured material with the palette of ``like``.
+    """Return a photo-textured material with the palette of ``like``.
 
     :param scale: (lo, hi) metres per patch, drawn log-uniformly
     """
@@ -129,7 +129,7 @@ def _street_movers(scene: Scene, rng: np.random.Generator) -> None:
 
 
 def mounted_camera(scene: Scene, rng: np.random.Generator) -> CameraTrajectory:
-    """A fixed camera at :data:`MOUNT_HEIGHT` looking :data:`MOUNT_PITCH_DEG` down.
+    """Return a fixed camera at :data:`MOUNT_HEIGHT` looking :data:`MOUNT_PITCH_DEG` down.
 
     Industrial: on the free ring around the region of interest (radius 2.7-3.6 m), turned
     towards it. Driving: on a sidewalk in front of the buildings, looking along or across the
