@@ -182,7 +182,7 @@ def time_network(checkpoint: str = '', threads: Sequence[int] = (1, 2), repeats:
     """Median CPU wall time per frame of NetworkDepth at 320x240 in, 160x120 out (ms).
 
     Cases: no pose, pose without sources (fixed camera), pose with 4 sources (sweep + network),
-    and the network's forward pass alone.
+    the network's forward pass alone, and the plane sweep alone on the same 4 sources.
     """
     from l3rocc_core.synth.sequence import SequenceSpec, SyntheticSequence
 
@@ -198,7 +198,8 @@ def time_network(checkpoint: str = '', threads: Sequence[int] = (1, 2), repeats:
         'no_pose': lambda: est.estimate(no_pose, []),
         'pose_no_sources': lambda: est.estimate(ref, []),
         'pose_4_sources': lambda: est.estimate(ref, sources),
-        'forward_only': lambda: est.infer(x)}
+        'forward_only': lambda: est.infer(x),
+        'plane_sweep_4_sources': lambda: est.sweep.estimate(ref, sources)}
     out: Dict[str, Any] = {}
     before = torch.get_num_threads()
     try:
