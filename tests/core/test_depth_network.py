@@ -173,11 +173,17 @@ def test_train_command_depth_runs_resumes_and_exports(tmp_path):
             '--sequences', '2', '--val-sequences', '1', '--val-every', '2', '--batch-size',
             '2', '--depth-widths', '4', '4', '8', '8', '--export-path', export]
     assert tool.run(parser.parse_args(argv + ['--steps', '2'])) == 0
+    # Mark the first run's validation row: a resumed run continues the log, a fresh one
+    # would start it again.
+    val_csv = tmp_path / 'run' / 'val.csv'
+    head, row = val_csv.read_text(encoding='utf-8').split()
+    val_csv.write_text(f'{head}\n2,123.0{row[row.index(",", 2):]}\n', encoding='utf-8')
     assert tool.run(parser.parse_args(argv + ['--steps', '4', '--resume'])) == 0
     last = torch.load(str(tmp_path / 'run' / 'last.pt'), weights_only=True)
     assert last['step'] == 4
-    with open(tmp_path / 'run' / 'val.csv', encoding='utf-8') as fh:
-        assert [line.split(',')[0] for line in fh.read().split()[1:]] == ['2', '4']
+    rows = [line.split(',') for line in val_csv.read_text(encoding='utf-8').split()[1:]]
+    assert [r[0] for r in rows] == ['2', '4'] and rows[0][1] == '123.0'
+
     assert (tmp_path / 'run' / 'loss.png').is_file()
     est = NetworkDepth(DepthConfig(depth_source='network'), 'cpu', export)
     assert est.net['widths'] == [4, 4, 8, 8]
