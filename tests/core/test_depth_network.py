@@ -187,3 +187,36 @@ def test_train_command_depth_runs_resumes_and_exports(tmp_path):
     assert (tmp_path / 'run' / 'loss.png').is_file()
     est = NetworkDepth(DepthConfig(depth_source='network'), 'cpu', export)
     assert est.net['widths'] == [4, 4, 8, 8]
+
+
+def test_pipeline_gets_depth_for_a_fixed_camera():
+    """The pipeline with ``depth_source: network`` maps what a camera that never moves sees:
+    every frame gets depth (the plane sweep gives none there), and most occupied voxels lie
+    within 8 voxel steps (40 cm) of the true surfaces (measured: 64 %; within 2 steps only 31 %:
+    the network's depth is about 25 % off at a few metres; 40 % with the pose withheld)."""
+    from scipy.ndimage import binary_dilation
+
+    from l3rocc_core.config import PipelineConfig
+    from l3rocc_core.pipeline import OccupancyPipeline
+
+    seq = SyntheticSequence(SequenceSpec('industrial', 'static', 3, 3, 2.0, 320, 240,
+                                         variety=True), ground_truth=False)
+    params = seq.recommended_parameters()
+    pipe = OccupancyPipeline(PipelineConfig().with_values({
+        'grid_min': params['grid_min'], 'grid_max': params['grid_max'], 'window_size': 3,
+        'refiner': 'none', 'device': 'cpu', 'depth_source': 'network',
+        'max_depth': params['max_depth']}))
+    truth = np.zeros(pipe.grid.dims, bool)
+    rays = seq.pinhole.pixel_rays()
+    for i in range(3):
+        f = seq.frame(i)
+        out = pipe.push(Frame(f.image, f.stamp_ns, seq.pinhole, f.T_world_cam))
+        hit = (f.depth > 0) & (f.depth <= params['max_depth'])
+        p = (rays[hit] * f.depth[hit, None]) @ f.T_world_cam[:3, :3].T + f.T_world_cam[:3, 3]
+        ijk = pipe.grid.world_to_ijk(p)
+        ijk = ijk[pipe.grid.in_bounds(ijk)]
+        truth[tuple(ijk.T)] = True
+    assert pipe.stats['no_depth_source'] == 0
+    idx, _ = out.occupied()
+    near = binary_dilation(truth, iterations=8)[tuple(pipe.grid.flat_to_ijk(idx).T)]
+    assert len(idx) > 500 and near.mean() > 0.5, (len(idx), near.mean())
