@@ -33,7 +33,9 @@ setup(
     packages=find_packages(
         include=['l3rocc_core', 'l3rocc_core.*', 'l3rocc_ros', 'l3rocc_ros.*', 'l3rocc_bench',
                  'l3rocc_bench.*']),
-    package_data={'l3rocc_core.refiner': ['checkpoints/*.pt']},
+    package_data={'l3rocc_core.refiner': ['checkpoints/*.pt'],
+                  'l3rocc_core.depth': ['checkpoints/*.pt', 'checkpoints/*.json'],
+                  'l3rocc_core.synth': ['textures/*.jpg', 'textures/README.md']},
     install_requires=[
         'numpy', 'scipy', 'opencv-python-headless', 'torch', 'PyYAML', 'rosbags', 'tqdm',
         'matplotlib',

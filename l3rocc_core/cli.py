@@ -13,7 +13,7 @@ COMMANDS = {
     'replay': "run the node's pipeline on a bag, video or image folder; write occupancy.npz",
     'eval': 'score an occupancy.npz against ground truth; write metrics.json and a plot',
     'synth': 'render synthetic dynamic scenes with exact 4D ground truth (bags, shards)',
-    'train': 'train the temporal-attention refiner on synthetic shards',
+    'train': 'train the temporal-attention refiner on synthetic shards, or the depth network',
     'bench': 'accuracy and speed benchmarks: tables, results.json and plots',
     'export': 'export occupancy (npz, PLY points, meshes)',
     'render': 'PNG/MP4 previews: RGB | depth | occupancy',

@@ -66,9 +66,10 @@ class DepthConfig:
     depth_source: str = param(
         'plane_sweep', "where each frame's metric depth and confidence come from: plane_sweep = "
         'multi-view matching against window frames (needs camera motion); network = the bundled '
-        'learned depth network (image, cost volume when there is parallax, camera height and '
-        'pitch); topic = a registered depth image on the input depth (16UC1 mm or 32FC1 m, '
-        'paired with the image by stamp); model = the ONNX or TorchScript file depth_model',
+        'learned depth network (image, the plane sweep where it matched, the ground plane seen '
+        'from the camera pose: depth for fixed cameras and moving parts too); topic = a '
+        'registered depth image on the input depth (16UC1 mm or 32FC1 m, paired with the image '
+        'by stamp); model = the ONNX or TorchScript file depth_model',
         choices=('network', 'plane_sweep', 'topic', 'model'), read_only=True)
     depth_model: str = param(
         '', 'depth_source model: path of an ONNX (.onnx) or TorchScript (.pt, .ts) depth model',

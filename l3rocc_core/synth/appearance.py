@@ -1,18 +1,25 @@
 """Appearance of synthetic scenes: procedural textures, shading, sky and the camera sensor.
 
 Textures are functions of object-local 3D coordinates of the surface point (metres), so they move
-with their object. Every function is vectorised over the hit buffer (``N`` hits).
-Colours are linear RGB in [0, 1] until :class:`Sensor` applies exposure, gamma and noise.
+with their object. The ``photo`` pattern tiles patches cut from real photographs (the JPEGs in
+``textures/`` beside this file, CC BY 4.0, see its README) over the surface. Every function is
+vectorised over the hit buffer (``N`` hits). Colours are linear RGB in [0, 1] until
+:class:`Sensor` applies exposure, gamma and noise.
 """
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+import os
 from typing import List, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-PATTERNS = ('noise', 'checker', 'brick', 'stripes', 'weak')
+PATTERNS = ('noise', 'checker', 'brick', 'stripes', 'weak', 'photo')
+#: the procedural patterns (the default draw of :func:`random_material`)
+PROCEDURAL = PATTERNS[:5]
+#: folder of the photo texture patches (square JPEGs)
+TEXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'textures')
 
 _GRID = 128  # side of the periodic noise volume (power of two)
 
@@ -28,6 +35,8 @@ class Material:
     :param specular: 0..1 strength of the Blinn-Phong highlight
     :param shininess: Blinn-Phong exponent
     :param offset: float32 [3] noise-space offset (decorrelates objects with the same pattern)
+    :param texture: index of the photo patch (pattern ``photo``; taken modulo the number of
+        patches), ``scale`` metres per patch
     """
 
     colors: np.ndarray
@@ -37,6 +46,7 @@ class Material:
     specular: float = 0.0
     shininess: float = 30.0
     offset: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+    texture: int = 0
 
     def __post_init__(self) -> None:
         """Check the palette and pattern on entry."""
@@ -49,7 +59,7 @@ class Material:
 
 
 def random_material(rng: np.random.Generator, base_rgb: Sequence[float],
-                    patterns: Sequence[str] = PATTERNS, specular_prob: float = 0.15,
+                    patterns: Sequence[str] = PROCEDURAL, specular_prob: float = 0.15,
                     scale_range: Sequence[float] = (0.08, 0.6)) -> Material:
     """Draw a material around a base colour with a random pattern, palette and finish.
 
@@ -151,6 +161,7 @@ class MaterialTable:
         self.specular = np.array([x.specular for x in m], np.float32)
         self.shininess = np.array([x.shininess for x in m], np.float32)
         self.offset = np.stack([x.offset for x in m]).astype(np.float32)   # [O, 3]
+        self.texture = np.array([x.texture for x in m], np.int64)
 
 
 def albedo(p_obj: np.ndarray, obj: np.ndarray, table: MaterialTable, noise: ValueNoise
@@ -206,9 +217,57 @@ def albedo(p_obj: np.ndarray, obj: np.ndarray, table: MaterialTable, noise: Valu
     mix[weak] = 0.15 * coarse[weak]
     base = cols[:, 0] + (cols[:, 1] - cols[:, 0]) * mix[:, None]
     base = base + (cols[:, 2] - base) * accent[:, None]
+    pho = pattern == PATTERNS.index('photo')
+    if pho.any():
+        # One oblique projection maps every axis-aligned face (x, y or z constant) onto the
+        # patch without degenerating; the primary colour tints the photograph.
+        qp = q[pho]
+        photo = sample_photo(table.texture[obj[pho]], qp[:, 0] + 0.5 * qp[:, 1],
+                             qp[:, 2] + 0.5 * qp[:, 1])
+        tint = cols[pho, 0] / (cols[pho, 0].mean(1, keepdims=True) + 1e-3)
+        base[pho] = photo * (0.7 + 0.3 * tint)
     contrast = table.contrast[obj][:, None]
     out = base * (1.0 + 2.0 * contrast * detail[:, None])
     return np.clip(out, 0.0, 1.0)
+
+
+@lru_cache(maxsize=1)
+def photo_textures() -> np.ndarray:
+    """Load the photo patches as float32 [T, S, S, 3] linear RGB (once).
+
+    :raises FileNotFoundError: when ``TEXTURE_DIR`` holds no JPEG
+    """
+    import cv2
+
+    names = sorted(n for n in os.listdir(TEXTURE_DIR) if n.lower().endswith('.jpg'))
+    if not names:
+        raise FileNotFoundError(f'no photo textures (*.jpg) in {TEXTURE_DIR}')
+    patches = [cv2.cvtColor(cv2.imread(os.path.join(TEXTURE_DIR, n)), cv2.COLOR_BGR2RGB)
+               for n in names]
+    return (np.stack(patches).astype(np.float32) / 255.0) ** 2.2
+
+
+def sample_photo(index: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear lookup in the photo patches, tiled (wrapping) in both directions.
+
+    :param index: int64 [N] patch of every sample (modulo the number of patches)
+    :param u: float32 [N] horizontal coordinate, one unit per patch
+    :param v: float32 [N] vertical coordinate, one unit per patch (up the patch)
+    :return: float32 [N, 3] linear RGB
+    """
+    atlas = photo_textures()
+    n_tex, size = atlas.shape[0], atlas.shape[1]
+    k = np.asarray(index, np.int64) % n_tex
+    x = np.asarray(u, np.float32) * size
+    y = (1.0 - np.asarray(v, np.float32)) * size
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0 = x0.astype(np.int64) % size
+    y0 = y0.astype(np.int64) % size
+    x1, y1 = (x0 + 1) % size, (y0 + 1) % size
+    top = atlas[k, y0, x0] * (1 - fx) + atlas[k, y0, x1] * fx
+    bottom = atlas[k, y1, x0] * (1 - fx) + atlas[k, y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 @dataclass

@@ -47,6 +47,9 @@ class SequenceSpec:
     :param motion_blur: average sub-frame samples over the exposure
     :param start_s: scene time of the first frame (seconds)
     :param voxel_size: GT voxel size (metres)
+    :param variety: diversify the scene (:func:`~l3rocc_core.synth.variety.diversify`: photo
+        textures, more moving objects, other lighting, a wider exposure range) and make a
+        ``static`` camera a mounted one at 0.5-4 m looking 0-50 degrees down
     """
 
     family: str = 'industrial'
@@ -61,6 +64,7 @@ class SequenceSpec:
     motion_blur: bool = False
     start_s: float = 0.0
     voxel_size: float = 0.05
+    variety: bool = False
 
     def __post_init__(self) -> None:
         """Check values on entry."""
@@ -145,6 +149,14 @@ class SyntheticSequence:
         self.camera = random_camera(rng, spec.width, spec.height, spec.hfov_deg,
                                     spec.distortion)
         self.sensor = random_sensor(rng, spec.seed)
+        if spec.variety:
+            from l3rocc_core.synth.variety import diversify, mounted_camera
+
+            vrng = np.random.default_rng([spec.seed, 29])
+            diversify(self.scene, vrng)
+            if spec.camera == 'static':
+                self.trajectory = mounted_camera(self.scene, vrng)
+            self.sensor.exposure = float(vrng.uniform(0.45, 1.9))
         self.renderer = Renderer(self.scene, self.camera, self.sensor)
         self._object_moves = np.array([o.dynamic for o in self.scene.objects], bool)
         self.exposure_s = float(rng.uniform(0.3, 0.8)) / spec.fps

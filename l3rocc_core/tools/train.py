@@ -1,9 +1,16 @@
-r"""``l3rocc train``: train the temporal-attention refiner on ``l3rocc synth --dataset`` shards.
+r"""``l3rocc train``: train the temporal-attention refiner or the depth network.
 
-Example (the shipped checkpoint's command is recorded in the checkpoint and docs/refiner.md)::
+``--model refiner`` (default) trains the refiner on ``l3rocc synth --dataset`` shards (the shipped
+checkpoint's command is recorded in the checkpoint and docs/refiner.md)::
 
     l3rocc train --data out/synth_dataset --out out/train --steps 2000 --batch-size 4 \\
         --lr 1e-4 --temp-weight 0.3 --seq-len 16 --voxel-size 0.05 --seed 0 --export-default
+
+``--model depth`` trains the depth network (:mod:`l3rocc_core.depth.train`); ``--data`` is the
+folder of its rendered sequences, made there first when missing (docs/depth.md)::
+
+    l3rocc train --model depth --data out/depth/data_seed0 --out out/depth/train --steps 3000 \\
+        --threads 1 --export-default
 """
 
 import argparse
@@ -11,19 +18,26 @@ import json
 import shlex
 import sys
 
-HELP = 'train the temporal-attention refiner on synthetic shards'
+HELP = 'train the temporal-attention refiner on synthetic shards, or the depth network'
+#: per-model defaults of the options both models share
+_DEFAULTS = {'refiner': {'batch_size': 4, 'lr': 1e-4}, 'depth': {'batch_size': 8, 'lr': 2e-3}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``l3rocc train`` options."""
     p = parser
-    p.add_argument('--data', required=True, help='dataset folder (meta.json, train/, val/)')
+    p.add_argument('--model', default='refiner', choices=('refiner', 'depth'),
+                   help='what to train: the occupancy refiner or the depth network')
+    p.add_argument('--data', required=True, help='dataset folder (refiner: meta.json, train/, '
+                   'val/; depth: rendered sequences, made when missing)')
     p.add_argument('--out', required=True, help='output folder: logs, loss.png, best.pt, last.pt')
     n = p.add_mutually_exclusive_group(required=True)
     n.add_argument('--epochs', type=int, default=0, help='passes over the training split')
     n.add_argument('--steps', type=int, default=0, help='optimizer steps')
-    p.add_argument('--batch-size', type=int, default=4)
-    p.add_argument('--lr', type=float, default=1e-4, help='peak learning rate (cosine schedule)')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='samples per step (refiner 4, depth 8)')
+    p.add_argument('--lr', type=float, default=None,
+                   help='peak learning rate, cosine schedule (refiner 1e-4, depth 2e-3)')
     p.add_argument('--weight-decay', type=float, default=1e-4)
     p.add_argument('--warmup-steps', type=int, default=50)
     p.add_argument('--temp-weight', type=float, default=0.3,
@@ -82,10 +96,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--short-window-prob', type=float, default=0.25,
                    help='share of batches that are stream starts: windows of 2..T-1 slices cut '
                         'from the first window of a sequence (0 = off)')
+    d = p.add_argument_group('depth network (--model depth)')
+    d.add_argument('--data-seed', type=int, default=0, help='seed of the rendered sequences')
+    d.add_argument('--sequences', type=int, default=160, help='sequences rendered and used')
+    d.add_argument('--val-sequences', type=int, default=16,
+                   help='of them, the last ones held out for validation')
+    d.add_argument('--crop', type=int, nargs=2, default=[96, 128], metavar=('H', 'W'),
+                   help='training crop in pixels of the depth resolution')
+    d.add_argument('--depth-widths', type=int, nargs=4, default=[16, 32, 48, 64],
+                   metavar='C', help='U-Net channels at full, 1/2, 1/4, 1/8 resolution')
+    d.add_argument('--moving-weight', type=float, default=3.0,
+                   help='loss weight of pixels on moving objects')
+    d.add_argument('--grad-weight', type=float, default=0.5, help='gradient-matching weight')
+    d.add_argument('--conf-weight', type=float, default=0.2, help='confidence BCE weight')
+    d.add_argument('--pose-drop', type=float, default=0.15,
+                   help='share of samples shown without pose (no ground prior, no sweep)')
+    d.add_argument('--sweep-drop', type=float, default=0.25,
+                   help='share of the other samples shown without the plane sweep')
 
 
 def run(args: argparse.Namespace) -> int:
     """Train; print the summary as JSON; return the exit status."""
+    for key, value in _DEFAULTS[args.model].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.model == 'depth':
+        return _run_depth(args)
     from l3rocc_core.refiner.train import TrainError, TrainOptions, train
 
     fields = set(TrainOptions.__dataclass_fields__)
@@ -94,6 +130,33 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = train(TrainOptions(**values))
     except (TrainError, ValueError) as exc:
+        print(f'l3rocc train: error: {exc}', file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _run_depth(args: argparse.Namespace) -> int:
+    """``--model depth``: train the depth network (steps from --epochs when given)."""
+    from l3rocc_core.depth.train import DepthTrainOptions, train
+
+    steps = args.steps
+    if args.epochs:
+        per_epoch = max(1, (args.sequences - args.val_sequences) * 10 // args.batch_size)
+        steps = args.epochs * per_epoch
+    opts = DepthTrainOptions(
+        data=args.data, out=args.out, steps=steps, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
+        device=args.device, threads=args.threads, data_seed=args.data_seed,
+        sequences=args.sequences, val_sequences=args.val_sequences,
+        val_every=args.val_every or 200, crop=tuple(args.crop), widths=list(args.depth_widths),
+        moving_weight=args.moving_weight, grad_weight=args.grad_weight,
+        conf_weight=args.conf_weight, pose_drop=args.pose_drop, sweep_drop=args.sweep_drop,
+        resume=args.resume, export_default=args.export_default, export_path=args.export_path,
+        command='l3rocc train ' + ' '.join(shlex.quote(a) for a in _argv_after('train')))
+    try:
+        summary = train(opts)
+    except (FileNotFoundError, ValueError) as exc:
         print(f'l3rocc train: error: {exc}', file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))

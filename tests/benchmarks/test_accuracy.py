@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from l3rocc_bench import report
-from l3rocc_bench.accuracy import CaseScorer, DepthTruth, run_case
+from l3rocc_bench.accuracy import CaseScorer, run_case
+from l3rocc_core.depth.truth import DepthTruth
 from l3rocc_core.camera import PinholeCamera
 
 

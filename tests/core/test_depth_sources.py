@@ -25,7 +25,7 @@ from l3rocc_core.depth.model import ModelDepth
 from l3rocc_core.depth.topic import depth_result, TopicDepth
 from l3rocc_core.frame import Frame
 from l3rocc_core.pipeline import OccupancyPipeline, StageError
-from l3rocc_core.render import look_at
+from l3rocc_core.preview import look_at
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -84,7 +84,7 @@ def test_written_sequence_is_readable(tmp_path):
         for step in (-1, 0, 1):
             near |= np.roll(f.dynamic, step, axis)
     assert ok.mean() > 0.9 and near[tuple(ijk[ok].T)].mean() > 0.95
-    from l3rocc_bench.accuracy import DepthTruth
+    from l3rocc_core.depth.truth import DepthTruth
     truth = DepthTruth.from_synth(str(tmp_path / 'seq' / 'depth.npz'))
     np.testing.assert_array_equal(truth.moving[int(gt.stamps_ns[3])], f.moving)
     saved = json.loads((tmp_path / 'seq' / 'meta.json').read_text())
