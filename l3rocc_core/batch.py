@@ -90,7 +90,8 @@ class SourceSpec:
 
 
 def _line_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='source list line', add_help=False, exit_on_error=False)
+    p = argparse.ArgumentParser(prog='source list line', add_help=False, exit_on_error=False,
+                                allow_abbrev=False)
     p.add_argument('path')
     p.add_argument('--intrinsics')
     p.add_argument('--poses')
@@ -124,8 +125,8 @@ def read_source_list(path: str) -> List[SourceSpec]:
             a, extra = parser.parse_known_args(words)
             if extra:
                 raise ValueError(f'unknown options {extra}')
-        except (ValueError, argparse.ArgumentError) as exc:
-            raise BatchError('bad_source_list', f'{path}:{n}: {exc}')
+        except (ValueError, argparse.ArgumentError, SystemExit) as exc:
+            raise BatchError('bad_source_list', f'{path}:{n}: {exc or "no source on the line"}')
 
         def rel(p: Optional[str]) -> Optional[str]:
             return p if p is None or os.path.isabs(p) or p.startswith('hfov=') or \
@@ -145,7 +146,7 @@ def _glob(item: str) -> List[str]:
 
 
 def expand_sources(items: Sequence[str]) -> List[SourceSpec]:
-    """Sources from command-line items: paths, globs, or source lists (``.txt``, ``.list``).
+    """Return the sources of command-line items: paths, globs, source lists (``.txt``, ``.list``).
 
     The same path with the same options twice is kept once (the first).
     """
@@ -169,15 +170,17 @@ def _safe(name: str) -> str:
 
 
 def source_names(paths: Sequence[str]) -> List[str]:
-    """Result folder names: the file name without extension, or the folder name.
+    """Return the result folder names: the file name without extension, or the folder name.
 
     Sources with the same name get their parent folders' names in front (``a-sequence``,
     ``b-sequence``), as many as it takes; sources that still collide (one path given with two
     option sets) get ``-2``, ``-3`` in list order. Independent of the order of the others.
     """
+    absolute = [os.path.abspath(p) for p in paths]
+    unique = list(dict.fromkeys(absolute))
     parts = []
-    for p in paths:
-        path = Path(os.path.abspath(p))
+    for p in unique:
+        path = Path(p)
         base = path.name if path.is_dir() or not path.suffix else path.stem
         parts.append([_safe(x) for x in path.parent.parts[1:]] + [_safe(base)])
     names = [p[-1] for p in parts]
@@ -188,9 +191,11 @@ def source_names(paths: Sequence[str]) -> List[str]:
         if all(c == 1 for c in counts.values()):
             break
         names = ['-'.join(p[-depth:]) if counts[n] > 1 else n for n, p in zip(names, parts)]
+    by_path = dict(zip(unique, names))
     seen: Dict[str, int] = {}
     out = []
-    for n in names:
+    for p in absolute:
+        n = by_path[p]
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f'{n}-{seen[n]}')
     return out
@@ -248,7 +253,7 @@ class Task:
 
 
 def fingerprint(task: Task, config_values: Dict[str, Any]) -> Dict[str, Any]:
-    """What a stored result must match to be reused: every parameter value and the options.
+    """Return what a stored result must match to be reused: every parameter and option.
 
     :param config_values: ``PipelineConfig.as_flat()`` of the task's parameters
     """
@@ -356,13 +361,13 @@ def run_task(task: Task) -> Dict[str, Any]:
 
 
 def failed_row(task: Task, kind: str, error: str) -> Dict[str, Any]:
-    """A row for a task that did not run or whose worker died."""
+    """Return the row of a task that did not run or whose worker died."""
     return {'name': task.name, 'status': 'failed', 'kind': kind, 'error': error,
             'source': task.source, 'gt': task.gt, 'out': task.out_dir, 'resumed': False}
 
 
 def stored_row(task: Task) -> Optional[Dict[str, Any]]:
-    """The row of a finished earlier run of this very task, or None (see the module doc)."""
+    """Return the row of a finished earlier run of this very task, or None (module doc)."""
     from l3rocc_core.tools.replay import TIMING_FILE
     path = os.path.join(task.out_dir, RESULT_FILE)
     if not os.path.exists(os.path.join(task.out_dir, TIMING_FILE)) or not os.path.exists(path):
@@ -402,9 +407,13 @@ def run_pool(tasks: Sequence[Task], workers: int, on_row: OnRow,
         for fut in as_completed(futures):
             task = futures[fut]
             try:
-                on_row(fut.result())
+                row = fut.result()
             except BrokenProcessPool:
                 broken.append(task)
+                continue
+            except Exception as exc:   # e.g. a result that cannot be sent back
+                row = failed_row(task, type(exc).__name__, str(exc))
+            on_row(row)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -459,14 +468,9 @@ def run_ray(tasks: Sequence[Task], address: Optional[str], workers: int, threads
             ray.init(num_cpus=max(1, workers) * max(1, threads), include_dashboard=False,
                      log_to_driver=False, logging_level='WARNING')
         started = True
-    options: Dict[str, Any] = {'num_cpus': max(1, threads), 'max_retries': 0}
-    if not address:
-        # Local workers import this very l3rocc_core (a checkout need not be installed).
-        root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join([root] + [p for p in os.environ.get('PYTHONPATH', '').split(
-            os.pathsep) if p])
-        options['runtime_env'] = {'env_vars': {'PYTHONPATH': path}}
-    remote = ray.remote(**options)(run_task)
+    # Workers import l3rocc_core as this process does when it is installed, on PYTHONPATH or
+    # in the working directory (Ray starts local workers there); cluster nodes need it installed.
+    remote = ray.remote(num_cpus=max(1, threads), max_retries=0)(run_task)
     try:
         pending = {remote.remote(t): t for t in tasks}
         while pending:
@@ -508,7 +512,7 @@ class BatchOptions:
 
 
 def cpu_count() -> int:
-    """CPUs this process may use."""
+    """Return how many CPUs this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

@@ -47,7 +47,7 @@ class CameraLog:
         self._sizes.append([int(cam.width), int(cam.height)])
 
     def arrays(self) -> Dict[str, np.ndarray]:
-        """Return the file's arrays (keys of :data:`KEYS`)."""
+        """Return the arrays of the file (keys of :data:`KEYS`)."""
         n = len(self._stamps)
         return {'stamps': np.asarray(self._stamps, np.int64).reshape(n),
                 'T_world_cam': np.asarray(self._poses, np.float64).reshape(n, 4, 4),

@@ -56,7 +56,7 @@ def video_key(camera: str) -> str:
 
 
 def features(camera: str, height: int, width: int, fps: int) -> Dict[str, Dict[str, Any]]:
-    """LeRobot feature table (dtype, shape, names; ``info`` for the video).
+    """Return the LeRobot feature table (dtype, shape, names; ``info`` for the video).
 
     :param camera: camera name of the video feature
     :param height: video height in pixels
@@ -125,7 +125,7 @@ def scaled_intrinsics(intrinsics: np.ndarray, size_from: np.ndarray,
 
 
 def feature_stats(values: np.ndarray) -> Dict[str, List[Any]]:
-    """LeRobot per-episode statistics of a numeric feature over its first axis.
+    """Return the LeRobot per-episode statistics of a numeric feature over its first axis.
 
     :param values: [N] or [N, D]
     :return: min, max, mean, std (shape [1] for scalars, [D] for vectors; NaN-aware) and count
@@ -145,7 +145,7 @@ def feature_stats(values: np.ndarray) -> Dict[str, List[Any]]:
 
 
 def image_stats(frames: List[np.ndarray]) -> Dict[str, Any]:
-    """LeRobot statistics of video frames: per channel, in [0, 1], shape [3, 1, 1].
+    """Return the LeRobot statistics of video frames: per channel, in [0, 1], shape [3, 1, 1].
 
     :param frames: uint8 [H, W, 3] RGB samples
     """
@@ -225,7 +225,7 @@ class _VideoWriter:
 
 
 def _csr_column(indptr: np.ndarray, values: np.ndarray, type_: Any) -> Any:
-    """A list column (one list per row) from CSR rows: indptr int [N+1], values [nnz]."""
+    """Return a list column (one list per row) of CSR rows: indptr int [N+1], values [nnz]."""
     import pyarrow as pa
     offsets = np.asarray(indptr, np.int64)
     if offsets[-1] >= 2**31:   # list offsets are int32
@@ -422,7 +422,7 @@ class LeRobotDatasetWriter:
 
 
 def select_rows(seq: Any, rows: Iterable[int]) -> Any:
-    """The sequence restricted to ``rows`` (an :class:`~l3rocc_core.occupancy.OccupancySequence`).
+    """Return the sequence restricted to ``rows`` (an OccupancySequence).
 
     :param seq: an OccupancySequence
     :param rows: row indices, in the order to keep

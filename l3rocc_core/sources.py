@@ -695,7 +695,7 @@ def open_source(path: str, image_topic: Optional[str] = None,
 def iter_images(path: str, intrinsics: Any = None, image_topic: Optional[str] = None,
                 fps: Optional[float] = None, poses: Optional[str] = None
                 ) -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
-    """The pictures of a recorded input, in recorded order, for previews and exports.
+    """Yield the pictures of a recorded input, in recorded order, for previews and exports.
 
     A video or image folder needs some camera model to open; when none is given, a placeholder
     is used, which plays no part in the pictures.
