@@ -49,7 +49,8 @@ GT_FILE = 'gt.npz'
 METRIC_KEYS = ('iou', 'precision', 'recall', 'flicker')
 #: Row columns, in table order (metrics follow ``wall_s``).
 ROW_KEYS = ('name', 'status', 'kind', 'error', 'frames', 'fps', 'wall_s') + METRIC_KEYS + (
-    'occupied_mean', 'skipped_frames', 'peak_rss_mb', 'pid', 'resumed', 'lerobot_episode',
+    'occupied_mean', 'skipped_frames', 'peak_rss_mb', 'pid', 'host', 'ray_node_id', 'resumed',
+    'lerobot_episode',
     'source', 'gt', 'out')
 
 
@@ -354,6 +355,10 @@ def run_task(task: Task) -> Dict[str, Any]:
     row['wall_s'] = round(time.perf_counter() - t0, 3)
     row['peak_rss_mb'] = peak_rss_mb()
     row['pid'] = os.getpid()
+    row['host'] = socket.gethostname()
+    ray = sys.modules.get('ray')
+    if ray is not None and ray.is_initialized():   # a Ray task: which node ran it
+        row['ray_node_id'] = ray.get_runtime_context().get_node_id()
     if row['status'] == 'ok':
         _write_json(os.path.join(task.out_dir, RESULT_FILE),
                     {'row': row, 'fingerprint': task.fingerprint})

@@ -93,7 +93,7 @@ def _check_good_and_broken(rows: Dict[str, Dict[str, Any]], good: List[str]) -> 
         assert r['frames'] == 12 and r['fps'] > 0 and r['wall_s'] > 0
         assert r['kind'] == '' and r['error'] == ''
         # Measured in the worker, which has imported torch: well above a bare interpreter.
-        assert r['peak_rss_mb'] > 100 and r['pid'] != os.getpid()
+        assert r['peak_rss_mb'] > 100 and r['pid'] != os.getpid() and r['host']
         out = Path(r['out'])
         assert (out / 'occupancy.npz').is_file() and (out / 'timing.json').is_file()
         assert (out / 'cameras.npz').is_file()
@@ -103,6 +103,7 @@ def test_pool_runs_every_source_and_reports_the_broken_one(pool_run: Path, fleet
     summary = _summary(pool_run)
     assert summary['executor'] == 'pool' and summary['ok'] == 2 and summary['failed'] == 1
     rows = _rows(pool_run)
+    assert not any('ray_node_id' in r for r in rows.values())
     assert list(rows) == ['a-sequence', 'b-sequence', 'broken']   # same names: parent folders
     _check_good_and_broken(rows, ['a-sequence', 'b-sequence'])
     for name in ('a-sequence', 'b-sequence'):
@@ -134,11 +135,13 @@ def test_ray_runs_every_source_and_reports_the_broken_one(fleet, tmp_path: Path)
     try:
         code = cli_main(['batch', str(listing), '--out', str(out), '--params-file',
                          str(fleet.params), '--max-frames', '12', '--no-progress', '--ray'])
+        node = ray.get_runtime_context().get_node_id()
     finally:
         ray.shutdown()
     assert code == 0
     assert _summary(out)['executor'] == 'ray'
     rows = _rows(out)
+    assert all(r['ray_node_id'] == node for r in rows.values())   # ran as tasks of this Ray
     assert list(rows) == ['sequence', 'intel_car_detection_2s', 'broken']
     _check_good_and_broken(rows, ['sequence', 'intel_car_detection_2s'])
     # A static camera gives the plane sweep no parallax: few or no voxels, still a result.
