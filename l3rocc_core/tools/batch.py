@@ -54,16 +54,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the batch: 0 when a source succeeded, 1 when all failed, 2 when it cannot start."""
-    from l3rocc_core.batch import BatchError, BatchOptions, run_batch
+    from l3rocc_core.batch import BatchError, BatchOptions, ReplayOptions, run_batch
     for name in ('workers', 'threads', 'max_frames'):
         value = getattr(args, name)
         if value is not None and value < 1:
             print(f'l3rocc batch: --{name.replace("_", "-")} must be >= 1', file=sys.stderr)
             return 2
-    opts = BatchOptions(args.sources, args.out, args.params_file, args.set, args.intrinsics,
-                        args.poses, args.fps, args.max_frames, args.gt_dir, args.render,
-                        args.export, args.workers, args.threads, args.ray, args.ray_timeout,
-                        args.force, not args.no_progress)
+    replay = ReplayOptions(args.params_file, args.set, args.intrinsics, args.poses, args.fps,
+                           args.max_frames)
+    opts = BatchOptions(args.sources, args.out, replay, args.gt_dir, args.render, args.export,
+                        args.workers, args.threads, args.ray, args.ray_timeout, args.force,
+                        not args.no_progress)
     try:
         summary = run_batch(opts)
     except BatchError as exc:

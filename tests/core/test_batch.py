@@ -205,8 +205,8 @@ def test_interrupted_run_resumes_and_force_redoes(fleet, tmp_path: Path, repo_ro
     assert (out / 'sequence' / 'occupancy.npz').stat().st_mtime_ns == first
 
     # Other parameters: the stored result is not this task's.
-    task = batch.plan(batch.BatchOptions([str(listing)], str(out), str(fleet.params),
-                                         max_frames=24))[0][0]
+    replay = batch.ReplayOptions(str(fleet.params), max_frames=24)
+    task = batch.plan(batch.BatchOptions([str(listing)], str(out), replay))[0][0]
     assert batch.stored_row(task) is not None
     task.fingerprint = dict(task.fingerprint, parameters={'voxel_size': 0.2})
     assert batch.stored_row(task) is None
