@@ -453,6 +453,10 @@ def run_pool(tasks: Sequence[Task], workers: int, on_row: OnRow,
                 row = failed_row(task, type(exc).__name__, str(exc))
             on_row(row)
     except BaseException:
+        # Ctrl-C: stop the running sources too (left without batch.json: they run next time);
+        # shutdown alone would wait for them. ProcessPoolExecutor has no public way before 3.14.
+        for proc in list((getattr(pool, '_processes', None) or {}).values()):
+            proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
