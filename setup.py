@@ -42,6 +42,8 @@ setup(
     ],
     extras_require={
         'viz': ['open3d'],
+        # `l3rocc batch --ray` and `l3rocc export --format lerobot`
+        'fleet': ['ray', 'pyarrow'],
         'test': ['pytest', 'pytest-timeout', 'hypothesis', 'flake8', 'flake8-quotes',
                  'pydocstyle'],
     },

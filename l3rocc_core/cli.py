@@ -19,6 +19,7 @@ COMMANDS = {
     'render': 'PNG/MP4 previews: RGB | depth | occupancy',
     'make-tum-bag': 'turn TUM fr1/xyz frames (bundled or a TUM folder) into a rosbag2 (mcap)',
     'demo': 'the make demo job: TUM bag, replay, eval, render, summary table',
+    'batch': 'replay many recordings (process pool or Ray): per-source results and a summary',
 }
 
 

@@ -690,3 +690,39 @@ def open_source(path: str, image_topic: Optional[str] = None,
     if p.is_dir():
         return ImageFolderSource(str(p), intrinsics, poses, fps, frame_id)
     return VideoSource(str(p), intrinsics, poses, fps, frame_id)
+
+
+def iter_images(path: str, intrinsics: Any = None, image_topic: Optional[str] = None,
+                fps: Optional[float] = None, poses: Optional[str] = None
+                ) -> Iterator[Tuple[int, np.ndarray, Optional[np.ndarray]]]:
+    """Yield the pictures of a recorded input, in recorded order, for previews and exports.
+
+    A video or image folder needs some camera model to open; when none is given, a placeholder
+    is used, which plays no part in the pictures.
+
+    :param path: as :func:`open_source`
+    :param intrinsics: ``--intrinsics`` of a video/image folder (optional here)
+    :param image_topic: bag image topic (default: auto)
+    :param fps: frame rate of a video/image folder without stamps, as given to replay
+    :param poses: TUM trajectory of a video/image folder
+    :return: (stamp_ns, uint8 [H, W, 3] RGB at the source's resolution, T_world_cam float64
+        [4, 4] or None) per image
+    :raises SourceError: unreadable input
+    """
+    from l3rocc_core.convert import compressed_to_rgb, image_to_rgb, stamp_to_ns
+    p = Path(path)
+    # (as open_source tells a bag from an image folder)
+    is_bag = p.suffix in BAG_SUFFIXES or p.is_dir() and (
+        (p / 'metadata.yaml').is_file()
+        or sum(q.suffix in BAG_SUFFIXES for q in p.iterdir()) == 1)
+    kwargs: Dict[str, Any] = {'image_topic': image_topic} if is_bag else {
+        'intrinsics': intrinsics or 'hfov=60', 'fps': fps, 'poses': poses}
+    with open_source(path, **kwargs) as source:
+        for item in source:
+            if isinstance(item, BagMessage):
+                if item.role in ('image', 'compressed'):
+                    rgb = (image_to_rgb(item.msg) if item.role == 'image'
+                           else compressed_to_rgb(item.msg))
+                    yield stamp_to_ns(item.msg.header.stamp), rgb, None
+            else:
+                yield item.stamp_ns, item.rgb, item.T_world_cam

@@ -30,6 +30,7 @@ ROSDEP_KEYS = {
     'torch': 'python3-torch', 'yaml': 'python3-yaml', 'tqdm': 'python3-tqdm',
     'matplotlib': 'python3-matplotlib', 'rosbags': 'python3-rosbags-pip',
     'open3d': 'python3-open3d-pip', 'pyoctomap': None, 'onnxruntime': None, 'onnx': None,
+    'ray': None, 'pyarrow': None,
     'pytest': 'python3-pytest', 'hypothesis': 'python3-hypothesis',
     'catkin_pkg': 'python3-catkin-pkg', 'flake8': 'python3-flake8',
     'flake8_quotes': 'python3-flake8-quotes', 'pydocstyle': 'pydocstyle',

@@ -5,6 +5,9 @@
   exported row's stamp in seconds (0 for the newest, negative for older), as in ``~/points``.
 - ``csv``: one line per voxel: row, stamp_ns, t, x, y, z, i, j, k, probability.
 - ``npz``: the contract ``occupancy.npz`` with the chosen rows, optionally re-thresholded.
+- ``lerobot``: a LeRobot v2.1 dataset folder (``--out DIR``), the rows as one episode with the
+  video of ``--source`` and each row's camera from the replay's ``cameras.npz``
+  (:mod:`l3rocc_core.lerobot`); all rows unless ``--slice`` says otherwise.
 
 Writers are looked up in :data:`WRITERS` by format name; further formats (e.g. ``mesh-ply``,
 marching cubes by the refiner's ``mesh`` module) register a function with the same signature
@@ -29,17 +32,34 @@ PLY_FIELDS: Tuple[Tuple[str, str, str], ...] = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``l3rocc export`` arguments."""
     parser.add_argument('occupancy', metavar='OCC.npz', help='occupancy.npz to export')
-    parser.add_argument('--out', metavar='FILE', required=True, help='output file')
+    parser.add_argument('--out', metavar='FILE', required=True,
+                        help='output file (lerobot: the dataset folder)')
     parser.add_argument('--format', choices=sorted(WRITERS), default=None,
                         help='output format (default: from the file suffix, else ply)')
-    parser.add_argument('--slice', default='last', metavar='N|A:B|all|last',
+    parser.add_argument('--slice', default=None, metavar='N|A:B|all|last',
                         help='rows to export: an index (negative from the end), a range A:B, '
-                        'all, or last (default)')
+                        'all, or last (default; all for lerobot)')
     parser.add_argument('--threshold', type=float, default=None,
                         help='keep voxels with probability >= this (only raises the threshold '
                         'of the file: rows hold just the voxels that were occupied)')
     parser.add_argument('--median', type=int, default=1, metavar='K',
                         help='mesh formats: temporal median over K slices first (odd, default 1)')
+    lr = parser.add_argument_group('lerobot')
+    lr.add_argument('--source', metavar='BAG|VIDEO|DIR',
+                    help='the recording the occupancy was made from (the episode video)')
+    lr.add_argument('--cameras', metavar='cameras.npz',
+                    help="the replay's per-row cameras (default: next to OCC.npz)")
+    lr.add_argument('--intrinsics', metavar='SPEC', help='camera of a video/image --source')
+    lr.add_argument('--source-fps', type=float, metavar='FPS',
+                    help="replay's --fps for a video/image --source without stamps")
+    lr.add_argument('--image-topic', help='bag image topic of --source (default: auto)')
+    lr.add_argument('--camera', default='rgb',
+                    help='camera name: video key observation.images.NAME (default: %(default)s)')
+    lr.add_argument('--task', default=None, help='task text of the episode')
+    lr.add_argument('--dataset-fps', type=int, metavar='FPS',
+                    help='frame rate of the dataset (default: from the stamps)')
+    lr.add_argument('--append', action='store_true',
+                    help='add an episode to the dataset already in --out')
 
 
 def parse_rows(spec: str, n: int) -> List[int]:
@@ -218,6 +238,18 @@ def _write_mesh(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespa
     return export_writer(seq, rows, path, args)
 
 
+def _write_lerobot(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
+    """One LeRobot v2.1 episode in the dataset folder ``path``; returns the frames written."""
+    from l3rocc_core import lerobot
+    if not args.source:
+        raise ValueError('--format lerobot needs --source: the recording of the occupancy')
+    entry = lerobot.export_episode(
+        args.occupancy, path, args.source, list(rows), args.cameras, args.intrinsics,
+        args.source_fps, args.image_topic, args.camera, args.task or lerobot.DEFAULT_TASK,
+        args.dataset_fps, args.append, seq=seq)
+    return int(entry['length'])
+
+
 #: Format name -> writer(seq, rows, path, args) returning the number of voxels (points formats)
 #: or files (mesh formats) written.
 WRITERS: Dict[str, Callable[..., int]] = {
@@ -226,6 +258,7 @@ WRITERS: Dict[str, Callable[..., int]] = {
     'npz': _write_npz,
     'mesh-ply': _write_mesh,
     'mesh-obj': _write_mesh,
+    'lerobot': _write_lerobot,
 }
 
 
@@ -243,17 +276,19 @@ def _run(args: argparse.Namespace) -> int:
     import os
     from l3rocc_core.occupancy import load_sequence
     seq = load_sequence(args.occupancy)
-    rows = parse_rows(args.slice, len(seq))
     fmt = _format_of(args.out, args.format)
+    rows = parse_rows(args.slice or ('all' if fmt == 'lerobot' else 'last'), len(seq))
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must be in [0, 1], got {args.threshold}')
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     n = WRITERS[fmt](seq, rows, args.out, args)
-    unit = 'mesh file(s)' if fmt.startswith('mesh') else 'voxels'
+    unit = ('mesh file(s)' if fmt.startswith('mesh') else
+            'frames (one episode)' if fmt == 'lerobot' else 'voxels')
     print(f'wrote {n} {unit} of {len(rows)} row(s) to {args.out} ({fmt})')
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``l3rocc export``; bad input is reported on stderr with exit status 2."""
-    return cli.run_reporting('export', _run, args)
+    # RuntimeError: sources.SourceError (a --source that cannot be read)
+    return cli.run_reporting('export', _run, args, cli.BAD_INPUT + (RuntimeError,))

@@ -100,27 +100,12 @@ def media_from_tum(path: Optional[str], height: int) -> Media:
 
 def media_from_source(path: str, height: int, intrinsics: Optional[str] = None) -> Media:
     """RGB (and poses where the source has them) of a bag, video or image folder."""
-    from l3rocc_core.convert import compressed_to_rgb, image_to_rgb, stamp_to_ns
-    from l3rocc_core.sources import BagMessage, open_source
-    is_bag = os.path.isdir(path) and any(n.endswith(('.mcap', '.db3', '.yaml'))
-                                         for n in os.listdir(path)) or path.endswith(
-                                             ('.mcap', '.db3'))
-    # The preview only shows the pictures; a video/image folder reader needs some camera model
-    # to open, which plays no part here when the user gives none.
-    kwargs = {} if is_bag else {'intrinsics': intrinsics or 'hfov=60'}
+    from l3rocc_core.sources import iter_images
     m = Media()
-    with open_source(path, **kwargs) as source:
-        for item in source:
-            if isinstance(item, BagMessage):
-                if item.role not in ('image', 'compressed'):
-                    continue
-                rgb = (image_to_rgb(item.msg) if item.role == 'image'
-                       else compressed_to_rgb(item.msg))
-                m.rgb[stamp_to_ns(item.msg.header.stamp)] = _reduce(rgb, height)
-            else:
-                m.rgb[item.stamp_ns] = _reduce(item.rgb, height)
-                if item.T_world_cam is not None:
-                    m.poses[item.stamp_ns] = item.T_world_cam
+    for stamp, rgb, T in iter_images(path, intrinsics):
+        m.rgb[stamp] = _reduce(rgb, height)
+        if T is not None:
+            m.poses[stamp] = T
     return m
 
 

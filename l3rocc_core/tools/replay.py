@@ -9,7 +9,8 @@ Messages are converted exactly as the node converts them (:mod:`l3rocc_core.conv
 ended, TF is older than the cache, or TF has moved more than ``TF_HORIZON_S`` past its stamp.
 
 Writes ``DIR/occupancy.npz`` (contract format, one row per processed frame, with
-``visible_packed``) and ``DIR/timing.json``; both atomically, and neither when the run fails.
+``visible_packed``), ``DIR/cameras.npz`` (each row's camera, :mod:`l3rocc_core.camera_log`) and
+``DIR/timing.json``; all atomically, and none when the run fails.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from l3rocc_core import cli
 from l3rocc_core.camera import PinholeCamera
+from l3rocc_core.camera_log import CameraLog, CAMERAS_FILE
 from l3rocc_core.config import PipelineConfig, parse_set_arguments
 from l3rocc_core.convert import (camera_from_info, compressed_to_rgb, ConversionError,
                                  depth_image_to_metres, FrameBuilder, image_to_rgb,
@@ -125,6 +127,7 @@ class Replayer:
         self._bar: Optional[tqdm] = None
         self.save_depth = save_depth
         self._depth_rows: List[Tuple[int, Optional[np.ndarray]]] = []
+        self.cameras = CameraLog()
 
     # ------------------------------------------------------------------ bookkeeping
     def _skip(self, kind: str, message: str) -> None:
@@ -353,6 +356,7 @@ class Replayer:
                            f'{frame.stamp_ns / 1e9:.6f} s')
             return
         self._add_row(occ)
+        self.cameras.add(frame)
         if self.save_depth:
             est = getattr(self.pipeline, 'last_depth', None)
             self._depth_rows.append((int(frame.stamp_ns), None if est is None else
@@ -376,6 +380,7 @@ class Replayer:
             raise ReplayError('no_frames', 'nothing to write')
         os.makedirs(out_dir, exist_ok=True)
         self.writer.write(os.path.join(out_dir, OCCUPANCY_FILE))
+        self.cameras.write(os.path.join(out_dir, CAMERAS_FILE))
         if self.save_depth:
             write_depth_file(os.path.join(out_dir, DEPTH_FILE), self._depth_rows)
         write_json_atomic(os.path.join(out_dir, TIMING_FILE), self.result.timing())
@@ -436,7 +441,7 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
     :raises ReplayError: nothing processed, grid changes
     """
     t0 = time.perf_counter()
-    for name in (OCCUPANCY_FILE, TIMING_FILE, DEPTH_FILE):
+    for name in (OCCUPANCY_FILE, TIMING_FILE, DEPTH_FILE, CAMERAS_FILE):
         path = os.path.join(out_dir, name)
         if os.path.exists(path):
             os.remove(path)
