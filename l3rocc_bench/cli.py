@@ -210,7 +210,7 @@ def _accuracy(preps: List[Any], refiners: List[str], runs_dir: str, device: str,
 
 
 def _network_targets(runs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
-    """The refiner's targets per group: the synthetic test split, the independent set, TUM, all.
+    """Return the refiner's targets per group: the test split, the independent set, TUM, all.
 
     Like for like: geometry over the sequences the network scored. With hysteresis on, rows
     comparing the flicker before it (``occupancy_no_hysteresis``) are added. Static-camera

@@ -50,8 +50,11 @@ def handheld():
 
 
 def test_ground_prior_matches_the_analytic_plane():
-    """Height h, pitch p: a pixel row with ray y = (v - cy) / fy meets the ground at z-depth
-    h / (y cos p + sin p); rows at or above the horizon get no prior."""
+    """Check the ground prior against the analytic plane.
+
+    Height h, pitch p: a pixel row with ray y = (v - cy) / fy meets the ground at z-depth
+    h / (y cos p + sin p); rows at or above the horizon get no prior.
+    """
     cam = PinholeCamera(80, 60, 50.0, 50.0, 39.5, 29.5)
     h, pitch, span = 2.0, 20.0, (0.2, 80.0)
     geo = geometry_channels(cam, _pitched_pose(h, pitch), span, 60.0)
@@ -190,10 +193,12 @@ def test_train_command_depth_runs_resumes_and_exports(tmp_path):
 
 
 def test_pipeline_gets_depth_for_a_fixed_camera():
-    """The pipeline with ``depth_source: network`` maps what a camera that never moves sees:
-    every frame gets depth (the plane sweep gives none there), and most occupied voxels lie
+    """Map what a camera that never moves sees with ``depth_source: network``.
+
+    Every frame gets depth (the plane sweep gives none there), and most occupied voxels lie
     within 8 voxel steps (40 cm) of the true surfaces (measured: 64 %; within 2 steps only 31 %:
-    the network's depth is about 25 % off at a few metres; 40 % with the pose withheld)."""
+    the network's depth is about 25 % off at a few metres; 40 % with the pose withheld).
+    """
     from scipy.ndimage import binary_dilation
 
     from l3rocc_core.config import PipelineConfig

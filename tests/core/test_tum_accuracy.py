@@ -119,7 +119,7 @@ def test_hysteresis_halves_the_network_flicker_at_no_iou_cost(
 
 @pytest.fixture(scope='module')
 def scored_depth_topic(tum_dir: Path, repo_root: Path, tum_tmp: Path) -> dict:
-    """The bundled rosbag2 itself, with its registered Kinect depth as ``depth_source: topic``."""
+    """Replay the bundled rosbag2 with its registered Kinect depth as ``depth_source: topic``."""
     config = PipelineConfig.from_yaml(str(repo_root / 'config' / 'tum.yaml')).with_values(
         {'refiner': 'none', 'device': 'cpu', 'depth_source': 'topic'})
     out = tum_tmp / 'depth_topic'
