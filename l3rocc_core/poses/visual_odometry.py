@@ -48,8 +48,15 @@ LK_WINDOW = (11, 11)
 LK_LEVELS = 3
 LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.03)
 FB_MAX_PX = 1.0
-#: Corners keep this share of the image width apart (at least 5 pixels).
+#: Corners keep this share of the image width apart (at least 5 pixels); they are detected
+#: per cell of a grid (columns, rows), each cell's own strongest (Shi-Tomasi, relative quality),
+#: and never where the smallest eigenvalue (cv2.cornerMinEigenVal of uint8 images) is below
+#: ``MIN_CORNER_EIGEN`` (blank walls, sensor noise).
 MIN_CORNER_SPACING = 1.0 / 40.0
+DETECTION_GRID = (4, 3)
+CORNER_QUALITY = 0.05
+CORNER_BLOCK = 5
+MIN_CORNER_EIGEN = 5e-5
 #: The map starts only when the median angle between the two views' rays exceeds this: a pure
 #: rotation has none, and would give a translation of pure noise.
 INIT_PARALLAX_DEG = 1.0
@@ -67,6 +74,8 @@ EXTRA_KEYFRAMES = 4
 #: share of the median landmark depth.
 MAX_ROTATION_PER_FRAME_DEG = 30.0
 MAX_TRAVEL_PER_FRAME_SHARE = 0.5
+#: Frames a new landmark must agree with before it helps to solve the pose.
+CONFIRM_FRAMES = 2
 #: Fewest landmarks with a depth reading that give the scale from depth.
 MIN_DEPTH_SAMPLES = 10
 #: Depth noise model of the depth prior: sigma = a + b z^2 (metres; RGB-D cameras).
@@ -155,11 +164,17 @@ class _Tracks:
 
 
 class _Landmarks:
-    """Triangulated points, sorted by id (ids grow, so appending keeps the order)."""
+    """Triangulated points, sorted by id (ids grow, so appending keeps the order).
+
+    ``seen`` counts the frames since triangulation whose pose the landmark agreed with; from
+    ``CONFIRM_FRAMES`` on it is confirmed and the pose is solved from confirmed landmarks
+    only (when there are enough).
+    """
 
     def __init__(self) -> None:
         self.ids = np.zeros(0, np.int64)
         self.xyz = np.zeros((0, 3))
+        self.seen = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -171,15 +186,16 @@ class _Landmarks:
         found = (self.ids[row] == ids) if len(self.ids) else np.zeros(len(ids), bool)
         return row, found
 
-    def add(self, ids: np.ndarray, xyz: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, xyz: np.ndarray, seen: int = 0) -> None:
         self.ids = np.r_[self.ids, ids]
         self.xyz = np.r_[self.xyz, xyz]
+        self.seen = np.r_[self.seen, np.full(len(ids), seen, np.int64)]
         if len(self.ids) > 1 and np.any(np.diff(self.ids) <= 0):   # keep them sorted
             o = np.argsort(self.ids, kind='stable')
-            self.ids, self.xyz = self.ids[o], self.xyz[o]
+            self.ids, self.xyz, self.seen = self.ids[o], self.xyz[o], self.seen[o]
 
     def keep(self, mask: np.ndarray) -> None:
-        self.ids, self.xyz = self.ids[mask], self.xyz[mask]
+        self.ids, self.xyz, self.seen = self.ids[mask], self.xyz[mask], self.seen[mask]
 
 
 def level_start_pose(camera_height_m: float) -> np.ndarray:
@@ -301,26 +317,56 @@ class VisualOdometry:
         return np.ascontiguousarray(img)
 
     def _detect(self, gray: np.ndarray, existing: np.ndarray, count: int) -> np.ndarray:
-        """New corners [N, 2] away from ``existing`` [M, 2] pixels."""
+        """Up to ``count`` new corners [N, 2] away from ``existing`` [M, 2] pixels.
+
+        The image is cut into a grid of cells, each topped up to its share of
+        ``vo_max_features`` with its own strongest corners: weakly textured ground gets corners
+        too, next to a strongly textured wall (the ground gives the scale).
+        """
         if count <= 0:
             return np.zeros((0, 2), np.float32)
+        h, w = gray.shape
         mask = np.full(gray.shape, 255, np.uint8)
         if len(existing):
             # Blank a square of side 2 * spacing around each existing corner (vectorised).
             cell = int(self._spacing)
-            small = np.full((gray.shape[0] // cell + 1, gray.shape[1] // cell + 1), 255,
-                            np.uint8)
+            small = np.full((h // cell + 1, w // cell + 1), 255, np.uint8)
             ij = np.clip((existing[:, ::-1] // cell).astype(int), 0,
                          np.array(small.shape) - 1)
             small[ij[:, 0], ij[:, 1]] = 0
             small = cv2.erode(small, np.ones((3, 3), np.uint8))
             mask = cv2.resize(small, (small.shape[1] * cell, small.shape[0] * cell),
-                              interpolation=cv2.INTER_NEAREST)[:gray.shape[0], :gray.shape[1]]
-        pts = cv2.goodFeaturesToTrack(gray, maxCorners=int(count), qualityLevel=0.01,
-                                      minDistance=self._spacing, mask=mask, blockSize=5)
-        if pts is None:
+                              interpolation=cv2.INTER_NEAREST)[:h, :w]
+        eig = cv2.cornerMinEigenVal(gray, CORNER_BLOCK)
+        cols, rows = DETECTION_GRID
+        share = int(np.ceil(self.cfg.vo_max_features / (cols * rows)))
+        xs = np.linspace(0, w, cols + 1).astype(int)
+        ys = np.linspace(0, h, rows + 1).astype(int)
+        have = np.zeros((rows, cols), int)
+        if len(existing):
+            cx = np.clip(np.searchsorted(xs, existing[:, 0], 'right') - 1, 0, cols - 1)
+            cy = np.clip(np.searchsorted(ys, existing[:, 1], 'right') - 1, 0, rows - 1)
+            np.add.at(have, (cy, cx), 1)
+        found = []
+        for r in range(rows):          # a loop over a dozen cells, not pixels
+            for c in range(cols):
+                want = min(share - have[r, c], count)
+                sl = (slice(ys[r], ys[r + 1]), slice(xs[c], xs[c + 1]))
+                if want <= 0 or eig[sl].max(initial=0.0) < MIN_CORNER_EIGEN:
+                    continue
+                pts = cv2.goodFeaturesToTrack(gray[sl], maxCorners=int(want),
+                                              qualityLevel=CORNER_QUALITY,
+                                              minDistance=self._spacing, mask=mask[sl],
+                                              blockSize=CORNER_BLOCK)
+                if pts is not None:
+                    pts = pts.reshape(-1, 2)
+                    found.append(pts + [xs[c], ys[r]])
+        if not found:
             return np.zeros((0, 2), np.float32)
-        return pts.reshape(-1, 2).astype(np.float32)
+        pts = np.concatenate(found).astype(np.float32)
+        ij = np.rint(pts[:, ::-1]).astype(int)
+        pts = pts[eig[ij[:, 0], ij[:, 1]] >= MIN_CORNER_EIGEN]
+        return pts[:count]
 
     def _flow(self, prev: np.ndarray, cur: np.ndarray, uv: np.ndarray
               ) -> Tuple[np.ndarray, np.ndarray]:
@@ -423,7 +469,7 @@ class VisualOdometry:
         self._kf_serial = 1
         self._tracks.anchor[:] = 0
         self._tracks.anchor_uv = p0.astype(np.float32)
-        self._landmarks.add(self._tracks.ids[good], X_world)
+        self._landmarks.add(self._tracks.ids[good], X_world, CONFIRM_FRAMES)
         self._T_cw_before = T_ref_world
         self._T_cw = T_cw_cur
         self._ref = None
@@ -469,29 +515,36 @@ class VisualOdometry:
         if is_lm.sum() < cfg.vo_min_inliers:
             return self._lose(f'{int(is_lm.sum())} landmarks still tracked (vo_min_inliers '
                               f'{cfg.vo_min_inliers})', int(is_lm.sum()))
-        X = self._landmarks.xyz[row[is_lm]]
+        lm_rows = row[is_lm]
+        X = self._landmarks.xyz[lm_rows]
         x = self._tracks.uv[is_lm].astype(np.float64)
+        # New landmarks wait for confirmation: one triangulated on an object moving along
+        # the epipolar lines looks static in two views, and must not vote for the pose.
+        confirmed = self._landmarks.seen[lm_rows] >= CONFIRM_FRAMES
+        voters = confirmed if confirmed.sum() >= cfg.vo_min_inliers else np.ones_like(confirmed)
         T_pred = self._T_cw @ invert(self._T_cw_before) @ self._T_cw  # constant velocity
-        T_cw = self._solve_pnp(X, x, T_pred)
+        T_cw = self._solve_pnp(X[voters], x[voters], T_pred)
         if T_cw is None:
             return self._lose('no pose agrees with the tracked landmarks (PnP failed)')
         uv_p, z = project(self.K, T_cw, X)
         err = np.where(z > 0, np.linalg.norm(uv_p - x, axis=1), np.inf)
         inl = err < thr
-        n_inl = int(inl.sum())
+        self._landmarks.seen[lm_rows[inl]] += 1
+        n_inl = int((inl & voters).sum())
         med_err = float(np.median(err[inl])) if n_inl else float('nan')
         if n_inl < cfg.vo_min_inliers:
             return self._lose(f'{n_inl} landmarks agree with the pose (vo_min_inliers '
                               f'{cfg.vo_min_inliers})', n_inl, med_err)
         rot = rotation_angle_deg(T_cw[:3, :3] @ self._T_cw[:3, :3].T)
         travel = float(np.linalg.norm(camera_centre(T_cw) - camera_centre(self._T_cw)))
-        scene = float(np.median(z[inl]))
+        scene = float(np.median(z[inl & voters]))
         if rot > MAX_ROTATION_PER_FRAME_DEG or travel > MAX_TRAVEL_PER_FRAME_SHARE * scene:
             return self._lose(f'implausible jump: {rot:.1f} deg, {travel:.2f} (median depth '
                               f'{scene:.2f}) since the previous frame', n_inl, med_err)
-        # Far outliers (moving objects, slipped tracks) leave the tracks.
+        # Outliers leave the tracks: far ones (moving objects, slipped corners), and new
+        # landmarks that disagree before they were confirmed.
         drop = np.zeros(len(self._tracks), bool)
-        drop[np.flatnonzero(is_lm)[err > 2 * thr]] = True
+        drop[np.flatnonzero(is_lm)[(err > 2 * thr) | (~confirmed & ~inl)]] = True
         self._tracks = self._tracks.select(~drop)
         self._T_cw_before, self._T_cw = self._T_cw, T_cw
         self._since_kf += 1
@@ -546,7 +599,8 @@ class VisualOdometry:
             return 0, float('nan')
         uv_p, z = project(self.K, self._T_cw, self._landmarks.xyz[row[is_lm]])
         err = np.linalg.norm(uv_p - self._tracks.uv[is_lm], axis=1)
-        inl = (z > 0) & (err < self.cfg.vo_reprojection_px)
+        inl = ((z > 0) & (err < self.cfg.vo_reprojection_px)
+               & (self._landmarks.seen[row[is_lm]] >= CONFIRM_FRAMES))
         return int(inl.sum()), float(np.median(err[inl])) if inl.any() else float('nan')
 
     # ------------------------------------------------------------------ keyframes
@@ -608,6 +662,7 @@ class VisualOdometry:
         uv = np.concatenate([kf.uv for kf in window])
         dep = np.concatenate([kf.depth for kf in window])
         row, found = self._landmarks.lookup(ids)
+        found &= self._landmarks.seen[row] >= CONFIRM_FRAMES   # new ones may sit on movers
         uniq, counts = np.unique(ids[found], return_counts=True)
         multi = np.isin(ids, uniq[counts >= 2]) & found
         if multi.sum() < 2 * cfg.vo_min_inliers:
@@ -616,8 +671,8 @@ class VisualOdometry:
         lm_rows, obs_point = np.unique(row, return_inverse=True)
         fixed = np.zeros(len(window), bool)
         fixed[0] = True
-        if self.scale_source != 'depth' and len(window) >= 3:
-            fixed[1] = True    # no depth prior: two fixed keyframes hold the scale
+        if self.scale_source == 'none' and len(window) >= 3:
+            fixed[1] = True    # nothing else holds the scale: two fixed keyframes do
         points = self._landmarks.xyz[lm_rows]
         T = np.stack([kf.T_cam_world for kf in window])
         d_obs = np.flatnonzero(dep > 0) if self.scale_source == 'depth' else np.zeros(0, int)
