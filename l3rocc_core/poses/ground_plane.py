@@ -8,6 +8,7 @@ camera's distance to the plane must equal that height.
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import cv2
 import numpy as np
 
 #: Points must lie at least this far below the horizon (degrees) to count as ground candidates.
@@ -128,3 +129,105 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError('opposite vectors')
     K = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
     return np.eye(3) + K + K @ K / (1.0 + c)
+
+
+#: Photometric ground height: pixels whose ray points at least this far below the horizon
+#: are swept; a pixel votes for its best height when the zero-mean normalised
+#: cross-correlation of its window (side ``PHOTO_WINDOW`` pixels) reaches ``PHOTO_MIN_NCC``
+#: there and its window is textured (intensity variance >= ``PHOTO_MIN_VARIANCE``, 0..255
+#: scale). Heights are voted in bins of ``PHOTO_BIN`` (log); the ground is the farthest mode
+#: holding at least ``PHOTO_MODE_SHARE`` of the strongest one's votes (obstacles on the floor
+#: are nearer planes), and needs ``PHOTO_MIN_VOTES`` votes.
+PHOTO_BELOW_HORIZON_DEG = 20.0
+PHOTO_WINDOW = 9
+PHOTO_MIN_NCC = 0.8
+PHOTO_MIN_VARIANCE = 4.0
+PHOTO_BIN = 0.01
+PHOTO_MODE_SHARE = 0.3
+PHOTO_MIN_VOTES = 300
+
+
+def ground_homography(K: np.ndarray, R_b_a: np.ndarray, t_b_a: np.ndarray, up_a: np.ndarray,
+                      height: float) -> np.ndarray:
+    """Homography [3, 3] mapping pixels of view a to view b for the ground plane.
+
+    The ground lies ``height`` below camera a along ``-up_a`` (points with
+    ``up_a . X = -height`` in a's coordinates); ``X_b = R_b_a X_a + t_b_a``.
+    """
+    n = np.asarray(up_a, np.float64) / np.linalg.norm(up_a)
+    return K @ (R_b_a - np.outer(t_b_a, n) / height) @ np.linalg.inv(K)
+
+
+def photometric_ground_height(gray_a: np.ndarray, gray_b: np.ndarray, K: np.ndarray,
+                              R_b_a: np.ndarray, t_b_a: np.ndarray, up_a: np.ndarray,
+                              heights: np.ndarray) -> Optional[float]:
+    """The camera height above the ground that best explains two images (a plane sweep).
+
+    Each candidate height defines the ground's homography between the views; image b is
+    warped onto a with it and compared window by window over the pixels that look at least
+    ``PHOTO_BELOW_HORIZON_DEG`` below the horizon. Every textured ground pixel votes, so
+    weakly textured floors (few corners) still give the height; a box on the floor votes for
+    a nearer plane and loses to the floor behind it (see the module constants).
+
+    :param gray_a: uint8 [H, W] first view
+    :param gray_b: uint8 [H, W] second view
+    :param K: [3, 3] intrinsics
+    :param R_b_a: [3, 3] rotation from a to b
+    :param t_b_a: [3] translation from a to b (the map's units)
+    :param up_a: [3] up (against gravity) in a's camera coordinates
+    :param heights: increasing candidate heights (the map's units), geometrically spaced
+    :return: the height, or None when the images do not single one out (no textured ground
+        below the horizon, too little baseline)
+    """
+    h, w = gray_a.shape
+    up = np.asarray(up_a, np.float64) / np.linalg.norm(up_a)
+    v, u = np.mgrid[0:h, 0:w]
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w))], -1)
+    below = -(rays @ up) / np.linalg.norm(rays, axis=-1)
+    region = below > np.sin(np.radians(PHOTO_BELOW_HORIZON_DEG))
+    if region.sum() < PHOTO_MIN_VOTES:
+        return None
+    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+    y0, x0 = rows[0], cols[0]
+    box = (PHOTO_WINDOW, PHOTO_WINDOW)
+    a = gray_a.astype(np.float32)[y0:rows[-1] + 1, x0:cols[-1] + 1]
+    mask = region[y0:rows[-1] + 1, x0:cols[-1] + 1]
+    mean_a = cv2.blur(a, box)
+    var_a = cv2.blur(a * a, box) - mean_a ** 2
+    b = gray_b.astype(np.float32)
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])   # ROI -> image a
+    size = (a.shape[1], a.shape[0])
+    ncc = np.full((len(heights),) + a.shape, -1.0, np.float32)
+    for i, height in enumerate(heights):       # one warp and three box filters per candidate
+        H = ground_homography(K, R_b_a, t_b_a, up, float(height)) @ shift
+        wb = cv2.warpPerspective(b, H, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderValue=-1.0)
+        mean_b = cv2.blur(wb, box)
+        var_b = cv2.blur(wb * wb, box) - mean_b ** 2
+        cov = cv2.blur(a * wb, box) - mean_a * mean_b
+        ok = (var_b > PHOTO_MIN_VARIANCE) & (cv2.erode((wb >= 0).astype(np.uint8),
+                                                       np.ones(box, np.uint8)) > 0)
+        ncc[i] = np.where(ok, cov / np.sqrt(np.maximum(var_a * var_b, 1e-12)), -1.0)
+    best = ncc.argmax(0)
+    peak = np.take_along_axis(ncc, best[None], 0)[0]
+    vote = (mask & (var_a > PHOTO_MIN_VARIANCE) & (peak >= PHOTO_MIN_NCC) & (best > 0)
+            & (best < len(heights) - 1))
+    if vote.sum() < PHOTO_MIN_VOTES:
+        return None
+    k = best[vote]
+    s0, s1, s2 = (ncc[k + d, vote] for d in (-1, 0, 1))
+    den = s0 - 2 * s1 + s2
+    offset = np.clip(np.where(den < 0, 0.5 * (s0 - s2) / np.where(den < 0, den, -1.0), 0.0),
+                     -0.5, 0.5)
+    step = np.log(heights[1] / heights[0])
+    log_h = np.log(heights[0]) + (k + offset) * step
+    bins = np.arange(log_h.min(), log_h.max() + 2 * PHOTO_BIN, PHOTO_BIN)
+    hist, _ = np.histogram(log_h, bins)
+    hist = np.convolve(hist, np.ones(5), 'same')                # about +-2 bins
+    peaks = np.flatnonzero((hist >= PHOTO_MODE_SHARE * hist.max())
+                           & (hist >= np.r_[0, hist[:-1]]) & (hist >= np.r_[hist[1:], 0]))
+    mode = bins[peaks[-1]] + PHOTO_BIN / 2                      # the farthest strong mode
+    near = np.abs(log_h - mode) < 3 * PHOTO_BIN
+    if near.sum() < PHOTO_MIN_VOTES:
+        return None
+    return float(np.exp(np.median(log_h[near])))

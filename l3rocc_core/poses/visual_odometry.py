@@ -35,7 +35,8 @@ from l3rocc_core.config import PipelineConfig
 from l3rocc_core.poses.bundle_adjustment import BAProblem, bundle_adjust
 from l3rocc_core.poses.geometry import (camera_centre, project, so3_log, transform_points,
                                         triangulate)
-from l3rocc_core.poses.ground_plane import fit_ground, rotation_between
+from l3rocc_core.poses.ground_plane import (fit_ground, photometric_ground_height,
+                                            rotation_between)
 from l3rocc_core.transforms import invert, rotation_angle_deg
 
 LOG = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ FB_MAX_PX = 1.0
 #: and never where the smallest eigenvalue (cv2.cornerMinEigenVal of uint8 images) is below
 #: ``MIN_CORNER_EIGEN`` (blank walls, sensor noise).
 MIN_CORNER_SPACING = 1.0 / 40.0
-DETECTION_GRID = (4, 3)
-CORNER_QUALITY = 0.05
+DETECTION_GRID = (6, 4)
+CORNER_QUALITY = 0.02
 CORNER_BLOCK = 5
 MIN_CORNER_EIGEN = 5e-5
 #: The map starts only when the median angle between the two views' rays exceeds this: a pure
@@ -66,7 +67,7 @@ TRIANGULATION_PARALLAX_DEG = 1.0
 KEYFRAME_INLIER_SHARE = 0.7
 #: ... or the corners moved this many times ``vo_min_parallax_px`` since it, or after this many
 #: frames.
-KEYFRAME_PARALLAX_FACTOR = 1.5
+KEYFRAME_PARALLAX_FACTOR = 1.0
 KEYFRAME_MAX_FRAMES = 20
 #: Keyframes kept beyond the window as anchors of tracks not yet triangulated.
 EXTRA_KEYFRAMES = 4
@@ -83,15 +84,26 @@ DEPTH_SIGMA_A = 0.005
 DEPTH_SIGMA_B = 0.003
 #: The ground gives no scale when the camera is lower than this above it at the start (m).
 MIN_CAMERA_HEIGHT_M = 0.05
+#: The map starts only once the ground below (when there is one) is at most this many
+#: baselines away (the ground's parallax then measures the scale), unless that takes longer
+#: than this many frames.
+MAX_GROUND_BASELINES = 15.0
+MAX_WAIT_FOR_GROUND_FRAMES = 30
 #: How far a guessed start orientation may be from level (degrees; levelled on the ground).
 GUESSED_TILT_DEG = 40.0
-#: Ground scale measurements: the median of the last this many is applied, once there are at
-#: least ``SCALE_FILTER_MIN``; a single one outside [MIN_SCALE_STEP, 1 / MIN_SCALE_STEP] is a
+#: Ground scale measurements: the median of the last this many is applied (the first
+#: ``SCALE_FILTER_MIN`` - 1 directly); one outside [MIN_SCALE_STEP, 1 / MIN_SCALE_STEP] is a
 #: wrong plane and ignored.
 SCALE_FILTER = 5
 SCALE_FILTER_MIN = 3
 MIN_SCALE_STEP = 0.7
 UP = np.array([0.0, 0.0, 1.0])
+#: The ground's height is measured between the newest and the oldest window keyframe (the
+#: longest baseline: a rotation error of 0.1 degree moves the ground by as many pixels as
+#: the parallax of a baseline of f * 0.0017 * depth), when their baseline is at least this
+#: share of the expected height; searched within this factor of it.
+PHOTO_MIN_BASELINE_SHARE = 0.05
+PHOTO_SEARCH = 1.6
 #: Frames in initialization without a map before the reference frame is renewed.
 MAX_INIT_FRAMES = 60
 
@@ -129,6 +141,7 @@ class Keyframe:
     :param ids: int64 [M] track ids observed
     :param uv: float64 [M, 2] their pixels
     :param depth: float64 [M] measured depth there (0 = none)
+    :param gray: uint8 [H, W] the image (the ground's height is measured on it)
     """
 
     serial: int
@@ -136,6 +149,7 @@ class Keyframe:
     ids: np.ndarray
     uv: np.ndarray
     depth: np.ndarray
+    gray: np.ndarray
 
 
 @dataclass
@@ -426,7 +440,7 @@ class VisualOdometry:
         ids = np.arange(self._next_id, self._next_id + len(uv), dtype=np.int64)
         self._next_id += len(uv)
         self._tracks = _Tracks().extend(ids, uv, -1)
-        self._ref = {'uv': uv.astype(np.float64), 'depth': depth}
+        self._ref = {'uv': uv.astype(np.float64), 'depth': depth, 'gray': gray}
         self._init_frames = 0
 
     def _bootstrap(self, gray: np.ndarray, depth: Optional[np.ndarray]) -> Optional[VOResult]:
@@ -454,56 +468,76 @@ class VisualOdometry:
                 & (np.linalg.norm(uv1 - p1, axis=1) < thr))
         if good.sum() < cfg.vo_min_inliers or np.median(parallax[good]) < INIT_PARALLAX_DEG:
             return None
-        # Scale: depth readings, else the ground plane below the anchor, else none.
-        s, source = self._start_scale(X, good, p0)
-        T_world_ref = self.T_world_anchor
-        T_ref_world = invert(T_world_ref)
-        T_cur_ref = T_cur.copy()
-        T_cur_ref[:3, 3] *= s
-        T_cw_cur = T_cur_ref @ T_ref_world
-        X_world = transform_points(T_world_ref, X[good] * s)
-        self.scale_source = source
+        if self._ground_too_far(X[good], depth):
+            return None        # the ground would give a poor scale: wait for more baseline
+        # The two-view map with a unit baseline, refined by the bundle adjustment; then its
+        # scale (and for a guessed start its pitch and roll) from depth or the ground.
+        T_ref_world = invert(self.T_world_anchor)
         kf0 = Keyframe(0, T_ref_world, self._tracks.ids.copy(), p0.copy(),
-                       self._depth_at(self._ref['depth'], p0))
+                       self._depth_at(self._ref['depth'], p0), self._ref['gray'])
         self._keyframes = [kf0]
         self._kf_serial = 1
         self._tracks.anchor[:] = 0
         self._tracks.anchor_uv = p0.astype(np.float32)
-        self._landmarks.add(self._tracks.ids[good], X_world, CONFIRM_FRAMES)
+        self._landmarks.add(self._tracks.ids[good], transform_points(self.T_world_anchor,
+                                                                     X[good]), CONFIRM_FRAMES)
         self._T_cw_before = T_ref_world
-        self._T_cw = T_cw_cur
+        self._T_cw = T_cur @ T_ref_world
         self._ref = None
         self.state = 'tracking'
+        self.scale_source = 'none'
         self._make_keyframe(gray, depth)
+        self._start_scale()
         inliers, err = self._inlier_stats()
         LOG.debug('visual odometry started: %d landmarks, scale from %s', len(self._landmarks),
-                  source)
+                  self.scale_source)
         return VOResult(invert(self._T_cw), 'tracking', inliers, err, self.scale_source,
                         keyframe=True)
 
-    def _start_scale(self, X: np.ndarray, good: np.ndarray, uv_ref: np.ndarray
-                     ) -> Tuple[float, str]:
-        """Scale of the two-view map (unit baseline) and its source.
+    def _ground_too_far(self, X_ref: np.ndarray, depth: Optional[np.ndarray]) -> bool:
+        """Whether the ground lies too many baselines below a two-view map to scale it.
 
-        A guessed start orientation is levelled here: its pitch and roll are turned so that
-        the ground plane becomes horizontal.
+        :param X_ref: [N, 3] triangulated points in the reference camera (unit baseline)
         """
-        d = self._depth_at(self._ref['depth'], uv_ref)
-        usable = good & (d > 0) & (X[:, 2] > 0)
+        if (depth is not None or self.T_world_anchor[2, 3] <= MIN_CAMERA_HEIGHT_M
+                or self._init_frames > MAX_WAIT_FOR_GROUND_FRAMES):
+            return False
+        plane = fit_ground(X_ref @ self.T_world_anchor[:3, :3].T, UP, self._rng,
+                           GUESSED_TILT_DEG if self.start_is_guess else 0.0)
+        return plane is not None and plane.height > MAX_GROUND_BASELINES
+
+    def _start_scale(self) -> None:
+        """Give the new map its scale: depth readings, else the ground plane, else none.
+
+        A guessed start orientation is levelled here: the map turns about the first camera so
+        that the ground plane becomes horizontal.
+        """
+        kf0 = self._keyframes[0]
+        centre = camera_centre(kf0.T_cam_world)
+        row, found = self._landmarks.lookup(kf0.ids)
+        z = transform_points(kf0.T_cam_world, self._landmarks.xyz[row[found]])[:, 2]
+        d = kf0.depth[found]
+        usable = (d > 0) & (z > 0)
         if usable.sum() >= MIN_DEPTH_SAMPLES:
-            return float(np.median(d[usable] / X[usable, 2])), 'depth'
-        height = float(self.T_world_anchor[2, 3])
+            self._transform_map(np.eye(3), float(np.median(d[usable] / z[usable])), centre)
+            self.scale_source = 'depth'
+            return
+        height = float(centre[2])
         if height > MIN_CAMERA_HEIGHT_M:
-            R_world_ref = self.T_world_anchor[:3, :3]
             tilt = GUESSED_TILT_DEG if self.start_is_guess else 0.0
-            plane = fit_ground(X[good] @ R_world_ref.T, UP, self._rng, tilt)
-            if plane is not None:
-                if self.start_is_guess:
-                    self.T_world_anchor = self.T_world_anchor.copy()
-                    self.T_world_anchor[:3, :3] = rotation_between(plane.normal, UP) @ \
-                        R_world_ref
-                return height / plane.height, 'ground'
-        return 1.0 / float(np.median(X[good, 2])), 'none'
+            plane = fit_ground(self._landmarks.xyz - centre, UP, self._rng, tilt)
+            if plane is not None and self.start_is_guess:
+                self._transform_map(rotation_between(plane.normal, UP), 1.0, centre)
+            below = self._ground_height(kf0, self._keyframes[-1],
+                                        None if plane is None else plane.height)
+            if below is None and plane is not None:
+                below = plane.height
+            if below is not None:
+                self._transform_map(np.eye(3), height / below, centre)
+                self.T_world_anchor = invert(self._keyframes[0].T_cam_world)
+                self.scale_source = 'ground'
+                return
+        self._transform_map(np.eye(3), 1.0 / float(np.median(z[z > 0])), centre)
 
     # ------------------------------------------------------------------ tracking
     def _track(self, gray: np.ndarray, depth: Optional[np.ndarray]) -> VOResult:
@@ -620,7 +654,7 @@ class VisualOdometry:
         self._tracks = self._tracks.extend(ids, new, serial)
         uv = self._tracks.uv.astype(np.float64)
         self._keyframes.append(Keyframe(serial, self._T_cw.copy(), self._tracks.ids.copy(), uv,
-                                        self._depth_at(depth, uv)))
+                                        self._depth_at(depth, uv), gray))
         limit = self.cfg.vo_window_keyframes + EXTRA_KEYFRAMES
         self._keyframes = self._keyframes[-limit:]
         self._adjust_window()
@@ -679,6 +713,17 @@ class VisualOdometry:
         pb = BAProblem(self.K, T, fixed, points, frame, obs_point, uv, d_obs, dep[d_obs],
                        DEPTH_SIGMA_A + DEPTH_SIGMA_B * dep[d_obs] ** 2)
         T_new, P_new, err = bundle_adjust(pb, cfg.vo_reprojection_px, cfg.vo_ba_iterations)
+        if not fixed[1] and self.scale_source != 'depth':
+            # One fixed keyframe leaves the scale free (a gauge freedom the solver wanders
+            # along): keep the keyframes' distances to it as they were (the ground sets the
+            # scale in _correct_scale; the depth prior holds it by itself).
+            c0 = camera_centre(T[0])
+            before = sum(np.linalg.norm(camera_centre(Tk) - c0) for Tk in T[1:])
+            after = sum(np.linalg.norm(camera_centre(Tk) - c0) for Tk in T_new[1:])
+            ratio = before / after if after > 1e-9 else 1.0
+            if np.isfinite(ratio) and ratio > 0:
+                P_new = c0 + ratio * (P_new - c0)
+                T_new = np.stack([_similar_pose(Tk, np.eye(3), ratio, c0) for Tk in T_new])
         for kf, Tk in zip(window, T_new):
             kf.T_cam_world = Tk
         self._landmarks.xyz[lm_rows] = P_new
@@ -704,42 +749,74 @@ class VisualOdometry:
         not move the map.
         """
         window = self._keyframes[-self.cfg.vo_window_keyframes:]
-        row, found = self._landmarks.lookup(np.unique(np.concatenate([kf.ids for kf in window])))
-        centre = camera_centre(self._T_cw)
-        if found.sum() < MIN_DEPTH_SAMPLES:
-            return
-        plane = fit_ground(self._landmarks.xyz[row[found]] - centre, UP, self._rng)
-        if plane is None:
-            return
         ref = camera_centre(window[0].T_cam_world)
-        above = ref[2] - (centre[2] - plane.height)     # the reference's height above it
+        # The images of a recent keyframe pair give the ground's height (every ground pixel
+        # counts); the landmarks below the camera are the fallback.
+        a = window[0]
+        centre = camera_centre(a.T_cam_world)
+        baseline = np.linalg.norm(camera_centre(window[-1].T_cam_world) - centre)
+        below = (self._ground_height(a, window[-1], centre[2])
+                 if baseline >= PHOTO_MIN_BASELINE_SHARE * centre[2] else None)
+        if below is None:
+            centre = camera_centre(self._T_cw)
+            row, found = self._landmarks.lookup(
+                np.unique(np.concatenate([kf.ids for kf in window])))
+            plane = (fit_ground(self._landmarks.xyz[row[found]] - centre, UP, self._rng)
+                     if found.sum() >= MIN_DEPTH_SAMPLES else None)
+            if plane is None:
+                return
+            below = plane.height
+        above = ref[2] - (centre[2] - below)     # the reference's height above the ground
         if ref[2] <= MIN_CAMERA_HEIGHT_M or above <= 0:
             return
         factor = ref[2] / above
         if not MIN_SCALE_STEP < factor < 1.0 / MIN_SCALE_STEP:
             return
         self._scale_history = (self._scale_history + [factor])[-SCALE_FILTER:]
-        if len(self._scale_history) < SCALE_FILTER_MIN:
-            return
-        apply = float(np.median(self._scale_history))
-        self._rescale(apply, ref)
+        # The first measurements each beat the one before (a longer baseline from the exact
+        # first keyframe, while it is in the window): applied as they come; then the median.
+        apply = (factor if len(self._scale_history) < SCALE_FILTER_MIN
+                 else float(np.median(self._scale_history)))
+        self._transform_map(np.eye(3), apply, ref)
         self._scale_history = [f / apply for f in self._scale_history]
 
-    def _rescale(self, factor: float, centre: np.ndarray) -> None:
-        """Scale the map about ``centre``: ``p -> centre + factor (p - centre)``."""
-        self._landmarks.xyz = centre + factor * (self._landmarks.xyz - centre)
+    def _ground_height(self, a: Keyframe, b: Keyframe, guess: Optional[float]
+                       ) -> Optional[float]:
+        """Keyframe ``a``'s height above the ground from the images of ``a`` and ``b``.
 
-        def scaled(T: np.ndarray) -> np.ndarray:
-            C = centre + factor * (camera_centre(T) - centre)
-            out = T.copy()
-            out[:3, 3] = -T[:3, :3] @ C
-            return out
+        :param guess: the expected height (the map's units): searched within a factor of
+            ``PHOTO_SEARCH`` around it; None searches 2 to 300 baselines
+        :return: the height in the map's units, or None
+        """
+        T_b_a = b.T_cam_world @ invert(a.T_cam_world)
+        baseline = float(np.linalg.norm(T_b_a[:3, 3]))
+        if baseline < 1e-9 or (guess is not None and guess <= 0):
+            return None
+        heights = (baseline * np.geomspace(2.0, 300.0, 48) if guess is None else
+                   guess * np.geomspace(1.0 / PHOTO_SEARCH, PHOTO_SEARCH, 24))
+        return photometric_ground_height(a.gray, b.gray, self.K, T_b_a[:3, :3], T_b_a[:3, 3],
+                                         a.T_cam_world[:3, :3] @ UP, heights)
+
+    def _transform_map(self, R: np.ndarray, factor: float, centre: np.ndarray) -> None:
+        """Turn and scale the map about ``centre``: ``p -> centre + factor R (p - centre)``."""
+        self._landmarks.xyz = centre + factor * (self._landmarks.xyz - centre) @ R.T
         for kf in self._keyframes:
-            kf.T_cam_world = scaled(kf.T_cam_world)
-        self._T_cw = scaled(self._T_cw)
-        self._T_cw_before = scaled(self._T_cw_before)
+            kf.T_cam_world = _similar_pose(kf.T_cam_world, R, factor, centre)
+        self._T_cw = _similar_pose(self._T_cw, R, factor, centre)
+        self._T_cw_before = _similar_pose(self._T_cw_before, R, factor, centre)
+
 
     def _prune(self) -> None:
         """Drop landmarks neither tracked nor observed by a kept keyframe."""
         seen = np.concatenate([self._tracks.ids] + [kf.ids for kf in self._keyframes])
         self._landmarks.keep(np.isin(self._landmarks.ids, seen))
+
+
+def _similar_pose(T_cam_world: np.ndarray, R: np.ndarray, factor: float,
+                  centre: np.ndarray) -> np.ndarray:
+    """The pose after the world moved by ``p -> centre + factor R (p - centre)``."""
+    C = centre + factor * R @ (camera_centre(T_cam_world) - centre)
+    out = np.eye(4)
+    out[:3, :3] = T_cam_world[:3, :3] @ R.T
+    out[:3, 3] = -out[:3, :3] @ C
+    return out

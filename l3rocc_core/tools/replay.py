@@ -521,7 +521,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '--set world_frame=world grid_min=[-2.0,-2.0,-0.05]')
     parser.add_argument('--intrinsics', metavar='SPEC',
                         help='camera for videos/images (or replacing CameraInfo): '
-                        'fx,fy,cx,cy[,k1,k2,p1,p2[,k3]], hfov=DEG, or a calibration YAML')
+                        'fx,fy,cx,cy[,k1,k2,p1,p2[,k3]], fov=DEG (horizontal), or a calibration '
+                        'YAML')
     parser.add_argument('--poses', metavar='FILE',
                         help='TUM trajectory (timestamp tx ty tz qx qy qz qw, camera to world) '
                         'for videos/images')

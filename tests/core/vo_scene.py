@@ -98,20 +98,21 @@ class Renderer:
             p0 = np.asarray(plane.origin, float)
             if plane.motion is not None:
                 p0 = p0 + plane.motion(t)
-            n = np.cross(e1, e2)
-            den = d @ n
+            E = np.stack([e1, e2, np.cross(e1, e2)], 1)      # plane axes and normal
+            dE = d @ E
+            oE = (o - p0) @ E
             with np.errstate(divide='ignore', invalid='ignore'):
-                s = ((p0 - o) @ n) / den
-            hit = o + s[:, None] * d
-            a, b = (hit - p0) @ e1, (hit - p0) @ e2
+                s = -oE[2] / dE[:, 2]                         # ray parameter = z-depth
+            a, b = oE[0] + s * dE[:, 0], oE[1] + s * dE[:, 1]
             ok = np.isfinite(s) & (s > 1e-6) & (s < best)
             if plane.extent is not None:
                 ok &= (a >= 0) & (a <= plane.extent[0]) & (b >= 0) & (b <= plane.extent[1])
             if not ok.any():
                 continue
-            # Texel coordinates wrapped into the texture (it tiles the plane).
-            map_x = np.mod(np.nan_to_num(a) / METRES_PER_TEXEL, TEXTURE_SIZE)
-            map_y = np.mod(np.nan_to_num(b) / METRES_PER_TEXEL, TEXTURE_SIZE)
+            # Texel coordinates; the texture tiles the plane (BORDER_WRAP), clipped to the
+            # range remap handles.
+            map_x = np.clip(np.where(ok, a, 0.0) / METRES_PER_TEXEL, -3e4, 3e4)
+            map_y = np.clip(np.where(ok, b, 0.0) / METRES_PER_TEXEL, -3e4, 3e4)
             sample = cv2.remap(tex, map_x.astype(np.float32).reshape(h, w),
                                map_y.astype(np.float32).reshape(h, w), cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_WRAP).ravel()
