@@ -18,6 +18,8 @@ import numpy as np
 
 from l3rocc_core.poses.geometry import skew, so3_exp, so3_left_jacobian
 
+#: Observations farther than this many Huber thresholds from their landmark are left out.
+OUTLIER_GATE = 3.0
 #: Smallest depth used in the projection (metres or map units); points behind get large errors.
 MIN_Z = 1e-3
 
@@ -61,6 +63,8 @@ class _Model:
         self.slot[self.free] = np.arange(len(self.free))
         self.n_pose = 6 * len(self.free)
         self.R0 = pb.T_cam_world[:, :3, :3]
+        #: observations taking part (the others are outliers)
+        self.active = np.ones(len(pb.obs_frame), bool)
         self.t0 = pb.T_cam_world[:, :3, 3]
 
     def unpack(self, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -139,7 +143,10 @@ def bundle_adjust(pb: BAProblem, f_scale_px: float, max_iterations: int
 
     Each iteration linearises once, weights residuals by the Huber loss (IRLS), eliminates the
     landmarks (3x3 blocks) and solves the reduced camera system (6 per free keyframe), then
-    keeps the step only when the robust cost falls.
+    keeps the step only when the robust cost falls. Observations farther than
+    ``OUTLIER_GATE`` Huber thresholds from their landmark are left out, judged before the
+    first and before the second half of the iterations: a Huber loss still lets a few gross
+    outliers (a moving object) pull every pose a little.
 
     :param f_scale_px: Huber threshold (pixels; depth residuals are in sigmas)
     :param max_iterations: bound on linearisations (the cost of one adjustment)
@@ -149,14 +156,33 @@ def bundle_adjust(pb: BAProblem, f_scale_px: float, max_iterations: int
     model = _Model(pb)
     x = np.concatenate([np.zeros(model.n_pose), pb.points.ravel()])
     k = float(f_scale_px)
+    iterations = max(0, int(max_iterations)) if len(pb.obs_frame) else 0
+    for rounds in (iterations - iterations // 2, iterations // 2):
+        model.active = _reprojection_errors(model, x) < OUTLIER_GATE * k
+        x = _levenberg_marquardt(model, x, k, rounds)
+    R, t, P, _ = model.unpack(x)
+    T = np.tile(np.eye(4), (len(R), 1, 1))
+    T[:, :3, :3], T[:, :3, 3] = R, t
+    return T, P, _reprojection_errors(model, x)
+
+
+def _reprojection_errors(model: _Model, x: np.ndarray) -> np.ndarray:
+    """Reprojection error [M] (pixels) of every observation at ``x``."""
+    r = model.residuals(x)[:2 * len(model.pb.obs_frame)].reshape(-1, 2)
+    return np.linalg.norm(r, axis=1)
+
+
+def _levenberg_marquardt(model: _Model, x: np.ndarray, k: float, iterations: int
+                         ) -> np.ndarray:
+    """Up to ``iterations`` damped steps from ``x``; a step is kept when the cost falls."""
     lam = 1e-3
-    cost = _total_cost(model.residuals(x), len(pb.obs_frame), k)
-    for _ in range(max(0, int(max_iterations)) if len(pb.obs_frame) else 0):
+    cost = _total_cost(model, x, k)
+    for _ in range(iterations):
         step = _lm_step(model, x, k, lam)
         if step is None:
             break
         x_new = x + step
-        new_cost = _total_cost(model.residuals(x_new), len(pb.obs_frame), k)
+        new_cost = _total_cost(model, x_new, k)
         if np.isfinite(new_cost) and new_cost < cost:
             done = cost - new_cost < 1e-6 * cost
             x, cost, lam = x_new, new_cost, max(lam / 3.0, 1e-7)
@@ -166,17 +192,16 @@ def bundle_adjust(pb: BAProblem, f_scale_px: float, max_iterations: int
             lam *= 8.0
             if lam > 1e4:
                 break
-    R, t, P, _ = model.unpack(x)
-    T = np.tile(np.eye(4), (len(R), 1, 1))
-    T[:, :3, :3], T[:, :3, 3] = R, t
-    r = model.residuals(x)[:2 * len(pb.obs_frame)].reshape(-1, 2)
-    return T, P, np.linalg.norm(r, axis=1)
+    return x
 
 
-def _total_cost(r: np.ndarray, M: int, k: float) -> float:
-    """Robust cost: reprojection pairs by their norm, prior rows one by one."""
-    uv = np.linalg.norm(r[:2 * M].reshape(-1, 2), axis=1)
-    return _huber_cost(uv, k) + _huber_cost(np.abs(r[2 * M:]), k)
+def _total_cost(model: _Model, x: np.ndarray, k: float) -> float:
+    """Robust cost of the active observations (reprojection pairs by norm, depth rows)."""
+    M = len(model.pb.obs_frame)
+    r = model.residuals(x)
+    uv = np.linalg.norm(r[:2 * M].reshape(-1, 2), axis=1)[model.active]
+    depth = np.abs(r[2 * M:])[model.active[model.pb.depth_obs]]
+    return _huber_cost(uv, k) + _huber_cost(depth, k)
 
 
 def _lm_step(model: _Model, x: np.ndarray, k: float, lam: float) -> Optional[np.ndarray]:
@@ -184,8 +209,8 @@ def _lm_step(model: _Model, x: np.ndarray, k: float, lam: float) -> Optional[np.
     pb = model.pb
     r_uv, Jc_uv, Jp_uv, r_d, Jc_d, Jp_d = model.blocks(x)
     L, nf = len(pb.points), len(model.free)
-    w_uv = _huber_weights(np.linalg.norm(r_uv, axis=1), k)
-    w_d = _huber_weights(np.abs(r_d), k)
+    w_uv = _huber_weights(np.linalg.norm(r_uv, axis=1), k) * model.active
+    w_d = _huber_weights(np.abs(r_d), k) * model.active[pb.depth_obs]
     # Landmark blocks: H_pp [L, 3, 3], g_p [L, 3].
     Hpp = np.zeros((L, 3, 3))
     gp = np.zeros((L, 3))

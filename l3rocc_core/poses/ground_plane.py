@@ -84,7 +84,8 @@ def fit_ground(p_rel: np.ndarray, up: np.ndarray, rng: np.random.Generator,
         return None
     vertical = h / (n @ up)
     lower = np.flatnonzero((support >= support[best] // 2)
-                           & (vertical > LOWER_PLANE_RATIO * vertical[best]))
+                           & (vertical > LOWER_PLANE_RATIO * vertical[best])
+                           & (n @ up >= n[best] @ up - 1e-9))   # no lower by tilting alone
     k = lower[np.argmax(support[lower])] if len(lower) else best
     normal, height = n[k], float(h[k])
     for _ in range(2):
@@ -120,15 +121,6 @@ def _refine(P: np.ndarray, weight: np.ndarray, normal: np.ndarray) -> Tuple[np.n
         n = -n
     return n, float(-(n @ c))
 
-
-def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Return the smallest rotation [3, 3] that turns unit vector ``a`` into ``b``."""
-    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-    v, c = np.cross(a, b), float(a @ b)
-    if c < -1.0 + 1e-9:
-        raise ValueError('opposite vectors')
-    K = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + K + K @ K / (1.0 + c)
 
 
 #: Photometric ground height: pixels whose ray points at least this far below the horizon

@@ -35,8 +35,7 @@ from l3rocc_core.config import PipelineConfig
 from l3rocc_core.poses.bundle_adjustment import BAProblem, bundle_adjust
 from l3rocc_core.poses.geometry import (camera_centre, project, so3_log, transform_points,
                                         triangulate)
-from l3rocc_core.poses.ground_plane import (fit_ground, photometric_ground_height,
-                                            rotation_between)
+from l3rocc_core.poses.ground_plane import fit_ground, photometric_ground_height
 from l3rocc_core.transforms import invert, rotation_angle_deg
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +60,10 @@ MIN_CORNER_EIGEN = 5e-5
 #: The map starts only when the median angle between the two views' rays exceeds this: a pure
 #: rotation has none, and would give a translation of pure noise.
 INIT_PARALLAX_DEG = 1.0
+#: A pure rotation: a homography explains this share of the corners and is a rotation up to
+#: this Frobenius norm of (M^T M - I), M = K^-1 H K normalised to determinant 1.
+ROTATION_ONLY_SHARE = 0.9
+ROTATION_ONLY_TOLERANCE = 0.01
 #: A landmark needs rays at least this far apart (degrees) to be triangulated.
 TRIANGULATION_PARALLAX_DEG = 1.0
 #: A new keyframe when the landmark inliers fall below this share of the last keyframe's ...
@@ -89,8 +92,9 @@ MIN_CAMERA_HEIGHT_M = 0.05
 #: than this many frames.
 MAX_GROUND_BASELINES = 15.0
 MAX_WAIT_FOR_GROUND_FRAMES = 30
-#: How far a guessed start orientation may be from level (degrees; levelled on the ground).
-GUESSED_TILT_DEG = 40.0
+#: ... and once the ground's distance from the images and from the landmarks agree within
+#: this factor (when both are measured).
+START_AGREEMENT = 1.1
 #: Ground scale measurements: the median of the last this many is applied (the first
 #: ``SCALE_FILTER_MIN`` - 1 directly); one outside [MIN_SCALE_STEP, 1 / MIN_SCALE_STEP] is a
 #: wrong plane and ignored.
@@ -103,6 +107,8 @@ UP = np.array([0.0, 0.0, 1.0])
 #: the parallax of a baseline of f * 0.0017 * depth), when their baseline is at least this
 #: share of the expected height; searched within this factor of it.
 PHOTO_MIN_BASELINE_SHARE = 0.05
+#: ... and when they turned at most this much (degrees; the views must share their ground).
+PHOTO_MAX_TURN_DEG = 10.0
 PHOTO_SEARCH = 1.6
 #: Frames in initialization without a map before the reference frame is renewed.
 MAX_INIT_FRAMES = 60
@@ -224,8 +230,7 @@ class VisualOdometry:
     :param config: the pipeline configuration (``vo_*`` parameters, ``camera_height_m``)
     :param camera: the undistorted pinhole camera of the images that :meth:`track` receives
     :param T_world_start: float64 [4, 4] pose of the first frame (default: ``camera_height_m``
-        above the world origin, facing +x; its pitch and roll are then taken from the ground
-        plane when the map starts, level when no ground is found)
+        above the world origin, level, facing +x)
     :param seed: random seed of the ground-plane RANSAC
     """
 
@@ -236,8 +241,6 @@ class VisualOdometry:
         self.camera = camera
         self.K = camera.K.astype(np.float64)
         self.size = (camera.width, camera.height)
-        #: the start pose's pitch and roll are a guess, to be levelled on the ground
-        self.start_is_guess = T_world_start is None
         start = (level_start_pose(config.input.camera_height_m) if T_world_start is None
                  else np.asarray(T_world_start, np.float64))
         if start.shape != (4, 4) or not np.all(np.isfinite(start)):
@@ -454,7 +457,7 @@ class VisualOdometry:
             return None
         _, R, t, mask = cv2.recoverPose(E[:3], p0, p1, self.K, mask=mask.copy())
         inl = mask.ravel() > 0
-        if inl.sum() < cfg.vo_min_inliers:
+        if inl.sum() < cfg.vo_min_inliers or self._rotation_only(p0[inl], p1[inl]):
             return None
         T_ref = np.eye(4)
         T_cur = np.eye(4)
@@ -468,10 +471,10 @@ class VisualOdometry:
                 & (np.linalg.norm(uv1 - p1, axis=1) < thr))
         if good.sum() < cfg.vo_min_inliers or np.median(parallax[good]) < INIT_PARALLAX_DEG:
             return None
-        if self._ground_too_far(X[good], depth):
-            return None        # the ground would give a poor scale: wait for more baseline
         # The two-view map with a unit baseline, refined by the bundle adjustment; then its
         # scale (and for a guessed start its pitch and roll) from depth or the ground.
+        saved = (replace(self._tracks, anchor=self._tracks.anchor.copy(),
+                         anchor_uv=self._tracks.anchor_uv.copy()), self._ref, self._next_id)
         T_ref_world = invert(self.T_world_anchor)
         kf0 = Keyframe(0, T_ref_world, self._tracks.ids.copy(), p0.copy(),
                        self._depth_at(self._ref['depth'], p0), self._ref['gray'])
@@ -487,30 +490,38 @@ class VisualOdometry:
         self.state = 'tracking'
         self.scale_source = 'none'
         self._make_keyframe(gray, depth)
-        self._start_scale()
+        if not self._start_scale():     # the ground is too far for this baseline: wait
+            self._tracks, self._ref, self._next_id = saved
+            self._landmarks, self._keyframes, self._kf_serial = _Landmarks(), [], 0
+            self._T_cw = self._T_cw_before = None
+            self.state = 'initializing'
+            return None
         inliers, err = self._inlier_stats()
         LOG.debug('visual odometry started: %d landmarks, scale from %s', len(self._landmarks),
                   self.scale_source)
         return VOResult(invert(self._T_cw), 'tracking', inliers, err, self.scale_source,
                         keyframe=True)
 
-    def _ground_too_far(self, X_ref: np.ndarray, depth: Optional[np.ndarray]) -> bool:
-        """Whether the ground lies too many baselines below a two-view map to scale it.
-
-        :param X_ref: [N, 3] triangulated points in the reference camera (unit baseline)
-        """
-        if (depth is not None or self.T_world_anchor[2, 3] <= MIN_CAMERA_HEIGHT_M
-                or self._init_frames > MAX_WAIT_FOR_GROUND_FRAMES):
+    def _rotation_only(self, p0: np.ndarray, p1: np.ndarray) -> bool:
+        """Whether the camera only turned: one homography ``K R K^-1`` with R a rotation
+        explains the correspondences (an essential matrix then has a translation of noise)."""
+        H, mask = cv2.findHomography(p0, p1, cv2.RANSAC, self.cfg.vo_reprojection_px)
+        if H is None or mask is None or mask.sum() < ROTATION_ONLY_SHARE * len(p0):
             return False
-        plane = fit_ground(X_ref @ self.T_world_anchor[:3, :3].T, UP, self._rng,
-                           GUESSED_TILT_DEG if self.start_is_guess else 0.0)
-        return plane is not None and plane.height > MAX_GROUND_BASELINES
+        M = np.linalg.inv(self.K) @ H @ self.K
+        det = np.linalg.det(M)
+        if det <= 0:
+            return False
+        M = M / np.cbrt(det)
+        return bool(np.linalg.norm(M.T @ M - np.eye(3)) < ROTATION_ONLY_TOLERANCE)
 
-    def _start_scale(self) -> None:
+    def _start_scale(self) -> bool:
         """Give the new map its scale: depth readings, else the ground plane, else none.
 
-        A guessed start orientation is levelled here: the map turns about the first camera so
-        that the ground plane becomes horizontal.
+        The ground's parallax measures the scale
+        only when the ground is at most ``MAX_GROUND_BASELINES`` baselines below (the map has
+        a unit baseline here); a start with less baseline is refused (False) unless the map
+        has waited ``MAX_WAIT_FOR_GROUND_FRAMES`` frames already.
         """
         kf0 = self._keyframes[0]
         centre = camera_centre(kf0.T_cam_world)
@@ -521,23 +532,26 @@ class VisualOdometry:
         if usable.sum() >= MIN_DEPTH_SAMPLES:
             self._transform_map(np.eye(3), float(np.median(d[usable] / z[usable])), centre)
             self.scale_source = 'depth'
-            return
+            return True
         height = float(centre[2])
         if height > MIN_CAMERA_HEIGHT_M:
-            tilt = GUESSED_TILT_DEG if self.start_is_guess else 0.0
-            plane = fit_ground(self._landmarks.xyz - centre, UP, self._rng, tilt)
-            if plane is not None and self.start_is_guess:
-                self._transform_map(rotation_between(plane.normal, UP), 1.0, centre)
-            below = self._ground_height(kf0, self._keyframes[-1],
-                                        None if plane is None else plane.height)
+            plane = fit_ground(self._landmarks.xyz - centre, UP, self._rng)
+            below = self._ground_height(kf0, self._keyframes[-1], None)
+            may_wait = self._init_frames <= MAX_WAIT_FOR_GROUND_FRAMES
+            if below is not None and plane is not None and may_wait and not (
+                    1.0 / START_AGREEMENT < below / plane.height < START_AGREEMENT):
+                return False     # the images and the landmarks disagree: a later frame
             if below is None and plane is not None:
                 below = plane.height
+            if below is not None and below > MAX_GROUND_BASELINES and may_wait:
+                return False
             if below is not None:
                 self._transform_map(np.eye(3), height / below, centre)
                 self.T_world_anchor = invert(self._keyframes[0].T_cam_world)
                 self.scale_source = 'ground'
-                return
+                return True
         self._transform_map(np.eye(3), 1.0 / float(np.median(z[z > 0])), centre)
+        return True
 
     # ------------------------------------------------------------------ tracking
     def _track(self, gray: np.ndarray, depth: Optional[np.ndarray]) -> VOResult:
@@ -755,8 +769,10 @@ class VisualOdometry:
         a = window[0]
         centre = camera_centre(a.T_cam_world)
         baseline = np.linalg.norm(camera_centre(window[-1].T_cam_world) - centre)
+        turned = rotation_angle_deg(window[-1].T_cam_world[:3, :3] @ a.T_cam_world[:3, :3].T)
         below = (self._ground_height(a, window[-1], centre[2])
-                 if baseline >= PHOTO_MIN_BASELINE_SHARE * centre[2] else None)
+                 if baseline >= PHOTO_MIN_BASELINE_SHARE * centre[2]
+                 and turned <= PHOTO_MAX_TURN_DEG else None)
         if below is None:
             centre = camera_centre(self._T_cw)
             row, found = self._landmarks.lookup(
