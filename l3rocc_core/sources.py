@@ -41,8 +41,9 @@ ROLE_OF_TYPE = {
     'nav_msgs/msg/Odometry': 'odometry',
 }
 INTRINSICS_HELP = ('--intrinsics fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] (pixels of the full image), '
-                   'fov=DEGREES (or hfov=), or a calibration YAML (camera_calibration ost.yaml or a '
-                   'CameraInfo-like file with k, d, width, height)')
+                   'fov=DEGREES (horizontal; or hfov=), or a calibration YAML '
+                   '(camera_calibration ost.yaml or a CameraInfo-like file with k, d, width, '
+                   'height)')
 
 
 class SourceError(RuntimeError):
@@ -106,9 +107,10 @@ def parse_intrinsics(spec: str) -> CameraFactory:
 
     :param spec: 'fx,fy,cx,cy[,k1,k2,p1,p2[,k3[,k4,k5,k6]]]' (5 coefficients = plumb_bob,
         8 = rational_polynomial), 'fov=DEGREES' or 'hfov=DEGREES' (horizontal field of view;
-        principal point at the centre, square pixels, no distortion), or a YAML file path (camera_calibration's ``ost.yaml`` with
-        ``image_width``, ``camera_matrix``, ``distortion_model``, ``distortion_coefficients``;
-        or CameraInfo-like keys ``width``, ``height``, ``k``, ``d``, ``distortion_model``).
+        principal point at the centre, square pixels, no distortion), or a YAML file path
+        (camera_calibration's ``ost.yaml`` with ``image_width``, ``camera_matrix``,
+        ``distortion_model``, ``distortion_coefficients``; or CameraInfo-like keys ``width``,
+        ``height``, ``k``, ``d``, ``distortion_model``).
         A calibration for another resolution of the same aspect ratio is scaled.
     :raises SourceError: kind 'bad_intrinsics'
     """
@@ -391,7 +393,7 @@ class BagSource:
         return sorted(candidates, key=rank)[0]
 
     def _choose_depth(self, name: Optional[str]) -> Optional[str]:
-        """The registered depth topic: ``name``, else the Image topic named like depth."""
+        """Return the registered depth topic: ``name``, else the Image topic named like depth."""
         if name:
             if self.topics.get(name) != 'sensor_msgs/msg/Image':
                 raise SourceError('no_depth_topic', f'{self.path}: no sensor_msgs/Image topic '

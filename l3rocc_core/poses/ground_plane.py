@@ -105,7 +105,7 @@ def fit_ground(p_rel: np.ndarray, up: np.ndarray, rng: np.random.Generator,
 
 
 def _weighted_median(values: np.ndarray, weight: np.ndarray) -> float:
-    """The value where the cumulative weight reaches half."""
+    """Return the value where the cumulative weight reaches half."""
     order = np.argsort(values)
     cum = np.cumsum(weight[order])
     return float(values[order][np.searchsorted(cum, cum[-1] / 2.0)])
@@ -120,7 +120,6 @@ def _refine(P: np.ndarray, weight: np.ndarray, normal: np.ndarray) -> Tuple[np.n
     if n @ normal < 0:
         n = -n
     return n, float(-(n @ c))
-
 
 
 #: Photometric ground height: pixels whose ray points at least this far below the horizon
@@ -153,7 +152,7 @@ def ground_homography(K: np.ndarray, R_b_a: np.ndarray, t_b_a: np.ndarray, up_a:
 def photometric_ground_height(gray_a: np.ndarray, gray_b: np.ndarray, K: np.ndarray,
                               R_b_a: np.ndarray, t_b_a: np.ndarray, up_a: np.ndarray,
                               heights: np.ndarray) -> Optional[float]:
-    """The camera height above the ground that best explains two images (a plane sweep).
+    """Find the camera height above the ground that best explains two images (plane sweep).
 
     Each candidate height defines the ground's homography between the views; image b is
     warped onto a with it and compared window by window over the pixels that look at least

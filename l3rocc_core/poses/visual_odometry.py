@@ -503,8 +503,11 @@ class VisualOdometry:
                         keyframe=True)
 
     def _rotation_only(self, p0: np.ndarray, p1: np.ndarray) -> bool:
-        """Whether the camera only turned: one homography ``K R K^-1`` with R a rotation
-        explains the correspondences (an essential matrix then has a translation of noise)."""
+        """Tell whether the camera only turned between two views.
+
+        It did when one homography ``K R K^-1``, R a rotation, explains the correspondences
+        (an essential matrix then has a translation of noise).
+        """
         H, mask = cv2.findHomography(p0, p1, cv2.RANSAC, self.cfg.vo_reprojection_px)
         if H is None or mask is None or mask.sum() < ROTATION_ONLY_SHARE * len(p0):
             return False
@@ -821,7 +824,6 @@ class VisualOdometry:
         self._T_cw = _similar_pose(self._T_cw, R, factor, centre)
         self._T_cw_before = _similar_pose(self._T_cw_before, R, factor, centre)
 
-
     def _prune(self) -> None:
         """Drop landmarks neither tracked nor observed by a kept keyframe."""
         seen = np.concatenate([self._tracks.ids] + [kf.ids for kf in self._keyframes])
@@ -830,7 +832,7 @@ class VisualOdometry:
 
 def _similar_pose(T_cam_world: np.ndarray, R: np.ndarray, factor: float,
                   centre: np.ndarray) -> np.ndarray:
-    """The pose after the world moved by ``p -> centre + factor R (p - centre)``."""
+    """Return the pose after the world moved by ``p -> centre + factor R (p - centre)``."""
     C = centre + factor * R @ (camera_centre(T_cam_world) - centre)
     out = np.eye(4)
     out[:3, :3] = T_cam_world[:3, :3] @ R.T

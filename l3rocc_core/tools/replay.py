@@ -340,7 +340,7 @@ class Replayer:
         self._push(frame)
 
     def _check_stamp(self, stamp: int) -> None:
-        """The node's stamp rules (no clock: a jump back is confirmed by the next frame).
+        """Apply the node's stamp rules (no clock: the next frame confirms a jump back).
 
         :raises FrameDropped: a stamp the node would drop
         """

@@ -58,7 +58,7 @@ MOVER = Plane([2.2, -0.9, 0.5], [0, 1, 0], [0, 0, 1], (1.4, 1.6), 42,
 
 @functools.lru_cache(maxsize=None)
 def _frames(name: str, n: int, moving: bool = False) -> Tuple[np.ndarray, ...]:
-    """Rendered RGB frames of a motion of :data:`MOTIONS` (cached across tests)."""
+    """Render the RGB frames of a motion of :data:`MOTIONS` (cached across tests)."""
     motion = MOTIONS[name]
     return tuple(_renderer(moving).render(motion(k), t=float(k)) for k in range(n))
 
@@ -357,8 +357,8 @@ def test_replay_of_a_video_without_poses_writes_trajectory(repo_root: Path,
     _check_trajectory(out, len(frames), 1.0)   # no pose at all: a level start, see above
 
 
-def test_replay_of_an_image_folder_from_camera_pose_writes_trajectory(repo_root: Path,
-                                                              tmp_path: Path) -> None:
+def test_replay_of_an_image_folder_from_camera_pose_writes_trajectory(
+        repo_root: Path, tmp_path: Path) -> None:
     folder = tmp_path / 'images'
     folder.mkdir()
     frames = _frames('sideways', 24)

@@ -27,7 +27,8 @@ def noise_texture(seed: int) -> np.ndarray:
     n = TEXTURE_SIZE
 
     def periodic_blur(sigma: float) -> np.ndarray:
-        tiled = np.tile(rng.random((n, n)).astype(np.float32), (3, 3))   # so the tiling is seamless
+        # Blurred as a 3 x 3 tiling, so that the texture tiles seamlessly.
+        tiled = np.tile(rng.random((n, n)).astype(np.float32), (3, 3))
         return cv2.GaussianBlur(tiled, (0, 0), sigma)[n:2 * n, n:2 * n]
     fine, coarse = periodic_blur(1.2), periodic_blur(5.0)
     t = 0.6 * (fine - fine.mean()) / fine.std() + 0.4 * (coarse - coarse.mean()) / coarse.std()
