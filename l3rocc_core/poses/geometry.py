@@ -6,7 +6,7 @@ the form projection needs; :func:`l3rocc_core.transforms.invert` turns them into
 centre of the top-left pixel).
 """
 
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 
@@ -24,20 +24,30 @@ def skew(v: np.ndarray) -> np.ndarray:
                      np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
 
 
+def _skew_series(omega: np.ndarray, a: Callable[[np.ndarray], np.ndarray],
+                 b: Callable[[np.ndarray], np.ndarray], small_a: float, small_b: float,
+                 small: float) -> np.ndarray:
+    """Return ``I + a(theta) [w]x + b(theta) [w]x^2`` for rotation vectors ``omega`` [..., 3].
+
+    Below ``small`` radians the limits ``small_a``, ``small_b`` replace the coefficients.
+    """
+    omega = np.asarray(omega, np.float64)
+    theta = np.linalg.norm(omega, axis=-1)[..., None, None]
+    K = skew(omega)
+    tiny = theta < small
+    t = np.where(tiny, 1.0, theta)
+    return (np.eye(3) + np.where(tiny, small_a, a(t)) * K
+            + np.where(tiny, small_b, b(t)) * (K @ K))
+
+
 def so3_exp(omega: np.ndarray) -> np.ndarray:
     """Return rotation matrices of rotation vectors (Rodrigues).
 
     :param omega: [..., 3] axis times angle (radians)
     :return: [..., 3, 3]
     """
-    omega = np.asarray(omega, np.float64)
-    theta = np.linalg.norm(omega, axis=-1)[..., None, None]
-    K = skew(omega)
-    small = theta < 1e-8
-    t = np.where(small, 1.0, theta)
-    a = np.where(small, 1.0, np.sin(t) / t)
-    b = np.where(small, 0.5, (1.0 - np.cos(t)) / t ** 2)
-    return np.eye(3) + a * K + b * (K @ K)
+    return _skew_series(omega, lambda t: np.sin(t) / t, lambda t: (1.0 - np.cos(t)) / t ** 2,
+                        1.0, 0.5, 1e-8)
 
 
 def so3_log(R: np.ndarray) -> np.ndarray:
@@ -61,14 +71,8 @@ def so3_left_jacobian(omega: np.ndarray) -> np.ndarray:
     :param omega: [..., 3]
     :return: [..., 3, 3]
     """
-    omega = np.asarray(omega, np.float64)
-    theta = np.linalg.norm(omega, axis=-1)[..., None, None]
-    K = skew(omega)
-    small = theta < 1e-6
-    t = np.where(small, 1.0, theta)
-    a = np.where(small, 0.5, (1.0 - np.cos(t)) / t ** 2)
-    b = np.where(small, 1.0 / 6.0, (t - np.sin(t)) / t ** 3)
-    return np.eye(3) + a * K + b * (K @ K)
+    return _skew_series(omega, lambda t: (1.0 - np.cos(t)) / t ** 2,
+                        lambda t: (t - np.sin(t)) / t ** 3, 0.5, 1.0 / 6.0, 1e-6)
 
 
 def transform_points(T: np.ndarray, p: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from l3rocc_core.config import PipelineConfig
 from l3rocc_core.frame import Frame
 from l3rocc_core.metrics_trajectory import ate, score_trajectory, umeyama
 from l3rocc_core.poses.bundle_adjustment import BAProblem, bundle_adjust
-from l3rocc_core.poses.geometry import project, so3_exp
+from l3rocc_core.poses.geometry import project, so3_exp, so3_left_jacobian, so3_log
 from l3rocc_core.poses.ground_plane import fit_ground
 from l3rocc_core.poses.visual_odometry import VisualOdometry, VOResult
 from l3rocc_core.poses.visual_odometry_source import VisualOdometrySource
@@ -263,6 +263,17 @@ def test_bundle_adjustment_recovers_perturbed_poses_and_points() -> None:
     assert np.abs(T_new[2:, :3, 3] - T[2:, :3, 3]).max() < 0.03   # 0.2 px noise, 3-6 m away
     assert np.median(err[20:]) < 0.4 and np.all(err[:20] > 5.0)
     np.testing.assert_array_equal(T_new[:2], T0[:2])
+
+
+def test_rotation_vector_maps_against_scipy() -> None:
+    from scipy.spatial.transform import Rotation
+    w = np.random.default_rng(4).normal(0, 1, (6, 3))
+    np.testing.assert_allclose(so3_exp(w), Rotation.from_rotvec(w).as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(so3_exp(np.zeros(3)), np.eye(3))
+    np.testing.assert_allclose(so3_log(so3_exp(w[0])), w[0], atol=1e-12)
+    d = np.array([1e-6, -2e-6, 1.5e-6])     # exp(w + d) = exp(J_l(w) d) exp(w) to first order
+    np.testing.assert_allclose(so3_exp(w[1] + d), so3_exp(so3_left_jacobian(w[1]) @ d)
+                               @ so3_exp(w[1]), atol=1e-11)
 
 
 def test_ground_fit_prefers_the_floor_to_a_table_top() -> None:
