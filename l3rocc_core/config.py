@@ -235,12 +235,44 @@ class InputConfig:
     max_future_stamp_s: float = param(
         5.0, 'images stamped more than this ahead of the node clock are dropped (seconds; 0 = '
         'no check)', 0.0, 1e6)
+    camera_height_m: float = param(
+        1.5, 'pose_source visual_odometry without TF at the first image and without '
+        'camera_pose: the first pose is this far above the ground (z = 0 of world_frame), level '
+        '(metres); it also sets the metric scale from the ground plane', 0.0, 100.0,
+        read_only=True)
+
+
+@dataclass
+class VisualOdometryConfig:
+    """pose_source visual_odometry: camera poses from the images alone."""
+
+    vo_max_features: int = param(
+        250, 'corners tracked from frame to frame (at the working resolution)', 30, 2000,
+        read_only=True)
+    vo_min_parallax_px: float = param(
+        6.0, 'median feature motion since the first frame needed to start the map (pixels at '
+        'the working resolution)', 1.0, 100.0, read_only=True)
+    vo_min_inliers: int = param(
+        20, 'fewer landmarks agreeing with the pose (PnP inliers) than this = tracking lost; '
+        'the map restarts', 6, 1000, read_only=True)
+    vo_reprojection_px: float = param(
+        2.0, 'a landmark farther than this from its tracked corner is an outlier (moving '
+        'object, bad track; pixels at the working resolution)', 0.3, 20.0, read_only=True)
+    vo_window_keyframes: int = param(
+        6, 'keyframes optimised together by the local bundle adjustment', 2, 30,
+        read_only=True)
+    vo_ba_iterations: int = param(
+        4, 'bound on the local bundle adjustment: Gauss-Newton iterations per keyframe (its '
+        'time grows linearly with this; 0 = no bundle adjustment)', 0, 50, read_only=True)
+    vo_publish_tf: bool = param(
+        True, 'the node publishes the estimate on TF (world_frame -> the image frame)',
+        read_only=True)
 
 
 STAGES: Tuple[Tuple[str, type], ...] = (
     ('camera', CameraConfig), ('window', WindowConfig), ('depth', DepthConfig),
     ('grid', GridConfig), ('fusion', FusionConfig), ('refiner', RefinerConfig),
-    ('output', OutputConfig), ('input', InputConfig),
+    ('output', OutputConfig), ('input', InputConfig), ('vo', VisualOdometryConfig),
 )
 
 
@@ -271,6 +303,7 @@ class PipelineConfig:
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    vo: VisualOdometryConfig = field(default_factory=VisualOdometryConfig)
 
     @staticmethod
     def specs() -> Iterator[ParamSpec]:

@@ -38,7 +38,7 @@ from l3rocc_core.window import SlidingWindow
 LOG = logging.getLogger(__name__)
 
 STAGES = ('window', 'depth', 'fusion', 'refiner', 'output')
-SUPPORTED_POSE_SOURCES = ('tf', 'odometry', 'static')
+SUPPORTED_POSE_SOURCES = ('tf', 'odometry', 'static', 'visual_odometry')
 
 
 class StageError(RuntimeError):

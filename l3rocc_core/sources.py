@@ -41,8 +41,9 @@ ROLE_OF_TYPE = {
     'nav_msgs/msg/Odometry': 'odometry',
 }
 INTRINSICS_HELP = ('--intrinsics fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] (pixels of the full image), '
-                   'hfov=DEGREES, or a calibration YAML (camera_calibration ost.yaml or a '
-                   'CameraInfo-like file with k, d, width, height)')
+                   'fov=DEGREES (horizontal; or hfov=), or a calibration YAML '
+                   '(camera_calibration ost.yaml or a CameraInfo-like file with k, d, width, '
+                   'height)')
 
 
 class SourceError(RuntimeError):
@@ -105,17 +106,18 @@ def parse_intrinsics(spec: str) -> CameraFactory:
     """Turn an ``--intrinsics`` value into a function (width, height) -> PinholeCamera.
 
     :param spec: 'fx,fy,cx,cy[,k1,k2,p1,p2[,k3[,k4,k5,k6]]]' (5 coefficients = plumb_bob,
-        8 = rational_polynomial), 'hfov=DEGREES' (principal point at the centre, square
-        pixels, no distortion), or a YAML file path (camera_calibration's ``ost.yaml`` with
-        ``image_width``, ``camera_matrix``, ``distortion_model``, ``distortion_coefficients``;
-        or CameraInfo-like keys ``width``, ``height``, ``k``, ``d``, ``distortion_model``).
+        8 = rational_polynomial), 'fov=DEGREES' or 'hfov=DEGREES' (horizontal field of view;
+        principal point at the centre, square pixels, no distortion), or a YAML file path
+        (camera_calibration's ``ost.yaml`` with ``image_width``, ``camera_matrix``,
+        ``distortion_model``, ``distortion_coefficients``; or CameraInfo-like keys ``width``,
+        ``height``, ``k``, ``d``, ``distortion_model``).
         A calibration for another resolution of the same aspect ratio is scaled.
     :raises SourceError: kind 'bad_intrinsics'
     """
     text = str(spec).strip()
     if os.path.isfile(text):
         return _yaml_intrinsics(text)
-    if text.lower().startswith('hfov='):
+    if text.lower().startswith(('hfov=', 'fov=')):
         try:
             hfov = float(text.split('=', 1)[1])
         except ValueError:

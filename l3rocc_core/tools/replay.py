@@ -11,6 +11,9 @@ ended, TF is older than the cache, or TF has moved more than ``TF_HORIZON_S`` pa
 Writes ``DIR/occupancy.npz`` (contract format, one row per processed frame, with
 ``visible_packed``), ``DIR/cameras.npz`` (each row's camera, :mod:`l3rocc_core.camera_log`) and
 ``DIR/timing.json``; all atomically, and none when the run fails.
+With ``pose_source: visual_odometry`` the poses come from the images
+(:class:`~l3rocc_core.poses.visual_odometry_source.VisualOdometrySource`, started from TF at
+the first image when the bag has it) and ``DIR/trajectory.tum`` holds them.
 """
 
 import argparse
@@ -34,6 +37,7 @@ from l3rocc_core.convert import (camera_from_info, compressed_to_rgb, Conversion
                                  pose_to_matrix, stamp_to_ns)
 from l3rocc_core.occupancy import Occupancy4D, OccupancySequenceWriter
 from l3rocc_core.pipeline import OccupancyPipeline, StageError
+from l3rocc_core.poses.visual_odometry_source import VisualOdometrySource, write_tum_trajectory
 from l3rocc_core.sources import (BagMessage, BagSource, RawFrame, SourceError, camera_factory,
                                  open_source)
 from l3rocc_core.stream import DepthPairing, FrameDropped, PoseSelector, StampGate
@@ -45,6 +49,7 @@ MAX_PENDING = 64       # images held back waiting for TF/CameraInfo (bag order p
 OCCUPANCY_FILE = 'occupancy.npz'
 TIMING_FILE = 'timing.json'
 DEPTH_FILE = 'depth.npz'
+TRAJECTORY_FILE = 'trajectory.tum'
 
 
 class ReplayError(RuntimeError):
@@ -128,6 +133,8 @@ class Replayer:
         self.save_depth = save_depth
         self._depth_rows: List[Tuple[int, Optional[np.ndarray]]] = []
         self.cameras = CameraLog()
+        self.vo = VisualOdometrySource(config) if self.pose_source == 'visual_odometry' else None
+        self._source_has_tf = False
 
     # ------------------------------------------------------------------ bookkeeping
     def _skip(self, kind: str, message: str) -> None:
@@ -177,6 +184,7 @@ class Replayer:
 
     def _run_bag(self, source: BagSource) -> None:
         roles = set(source.roles.values())
+        self._source_has_tf = bool(roles & {'tf', 'tf_static'})
         needs_tf = self.pose_source == 'tf' or (self.pose_source == 'static'
                                                 and self.poses.fixed_pose is None)
         if needs_tf and not roles & {'tf', 'tf_static'}:
@@ -255,9 +263,11 @@ class Replayer:
                            and self._newest_tf_ns > stamp + TF_HORIZON_S * 1e9)
                 if error.future and not (final or overflow or horizon):
                     return
-                self._pending.popleft()
-                self._skip(error.kind, str(error))
-                continue
+                if self.vo is None:
+                    self._pending.popleft()
+                    self._skip(error.kind, str(error))
+                    continue
+                T = None    # no TF at the first image: camera_pose or camera_height_m
             self._pending.popleft()
             self._process_message(ev, stamp, T)
 
@@ -265,6 +275,10 @@ class Replayer:
         """Return (T_world_cam or None, TransformUnavailable or None) per ``pose_source``."""
         t0 = time.perf_counter()
         try:
+            if self.vo is not None:     # only the first pose comes from TF (when there is TF)
+                if self.vo.started or not self._source_has_tf:
+                    return None, None
+                return self.buffer.lookup(self.world_frame, frame_id, stamp), None
             return self.poses.pose(frame_id, stamp, self.buffer.lookup,
                                    self.buffer.has_frame), None
         except TransformUnavailable as exc:
@@ -329,7 +343,7 @@ class Replayer:
         self._push(frame)
 
     def _check_stamp(self, stamp: int) -> None:
-        """Apply the node's stamp rules (no clock: a jump back is confirmed by the next frame).
+        """Apply the node's stamp rules (no clock: the next frame confirms a jump back).
 
         :raises FrameDropped: a stamp the node would drop
         """
@@ -340,6 +354,10 @@ class Replayer:
         self.stamps.accept(stamp)
 
     def _push(self, frame: Any) -> None:
+        if self.vo is not None:
+            frame = self._estimate_pose(frame)
+            if frame is None:
+                return
         try:
             occ = self.pipeline.push(frame)
         except StageError as exc:
@@ -364,6 +382,19 @@ class Replayer:
         self.result.frames += 1
         self._bar.update(1)
 
+    def _estimate_pose(self, frame: Any) -> Optional[Any]:
+        """Visual odometry: ``frame`` with its estimated pose, or None (counted) without."""
+        t0 = time.perf_counter()
+        result = self.vo.estimate(frame)
+        self._time('visual_odometry', (time.perf_counter() - t0) * 1e3)
+        if result.state == 'lost':
+            self.pipeline.reset()       # the next map starts afresh: so does the window
+        posed = self.vo.posed(frame, result)
+        if posed is None:
+            self._skip(f'vo_{result.state}', f'visual odometry {result.state} at '
+                       f'{frame.stamp_ns / 1e9:.6f} s: {result.message}')
+        return posed
+
     def _add_row(self, occ: Occupancy4D) -> None:
         if self.writer is None:
             self.writer = OccupancySequenceWriter(occ.grid, occ.threshold, keep_visible=True)
@@ -383,6 +414,8 @@ class Replayer:
         self.cameras.write(os.path.join(out_dir, CAMERAS_FILE))
         if self.save_depth:
             write_depth_file(os.path.join(out_dir, DEPTH_FILE), self._depth_rows)
+        if self.vo is not None and self.vo.trajectory:
+            write_tum_trajectory(os.path.join(out_dir, TRAJECTORY_FILE), self.vo.trajectory)
         write_json_atomic(os.path.join(out_dir, TIMING_FILE), self.result.timing())
 
 
@@ -441,7 +474,7 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
     :raises ReplayError: nothing processed, grid changes
     """
     t0 = time.perf_counter()
-    for name in (OCCUPANCY_FILE, TIMING_FILE, DEPTH_FILE, CAMERAS_FILE):
+    for name in (OCCUPANCY_FILE, TIMING_FILE, DEPTH_FILE, CAMERAS_FILE, TRAJECTORY_FILE):
         path = os.path.join(out_dir, name)
         if os.path.exists(path):
             os.remove(path)
@@ -493,7 +526,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '--set world_frame=world grid_min=[-2.0,-2.0,-0.05]')
     parser.add_argument('--intrinsics', metavar='SPEC',
                         help='camera for videos/images (or replacing CameraInfo): '
-                        'fx,fy,cx,cy[,k1,k2,p1,p2[,k3]], hfov=DEG, or a calibration YAML')
+                        'fx,fy,cx,cy[,k1,k2,p1,p2[,k3]], fov=DEG (horizontal), or a calibration '
+                        'YAML')
     parser.add_argument('--poses', metavar='FILE',
                         help='TUM trajectory (timestamp tx ty tz qx qy qz qw, camera to world) '
                         'for videos/images')

@@ -138,8 +138,6 @@ def test_camera_anchor_grid_follows_the_camera() -> None:
 
 
 def test_configuration_errors_and_refiner_fallback(caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(ValueError, match='pose_source'):
-        OccupancyPipeline(_config(pose_source='visual_odometry'))
     with pytest.raises(ValueError, match='grid_min'):
         OccupancyPipeline(PipelineConfig(grid=GridConfig(grid_min=[3.0, 0.0, 0.0],
                                                          grid_max=[2.0, 1.0, 1.0])))

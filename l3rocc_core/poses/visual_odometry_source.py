@@ -1,0 +1,119 @@
+"""``pose_source: visual_odometry`` for a stream of frames (the node and ``l3rocc replay``).
+
+Chooses where the world starts, runs :class:`~l3rocc_core.poses.visual_odometry.VisualOdometry`
+on every frame at the working resolution (undistorted, as the depth stage sees it), restarts it
+when the camera model changes, and keeps the estimated trajectory.
+
+The first pose, in order: TF at the first image (the caller looks it up and passes it as the
+frame's pose), else the ``camera_pose`` parameter, else the camera ``camera_height_m`` above the
+ground, level (pitch and roll then come from the ground plane when the map starts).
+"""
+
+from collections import Counter
+from dataclasses import replace
+import os
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+from l3rocc_core.config import PipelineConfig
+from l3rocc_core.frame import Frame
+from l3rocc_core.poses.visual_odometry import VisualOdometry, VOResult
+from l3rocc_core.tf_tree import TransformUnavailable
+from l3rocc_core.transforms import matrix_to_quat
+
+#: ``lookup(parent, child, stamp_ns or None)`` -> T_parent_child (see l3rocc_core.stream).
+Lookup = Callable[[str, str, Optional[int]], np.ndarray]
+
+
+class VisualOdometrySource:
+    """Poses of a frame stream from the images alone.
+
+    :param config: the pipeline configuration (``vo_*``, ``camera_pose``, ``camera_height_m``)
+    """
+
+    def __init__(self, config: PipelineConfig):
+        """Start without an estimator: the first frame creates it."""
+        self.config = config
+        self.vo: Optional[VisualOdometry] = None
+        #: (stamp_ns, T_world_cam [4, 4]) of every frame with an estimated pose
+        self.trajectory: List[Tuple[int, np.ndarray]] = []
+        #: frames per state (``initializing``, ``tracking``, ``lost``)
+        self.states: Counter = Counter()
+        self.last: Optional[VOResult] = None
+        self._last_pose: Optional[np.ndarray] = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the first pose has been chosen."""
+        return self.vo is not None
+
+    @staticmethod
+    def tf_start_pose(lookup: Lookup, world_frame: str, frame_id: str,
+                      stamp_ns: int) -> Optional[np.ndarray]:
+        """TF at the first image (at its stamp, else the latest), or None when there is none.
+
+        :param lookup: the caller's transform lookup
+        :return: float64 [4, 4] T_world_cam, or None
+        """
+        for stamp in (stamp_ns, None):
+            try:
+                return np.asarray(lookup(world_frame, frame_id, stamp), np.float64)
+            except TransformUnavailable:
+                continue
+        return None
+
+    def estimate(self, frame: Frame) -> VOResult:
+        """Estimate the pose of ``frame``.
+
+        Before the first frame the estimator does not exist; ``frame.T_world_cam`` of the first
+        frame, when set, is where the world starts (TF at the first image). Later frames' poses
+        are ignored. A frame of another camera model restarts the estimator at the last
+        estimated pose.
+
+        :param frame: a frame at the working resolution (``Frame.image``, ``Frame.camera``,
+            optional ``Frame.depth`` for the metric scale)
+        :return: the estimate; ``T_world_cam`` None while initializing or lost
+        """
+        if self.vo is None:
+            start = frame.T_world_cam
+            if start is None and len(self.config.input.camera_pose) == 6:
+                from l3rocc_core.stream import pose_from_xyz_rpy
+                start = pose_from_xyz_rpy(self.config.input.camera_pose)
+            self.vo = VisualOdometry(self.config, frame.camera, start)
+        elif frame.camera != self.vo.camera:
+            start = self._last_pose if self._last_pose is not None else self.vo.T_world_anchor
+            self.vo = VisualOdometry(self.config, frame.camera, start)
+        result = self.vo.track(frame.image, frame.stamp_ns, frame.depth)
+        self.states[result.state] += 1
+        self.last = result
+        if result.T_world_cam is not None:
+            self._last_pose = result.T_world_cam
+            self.trajectory.append((int(frame.stamp_ns), result.T_world_cam))
+        return result
+
+    def posed(self, frame: Frame, result: VOResult) -> Optional[Frame]:
+        """Return ``frame`` with the estimated pose, or None when there is none."""
+        if result.T_world_cam is None:
+            return None
+        return replace(frame, T_world_cam=result.T_world_cam)
+
+
+def write_tum_trajectory(path: str, rows: List[Tuple[int, np.ndarray]]) -> None:
+    """Write poses as a TUM trajectory (atomically).
+
+    One line per pose: ``stamp tx ty tz qx qy qz qw``, stamp in seconds, the pose of the
+    camera's optical frame in the world (camera to world).
+
+    :param rows: (stamp_ns, T_world_cam float64 [4, 4])
+    """
+    lines = ['# timestamp tx ty tz qx qy qz qw (optical frame in the world)']
+    for stamp_ns, T in rows:
+        q = matrix_to_quat(T[:3, :3])
+        s, ns = divmod(int(stamp_ns), 1_000_000_000)
+        lines.append(f'{s}.{ns:09d} ' + ' '.join(f'{v:.6f}' for v in T[:3, 3]) + ' '
+                     + ' '.join(f'{v:.7f}' for v in q))
+    tmp = path + '.partial'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(tmp, path)
