@@ -21,11 +21,12 @@ import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, TransformStamped
 from l3rocc.msg import Occupancy4D as Occupancy4DMsg
 from l3rocc_core.convert import compressed_to_rgb, image_to_rgb, ns_to_sec_nanosec, stamp_to_ns
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.occupancy import Occupancy4D
+from l3rocc_core.transforms import matrix_to_quat
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
@@ -373,3 +374,17 @@ def occupancy_to_markers(occ: Occupancy4D, publish_history: bool,
     if encoder is not None and encoder.ok:
         return encoder.encode(header, occ.grid.voxel_size, slices)
     return markers_to_msg(header, occ.grid.voxel_size, slices)
+
+
+def transform_stamped(T_parent_child: np.ndarray, parent: str, child: str,
+                      stamp_ns: int) -> TransformStamped:
+    """Return a geometry_msgs/TransformStamped of ``T_parent_child`` (float [4, 4]) at a stamp."""
+    ts = TransformStamped(child_frame_id=child)
+    ts.header.frame_id = parent
+    ts.header.stamp.sec, ts.header.stamp.nanosec = ns_to_sec_nanosec(int(stamp_ns))
+    t = ts.transform.translation
+    t.x, t.y, t.z = (float(v) for v in T_parent_child[:3, 3])
+    q = matrix_to_quat(np.asarray(T_parent_child, np.float64)[:3, :3])
+    r = ts.transform.rotation
+    r.x, r.y, r.z, r.w = (float(v) for v in q)
+    return ts

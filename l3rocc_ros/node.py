@@ -13,6 +13,7 @@ at most once per few seconds per kind, and costs only the frame it concerns.
 """
 
 from collections import deque
+from dataclasses import replace
 import gc
 import logging
 import threading
@@ -24,12 +25,13 @@ from l3rocc_core.convert import (camera_from_info, ConversionError, depth_image_
                                  FrameBuilder, stamp_to_ns)
 from l3rocc_core.frame import Frame
 from l3rocc_core.occupancy import Occupancy4D
+from l3rocc_core.poses.visual_odometry_source import VisualOdometrySource
 from l3rocc_core.stream import DepthPairing, FrameDropped, PoseSelector, StampGate
 from l3rocc_core.tf_tree import TransformUnavailable
 from l3rocc_ros.diagnostics import NodeStats, diagnostic_array
 from l3rocc_ros.logs import RateLimitedLog, RosLogHandler
 from l3rocc_ros.memwatch import release_free_memory
-from l3rocc_ros.messages import image_msg_to_rgb
+from l3rocc_ros.messages import image_msg_to_rgb, transform_stamped
 from l3rocc_ros.params import NodeParameters, changed_stages
 from l3rocc_ros.publishing import OutputPublishers
 from l3rocc_ros.recovery import forget_traceback, is_cuda_oom
@@ -42,6 +44,7 @@ from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
 
 try:  # Iron and later
     from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
@@ -161,6 +164,10 @@ class L3roccNode(Node):
         self._last_frame_camera = None
         self._stamps = StampGate()
         self._pose_selector = PoseSelector(cfg.input, cfg.grid.world_frame)
+        self._vo = (VisualOdometrySource(cfg) if cfg.input.pose_source == 'visual_odometry'
+                    else None)
+        self._tf_pub = (self.create_publisher(TFMessage, '/tf', 100)
+                        if self._vo is not None and cfg.vo.vo_publish_tf else None)
 
     def _subscribe_camera(self, cfg: PipelineConfig) -> None:
         qos = self._input_qos(cfg)
@@ -194,7 +201,8 @@ class L3roccNode(Node):
         """TF (tf, static) or odometry; nothing for poses estimated from the images."""
         self._poses: Optional[PoseLookup] = None
         self.sub_odometry = None
-        if cfg.input.pose_source in ('tf', 'odometry', 'static'):
+        if cfg.input.pose_source in ('tf', 'odometry', 'static', 'visual_odometry'):
+            # (visual odometry: TF at the first image, when there is one, anchors the world)
             self._poses = make_pose_lookup(
                 self, subscribe_dynamic=cfg.input.pose_source != 'odometry',
                 callback_group=self._input_group, on_error=self._input_error)
@@ -541,7 +549,35 @@ class L3roccNode(Node):
             self._log.log('camera_changed', text)
         self._last_frame_camera = frame.camera
         self._stamps.accept(stamp_ns)
+        if self._vo is not None:
+            frame = self._visual_odometry(frame, cfg)
         return frame
+
+    def _visual_odometry(self, frame: Frame, cfg: PipelineConfig) -> Frame:
+        """``pose_source: visual_odometry``: ``frame`` with its pose estimated from the images.
+
+        The first pose is TF at the first image when there is one (else ``camera_pose``, else
+        level at ``camera_height_m``); a lost track restarts the window. The estimate is
+        published on /tf (``vo_publish_tf``).
+
+        :raises FrameDropped: no pose yet or tracking lost (``vo_initializing``, ``vo_lost``)
+        """
+        world = cfg.grid.world_frame
+        if not self._vo.started and self._poses is not None:
+            start = self._vo.tf_start_pose(self._poses.lookup, world, frame.frame_id,
+                                           frame.stamp_ns)
+            frame = replace(frame, T_world_cam=start)
+        result = self._vo.estimate(frame)
+        if result.state == 'lost':
+            self._pipeline.reset()    # the next map starts afresh: so does the window
+        posed = self._vo.posed(frame, result)
+        if posed is None:
+            raise FrameDropped(f'vo_{result.state}', f'visual odometry {result.state}: '
+                               f'{result.message}')
+        if self._tf_pub is not None:
+            self._tf_pub.publish(TFMessage(transforms=[transform_stamped(
+                posed.T_world_cam, world, posed.frame_id, posed.stamp_ns)]))
+        return posed
 
     def _check_stamp(self, stamp_ns: int, cfg: PipelineConfig) -> int:
         """Return ``stamp_ns`` when a frame with it may be processed (:class:`StampGate`).
@@ -563,6 +599,8 @@ class L3roccNode(Node):
                 self._poses.on_time_jump()
             if self._depth_pairing is not None:
                 self._depth_pairing.clear()
+            if self._vo is not None:
+                self._vo = VisualOdometrySource(cfg)
         return stamp_ns
 
     def _paired_depth(self, stamp_ns: int, received: float,
@@ -630,6 +668,11 @@ class L3roccNode(Node):
             'queue_size': cfg.input.queue_size, 'queued': len(self._queue),
             'worker': 'running' if self._worker.is_alive() else 'stopped',
         }
+        vo = self._vo.last if self._vo is not None else None
+        if vo is not None:
+            extra.update({'vo_state': vo.state, 'vo_inliers': vo.inliers,
+                          'vo_reprojection_error_px': float(vo.reprojection_error_px),
+                          'vo_scale_source': vo.scale_source})
         compiled = getattr(self._pipeline.refiner, 'compile_status', 'off')
         if compiled != 'off':
             extra['network_compile'] = compiled
