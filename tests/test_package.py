@@ -238,10 +238,12 @@ def imported_modules(paths) -> Dict[str, Set[str]]:
     """Return {top-level module: files} of every import, ``pytest.importorskip`` included.
 
     Imports inside functions and ``try`` blocks count: an optional import is still used.
-    Standard library, relative imports and our own packages are left out.
+    Standard library, relative imports, our own packages and modules that sit next to the file
+    importing them (test helpers such as ``vo_scene``) are left out.
     """
     found: Dict[str, Set[str]] = {}
     for path in paths:
+        beside = {p.stem for p in path.parent.glob('*.py')}
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = []
             if isinstance(node, ast.Import):
@@ -253,7 +255,8 @@ def imported_modules(paths) -> Dict[str, Set[str]]:
                 names = [node.args[0].value]
             for name in names:
                 top = name.split('.')[0]
-                if top not in sys.stdlib_module_names and top not in OWN_MODULES:
+                if (top not in sys.stdlib_module_names and top not in OWN_MODULES
+                        and top not in beside):
                     found.setdefault(top, set()).add(path.name)
     return found
 
