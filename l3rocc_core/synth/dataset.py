@@ -227,7 +227,7 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
     if tuple(pipe.grid.dims) != tuple(g.dims):
         raise RuntimeError(f'pipeline grid {pipe.grid.dims} != GT grid {g.dims}')
     undistort = Undistorter(seq.camera, opts.width)
-    if depth_kind == 'gt' and undistort.camera.K.tolist() != seq.pinhole.K.tolist():
+    if depth_kind == 'gt' and not np.allclose(undistort.camera.K, seq.pinhole.K, atol=1e-6):
         raise RuntimeError('the rendered depth is not registered to the undistorted image')
     rng = np.random.default_rng([spec.seed, 31])
     depth_rng = np.random.default_rng([spec.seed, 43])
