@@ -8,8 +8,9 @@ image (``depth_source: topic``), with relative Gaussian noise ``depth_noise`` an
 ``depth_dropout`` of pixels without return, so the refiner learns what better depth looks like;
 ``mixed`` = one of the two per sequence, drawn from its seed (``gt`` with ``gt_share``). Once the
 window is full, every ``window_every`` frames the window is saved as ``crops_per_window`` random
-crops (biased to observed and occupied voxels). Shards ``DIR/<split>/shard_XXXX.npz`` (compressed) hold, for
-``N`` crops of ``T`` slices (oldest first) and crop size ``x, y, z`` voxels:
+crops (biased to observed and occupied voxels). Shards ``DIR/<split>/shard_XXXX.npz``
+(compressed) hold, for ``N`` crops of ``T`` slices (oldest first) and crop size ``x, y, z``
+voxels:
 
 ===================  ============================  ==============================================
 key                  dtype / shape                 meaning
