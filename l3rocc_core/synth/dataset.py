@@ -1,11 +1,16 @@
 """Training shards: geometry-pipeline features of synthetic windows with exact 4D ground truth.
 
 For every sequence (seeded, split by seed range) the real geometry stage
-(:class:`~l3rocc_core.pipeline.OccupancyPipeline`, ``refiner: none``, GT camera poses, depth
-from the plane sweep on the rendered images) runs frame by frame. Once the window is full, every
-``window_every`` frames the window is saved as ``crops_per_window`` random crops (biased to
-observed and occupied voxels). Shards ``DIR/<split>/shard_XXXX.npz`` (compressed) hold, for
-``N`` crops of ``T`` slices (oldest first) and crop size ``x, y, z`` voxels:
+(:class:`~l3rocc_core.pipeline.OccupancyPipeline`, ``refiner: none``, GT camera poses) runs
+frame by frame. Its depth (``DatasetOptions.depth``): ``sweep`` = the plane sweep on the rendered
+images (``depth_source: plane_sweep``); ``gt`` = the renderer's exact depth as a registered depth
+image (``depth_source: topic``), with relative Gaussian noise ``depth_noise`` and a share
+``depth_dropout`` of pixels without return, so the refiner learns what better depth looks like;
+``mixed`` = one of the two per sequence, drawn from its seed (``gt`` with ``gt_share``). Once the
+window is full, every ``window_every`` frames the window is saved as ``crops_per_window`` random
+crops (biased to observed and occupied voxels). Shards ``DIR/<split>/shard_XXXX.npz``
+(compressed) hold, for ``N`` crops of ``T`` slices (oldest first) and crop size ``x, y, z``
+voxels:
 
 ===================  ============================  ==============================================
 key                  dtype / shape                 meaning
@@ -51,6 +56,8 @@ from l3rocc_core.synth.scene import FAMILIES
 from l3rocc_core.synth.sequence import SequenceSpec, SyntheticSequence
 
 SPLIT_SEED_BASE = {'train': 0, 'val': 100_000, 'test': 200_000}
+#: ``DatasetOptions.depth`` values
+DATASET_DEPTHS = ('sweep', 'gt', 'mixed')
 FPS_CHOICES = (10.0, 15.0, 20.0, 30.0)
 
 
@@ -72,6 +79,10 @@ class DatasetOptions:
     :param blur_prob: share of sequences rendered with motion blur
     :param motion_targets: also write ``flow`` / ``flow_valid`` (feature-matched occupancy
         flow, the targets of the motion-consistency loss term; ~8 ms per frame)
+    :param depth: depth of the geometry stage: 'sweep', 'gt' or 'mixed' (see the module)
+    :param depth_noise: ``gt`` depth: relative standard deviation of multiplicative noise
+    :param depth_dropout: ``gt`` depth: share of pixels set to no return
+    :param gt_share: ``mixed``: probability that a sequence gets ``gt`` depth
     """
 
     frames: int = 40
@@ -87,6 +98,10 @@ class DatasetOptions:
     distortion_prob: float = 0.25
     blur_prob: float = 0.25
     motion_targets: bool = True
+    depth: str = 'sweep'
+    depth_noise: float = 0.01
+    depth_dropout: float = 0.02
+    gt_share: float = 0.5
 
     def __post_init__(self) -> None:
         """Check values on entry."""
@@ -97,6 +112,35 @@ class DatasetOptions:
             raise ValueError(f'crop must be 3 positive sizes, got {self.crop}')
         if self.window_every < 1 or self.crops_per_window < 1:
             raise ValueError('window_every and crops_per_window must be >= 1')
+        if self.depth not in DATASET_DEPTHS:
+            raise ValueError(f'depth must be one of {DATASET_DEPTHS}, got {self.depth!r}')
+        if not (self.depth_noise >= 0 and 0 <= self.depth_dropout < 1
+                and 0 <= self.gt_share <= 1):
+            raise ValueError('need depth_noise >= 0, 0 <= depth_dropout < 1, 0 <= gt_share <= 1')
+
+
+def sequence_depth(spec: SequenceSpec, opts: DatasetOptions) -> str:
+    """The depth ('sweep' or 'gt') the geometry stage gets on ``spec`` (``mixed``: seeded)."""
+    if opts.depth != 'mixed':
+        return opts.depth
+    return 'gt' if np.random.default_rng([spec.seed, 41]).random() < opts.gt_share else 'sweep'
+
+
+def degrade_depth(depth: np.ndarray, rng: np.random.Generator, noise: float,
+                  dropout: float) -> np.ndarray:
+    """Exact depth with sensor-like errors: multiplicative noise and dropped pixels.
+
+    :param depth: float32 [H, W] metres, 0 = no hit
+    :param noise: relative standard deviation (0.01 = 1 cm at 1 m)
+    :param dropout: share of pixels set to 0 (no return)
+    :return: float32 [H, W] metres, 0 = no return
+    """
+    out = depth.astype(np.float32, copy=True)
+    if noise > 0:
+        out *= (1.0 + noise * rng.standard_normal(out.shape)).astype(np.float32)
+    if dropout > 0:
+        out[rng.random(out.shape) < dropout] = 0.0
+    return np.maximum(out, 0.0)
 
 
 def sequence_spec(split: str, index: int, opts: DatasetOptions) -> SequenceSpec:
@@ -173,7 +217,9 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
     seq.gt = GroundTruth(seq.scene, seq.grid, geometry=seq.renderer.geometry)
     seq.observed_stride = opts.observed_stride
     g = seq.grid
+    depth_kind = sequence_depth(spec, opts)
     config = PipelineConfig().with_values({
+        'depth_source': 'topic' if depth_kind == 'gt' else 'plane_sweep',
         'grid_min': [float(v) for v in g.origin], 'grid_max': [float(v) for v in g.grid_max],
         'voxel_size': g.voxel_size, 'max_depth': seq.max_depth, 'refiner': 'none',
         'device': opts.device, 'window_size': opts.window_size, 'working_width': opts.width,
@@ -182,7 +228,10 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
     if tuple(pipe.grid.dims) != tuple(g.dims):
         raise RuntimeError(f'pipeline grid {pipe.grid.dims} != GT grid {g.dims}')
     undistort = Undistorter(seq.camera, opts.width)
+    if depth_kind == 'gt' and not np.allclose(undistort.camera.K, seq.pinhole.K, atol=1e-6):
+        raise RuntimeError('the rendered depth is not registered to the undistorted image')
     rng = np.random.default_rng([spec.seed, 31])
+    depth_rng = np.random.default_rng([spec.seed, 43])
     T = opts.window_size
     gt: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     stamp_to_index: Dict[int, int] = {}
@@ -199,8 +248,10 @@ def sequence_windows(spec: SequenceSpec, opts: DatasetOptions, progress=None,
         gt.pop(i - 2 * T, None)
         stamp_to_index[f.stamp_ns] = i
         image = undistort(f.image)
+        depth = (degrade_depth(f.depth, depth_rng, opts.depth_noise, opts.depth_dropout)
+                 if depth_kind == 'gt' else None)
         frame = Frame(image, f.stamp_ns, undistort.camera, f.T_world_cam,
-                      'camera_optical_frame')
+                      'camera_optical_frame', depth)
         pipe.push(frame)
         t2 = time.perf_counter()
         timings['render_gt'] = timings.get('render_gt', 0.0) + t1 - t0
@@ -340,7 +391,8 @@ def _meta(split: str, specs: List[SequenceSpec], done: int, windows: int,
         'window_size': opts.window_size, 'families': list(FAMILIES),
         'camera_motions': list(CAMERA_MOTIONS), 'seeds': [s.seed for s in specs[:done]],
         'sequences': [{'seed': s.seed, 'family': s.family, 'camera': s.camera, 'fps': s.fps,
-                       'distortion': s.distortion, 'motion_blur': s.motion_blur}
+                       'distortion': s.distortion, 'motion_blur': s.motion_blur,
+                       'depth': sequence_depth(s, opts)}
                       for s in specs[:done]],
         'seed_range': [SPLIT_SEED_BASE[split], SPLIT_SEED_BASE[split] + len(specs)],
         'counts': {'sequences': done,

@@ -6,7 +6,8 @@ Three modes:
   writes ``DIR/sequence.mcap``, ``gt.npz``, ``depth.npz``, ``meta.json``, ``preview.png``;
 - a contact sheet: ``l3rocc synth --contact-sheet sheet.png``;
 - training shards: ``l3rocc synth --dataset DIR --num-sequences N --split train|val|test|all``
-  (runs the geometry pipeline on every sequence and saves window crops, see
+  [--dataset-depth sweep|gt|mixed] (runs the geometry pipeline on every sequence and saves
+  window crops, see
   :mod:`l3rocc_core.synth.dataset`).
 """
 
@@ -15,6 +16,7 @@ import json
 import time
 
 from l3rocc_core import cli
+from l3rocc_core.synth.dataset import DATASET_DEPTHS
 from l3rocc_core.synth.motion import CAMERA_MOTIONS
 from l3rocc_core.synth.scene import FAMILIES
 
@@ -59,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ds.add_argument('--no-flow', dest='motion_targets', action='store_false',
                     help='do not write the feature-matched flow targets (flow, flow_valid) of '
                          'the motion-consistency term')
+    ds.add_argument('--dataset-depth', choices=DATASET_DEPTHS, default='sweep',
+                    help='depth of the geometry stage: sweep = plane sweep on the images, gt = '
+                         'the exact rendered depth (with --depth-noise, --depth-dropout), '
+                         'mixed = one of them per sequence (gt with --gt-share)')
+    ds.add_argument('--depth-noise', type=float, default=0.01,
+                    help='gt depth: relative standard deviation of multiplicative noise')
+    ds.add_argument('--depth-dropout', type=float, default=0.02,
+                    help='gt depth: share of pixels without return')
+    ds.add_argument('--gt-share', type=float, default=0.5,
+                    help='mixed: probability that a sequence gets gt depth')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +106,9 @@ def _run(args: argparse.Namespace) -> int:
                           crop=tuple(args.crop), crops_per_window=args.crops_per_window,
                           window_every=args.window_every, window_size=args.window_size,
                           windows_per_shard=args.windows_per_shard, device=args.device,
-                          motion_targets=args.motion_targets)
+                          motion_targets=args.motion_targets, depth=args.dataset_depth,
+                          depth_noise=args.depth_noise, depth_dropout=args.depth_dropout,
+                          gt_share=args.gt_share)
     splits = ('train', 'val', 'test') if args.split == 'all' else (args.split,)
     for split in splits:
         n = args.num_sequences

@@ -15,6 +15,7 @@ import torch
 
 from l3rocc_core.cli import main as cli_main
 from l3rocc_core.refiner.checkpoint import load_model, read_checkpoint
+from l3rocc_core.refiner.network import BUNDLED_CHECKPOINT
 from l3rocc_core.refiner.train import TrainError, TrainOptions, cosine_factor, train
 from l3rocc_core.refiner.training_data import ShardBatches, ShardDataset, augment, shift_z
 
@@ -214,6 +215,21 @@ def test_init_fine_tunes_from_a_checkpoint_and_may_switch_to_causal(tmp_path: Pa
         train(options(data, tmp_path / 'wide', init=str(export), width=12, steps=2))
     with pytest.raises(TrainError, match='--init'):
         train(options(data, tmp_path / 'none', init=str(tmp_path / 'missing.pt'), steps=2))
+
+
+def test_cli_init_from_the_bundled_checkpoint(tmp_path: Path) -> None:
+    """``l3rocc train --init`` the shipped model: at zero learning rate its weights come back."""
+    data = write_dataset(tmp_path / 'd')
+    out = tmp_path / 'tuned'
+    assert cli_main(['train', '--data', str(data), '--out', str(out), '--init',
+                     BUNDLED_CHECKPOINT, '--steps', '1', '--val-every', '1', '--seq-len', '6',
+                     '--lr', '0', '--weight-decay', '0', '--warmup-steps', '0', '--threads', '1',
+                     '--device', 'cpu', '--no-calibrate', '--test-samples', '-1']) == 0
+    shipped, _ = load_model(BUNDLED_CHECKPOINT, feature_names=FEATURES)
+    tuned = read_checkpoint(str(out / 'last.pt'))['model']
+    assert tuned['meta']['options']['init'] == BUNDLED_CHECKPOINT
+    for k, v in shipped.state_dict().items():
+        assert torch.equal(tuned['state_dict'][k].float(), v.float()), k
 
 
 def test_stream_term_is_the_smoothness_of_successive_newest_slices(tmp_path: Path) -> None:

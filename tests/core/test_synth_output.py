@@ -7,7 +7,8 @@ import pytest
 
 from l3rocc_core.cli import main as cli_main
 from l3rocc_core.occupancy import load_sequence
-from l3rocc_core.synth.dataset import DatasetOptions, load_shard, sequence_spec, write_dataset
+from l3rocc_core.synth.dataset import (DatasetOptions, degrade_depth, load_shard, sequence_depth,
+                                       sequence_spec, write_dataset)
 from l3rocc_core.synth.sequence import SequenceSpec, SyntheticSequence, write_sequence
 
 
@@ -137,6 +138,44 @@ def test_dataset_shards_hold_pipeline_features_and_exact_ground_truth(tmp_path):
     np.testing.assert_array_equal(shard['occupancy'][k, -1], occ[x:x + 8, y:y + 8, z:z + 4])
     assert np.all(np.isfinite(shard['features'].astype(np.float32)))
     np.testing.assert_array_equal(shard['seed'], spec.seed)
+
+
+def test_gt_depth_shards_hold_the_same_crops_with_other_evidence(tmp_path):
+    """``--dataset-depth gt``: same sequence, crops and GT as ``sweep``; the features differ."""
+    shards = {}
+    for depth in ('sweep', 'gt'):
+        assert cli_main(['synth', '--dataset', str(tmp_path / depth), '--split', 'val',
+                         '--num-sequences', '1', '--dataset-frames', '5', '--dataset-width', '64',
+                         '--crop', '8', '8', '4', '--crops-per-window', '2', '--window-size',
+                         '3', '--no-flow', '--dataset-depth', depth]) == 0
+        meta = json.loads((tmp_path / depth / 'val' / 'meta.json').read_text())
+        assert meta['options']['depth'] == depth
+        assert [s['depth'] for s in meta['sequences']] == [depth]
+        shards[depth] = load_shard(str(tmp_path / depth / 'val' / 'shard_0000.npz'))
+    sweep, gt = shards['sweep'], shards['gt']
+    assert sweep['features'].shape == gt['features'].shape == (4, 3, 5, 8, 8, 4)
+    for key in ('occupancy', 'observed', 'corner', 'frame_index', 'seed'):
+        np.testing.assert_array_equal(sweep[key], gt[key])
+    assert np.all(np.isfinite(gt['features'].astype(np.float32)))
+    # The exact depth observes voxels (channel 'observed') the plane sweep does not, or back.
+    assert np.abs(gt['features'].astype(np.float32) - sweep['features']).max() > 0.1
+
+
+def test_mixed_depth_draws_per_sequence_and_gt_depth_is_degraded():
+    opts = DatasetOptions(depth='mixed', gt_share=0.5)
+    kinds = [sequence_depth(sequence_spec('train', i, opts), opts) for i in range(40)]
+    assert 10 <= kinds.count('gt') <= 30 and set(kinds) == {'gt', 'sweep'}
+    assert kinds == [sequence_depth(sequence_spec('train', i, opts), opts) for i in range(40)]
+    assert sequence_depth(sequence_spec('train', 0, opts), DatasetOptions()) == 'sweep'
+    depth = np.full((300, 400), 2.0, np.float32)
+    out = degrade_depth(depth, np.random.default_rng(0), 0.01, 0.1)
+    dropped = out == 0
+    assert abs(dropped.mean() - 0.1) < 0.01
+    assert abs(out[~dropped].std() - 0.02) < 0.002 and abs(out[~dropped].mean() - 2.0) < 1e-3
+    np.testing.assert_array_equal(degrade_depth(depth, np.random.default_rng(0), 0.0, 0.0),
+                                  depth)
+    with pytest.raises(ValueError, match='depth must be one of'):
+        DatasetOptions(depth='exact')
 
 
 def test_synth_cli_needs_exactly_one_mode(tmp_path, capsys):
