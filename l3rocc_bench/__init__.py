@@ -10,7 +10,7 @@ only :mod:`~l3rocc_bench.node`, run in its own process, imports rclpy and ``l3ro
   score every push: occupancy (newest slice, window, static/dynamic, flicker) and depth;
 - :mod:`~l3rocc_bench.resources`: peak RSS, threads and load average of processes;
 - :mod:`~l3rocc_bench.speed`: the ``l3rocc replay`` speed run, the node run
-  (``l3rocc_bench.node`` in a subprocess) and the targets of issue 2;
+  (``l3rocc_bench.node`` in a subprocess) and the speed targets;
 - :mod:`~l3rocc_bench.report`: ``results.json``, ``results.md`` and the PNG plots;
 - :mod:`~l3rocc_bench.octomap`: fusion throughput against OctoMap on the same depth maps;
 - :mod:`~l3rocc_bench.node`: the node under a 30 Hz camera, in its own process;

@@ -20,7 +20,7 @@ Steps of a benchmark run (each can be skipped with ``--skip``):
 5. ``compile``: the network's whole-window pass eagerly and through ``torch.compile``
    (``network_compile``) on the TUM and the replay sequence's grids.
 
-Timings are medians, reported beside issue 2's targets (PASS/MISS); nothing is asserted.
+Timings are medians, reported beside the speed targets (PASS/MISS); nothing is asserted.
 """
 
 import argparse
@@ -359,7 +359,7 @@ def _run(args: argparse.Namespace) -> int:
 
     speed: Dict[str, Any] = {}
     by_name = {p.case.name: p for p in preps}
-    # Issue 2's speed targets are the geometry pipeline's (`refiner: none`); the default
+    # The speed targets are the geometry pipeline's (`refiner: none`); the default
     # refiner is measured the same way next to it when it differs.
     speed_refiners = ['none'] + ([default_refiner] if default_refiner != 'none' else [])
     for refiner in speed_refiners:

@@ -110,7 +110,7 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
              f'Wall time of the whole run: {fmt(meta.get("wall_s"), 0)} s.', '']
     speed = results.get('speed') or {}
     if speed.get('targets'):
-        lines += ['## Speed targets (issue 2)', '',
+        lines += ['## Speed targets', '',
                   'On 2 CPU cores, 640x480 input, default grid: the node under a 30 Hz camera '
                   '(TUM fr1/xyz images, `config/tum.yaml`), and `l3rocc replay` of a 640x480 '
                   '10 fps bag.', '']
@@ -121,7 +121,7 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
     for key in sorted(k for k in speed if k.startswith('targets_')):
         refiner = key[len('targets_'):]
         lines += [f'The same measurements with `refiner: {refiner}` (the default refiner; '
-                  'the targets of issue 2 above are those of the geometry pipeline):', '']
+                  'the speed targets above are those of the geometry pipeline):', '']
         lines += table(['target', 'goal', 'measured', 'status', 'note'],
                        [[t['name'], t['target'], f'{fmt(t["measured"], 2)} {t["unit"]}',
                          t['status'], t.get('note', '')] for t in speed[key]])
@@ -171,7 +171,7 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
         if targets:
             if not isinstance(targets, dict):
                 targets = {'all sequences': targets}
-            lines += ['### Network against geometry only (issue 4)', '',
+            lines += ['### Network against geometry only', '',
                       'Means over the sequences of each group, both refiners with the same '
                       'parameters (`occupancy_hysteresis` included); the `h=0` rows compare the '
                       'probabilities before hysteresis. Static-camera sequences are not in the '
@@ -198,7 +198,7 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
             lines += [f'![stages]({plots["stages"]})', '']
     budget_rows = _refiner_budget_rows(results)
     if budget_rows:
-        lines += ['### Refiner inference against the frame budget (issue 4)', '',
+        lines += ['### Refiner inference against the frame budget', '',
                   '`refiner: network` as it runs by default on this device (on the CPU '
                   '`network_update: newest`: per frame the newest slice and one revisited slice '
                   'of the 16-slice window are estimated): the refiner stage per frame (median '
@@ -349,7 +349,7 @@ def _window_pass_lines(timing: Optional[Dict[str, Any]]) -> List[str]:
     """Return the eager-against-compiled table of the network's window pass (or nothing)."""
     if not timing:
         return []
-    lines = ["### The network's window pass, eager and `network_compile` (issue 4)", '',
+    lines = ["### The network's window pass, eager and `network_compile`", '',
              '`network_update: window` (every slice of a full window estimated each frame; '
              'the CUDA default) on a window of random evidence, eagerly and through '
              f'`torch.compile` (torch {timing.get("torch", "?")}; static shapes, compiled once '
