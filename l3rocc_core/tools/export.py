@@ -15,6 +15,7 @@ marching cubes by the refiner's ``mesh`` module) register a function with the sa
 """
 
 import argparse
+import os
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -38,12 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='output format (default: from the file suffix, else ply)')
     parser.add_argument('--slice', default=None, metavar='N|A:B|all|last',
                         help='rows to export: an index (negative from the end), a range A:B, '
-                        'all, or last (default; all for lerobot)')
+                        'all, or last (default; all for lerobot and mesh-sequence)')
     parser.add_argument('--threshold', type=float, default=None,
                         help='keep voxels with probability >= this (only raises the threshold '
                         'of the file: rows hold just the voxels that were occupied)')
-    parser.add_argument('--median', type=int, default=1, metavar='K',
-                        help='mesh formats: temporal median over K slices first (odd, default 1)')
+    parser.add_argument('--median', type=int, default=None, metavar='K',
+                        help='mesh formats: temporal median over K slices first (odd; default 1, '
+                        f'{MESH_SEQUENCE_MEDIAN} for mesh-sequence)')
     lr = parser.add_argument_group('lerobot')
     lr.add_argument('--source', metavar='BAG|VIDEO|DIR',
                     help='the recording the occupancy was made from (the episode video)')
@@ -238,6 +240,20 @@ def _write_mesh(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespa
     return export_writer(seq, rows, path, args)
 
 
+def _write_mesh_sequence(seq: Any, rows: Sequence[int], path: str,
+                         args: argparse.Namespace) -> int:
+    """One PLY mesh per row (``PATH_0000.ply`` ...), median-filtered over ``--median`` rows.
+
+    The method's temporal median (default over 3 slices) removes one-frame blips before
+    meshing; ``path`` without a suffix gets ``.ply``.
+    """
+    if getattr(args, 'median', None) is None:
+        args.median = MESH_SEQUENCE_MEDIAN
+    if not os.path.splitext(path)[1]:
+        path += '.ply'
+    return _write_mesh(seq, rows, path, args)
+
+
 def _write_lerobot(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
     """One LeRobot v2.1 episode in the dataset folder ``path``; returns the frames written."""
     from l3rocc_core import lerobot
@@ -250,6 +266,9 @@ def _write_lerobot(seq: Any, rows: Sequence[int], path: str, args: argparse.Name
     return int(entry['length'])
 
 
+#: The temporal median of ``--format mesh-sequence`` unless ``--median`` says otherwise.
+MESH_SEQUENCE_MEDIAN = 3
+
 #: Format name -> writer(seq, rows, path, args) returning the number of voxels (points formats)
 #: or files (mesh formats) written.
 WRITERS: Dict[str, Callable[..., int]] = {
@@ -258,6 +277,7 @@ WRITERS: Dict[str, Callable[..., int]] = {
     'npz': _write_npz,
     'mesh-ply': _write_mesh,
     'mesh-obj': _write_mesh,
+    'mesh-sequence': _write_mesh_sequence,
     'lerobot': _write_lerobot,
 }
 
@@ -277,7 +297,8 @@ def _run(args: argparse.Namespace) -> int:
     from l3rocc_core.occupancy import load_sequence
     seq = load_sequence(args.occupancy)
     fmt = _format_of(args.out, args.format)
-    rows = parse_rows(args.slice or ('all' if fmt == 'lerobot' else 'last'), len(seq))
+    rows = parse_rows(args.slice or ('all' if fmt in ('lerobot', 'mesh-sequence') else 'last'),
+                      len(seq))
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must be in [0, 1], got {args.threshold}')
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -100,3 +100,25 @@ def test_mesh_export_of_a_box(tmp_path):
     assert cli_main(['export', str(occ), '--out', str(tmp_path / 'm.ply'), '--format',
                      'mesh-ply', '--slice', 'all']) == 0
     assert (tmp_path / 'm_0000.ply').exists() and (tmp_path / 'm_0001.ply').exists()
+
+
+def test_mesh_sequence_meshes_every_row_after_the_temporal_median(tmp_path):
+    grid = VoxelGrid((0.0, 0.0, 0.0), 0.1, (8, 8, 8), 'world')
+    writer = OccupancySequenceWriter(grid, 0.5)
+    box = np.zeros(grid.dims, np.float32)
+    box[2:6, 2:6, 2:6] = 0.9
+    blip = box.copy()
+    blip[6:8, 6:8, 6:8] = 0.9          # one frame only: the median over 3 rows removes it
+    for stamp, prob in enumerate((box, blip, box), start=1):
+        writer.add(stamp, prob)
+    occ = tmp_path / 'seq.npz'
+    writer.write(str(occ))
+    assert cli_main(['export', str(occ), '--out', str(tmp_path / 'mesh'), '--format',
+                     'mesh-sequence']) == 0
+    files = sorted(tmp_path.glob('mesh_*.ply'))
+    assert [f.name for f in files] == ['mesh_0000.ply', 'mesh_0001.ply', 'mesh_0002.ply']
+    sizes = [f.stat().st_size for f in files]
+    assert sizes[1] == sizes[0], sizes   # the blip is gone from the middle row's mesh
+    assert cli_main(['export', str(occ), '--out', str(tmp_path / 'raw'), '--format',
+                     'mesh-sequence', '--median', '1']) == 0
+    assert (tmp_path / 'raw_0001.ply').stat().st_size > sizes[1]   # unfiltered: the blip
