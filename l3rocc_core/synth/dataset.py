@@ -120,7 +120,7 @@ class DatasetOptions:
 
 
 def sequence_depth(spec: SequenceSpec, opts: DatasetOptions) -> str:
-    """The depth ('sweep' or 'gt') the geometry stage gets on ``spec`` (``mixed``: seeded)."""
+    """Return the depth ('sweep' or 'gt') the geometry stage gets on ``spec`` (mixed: seeded)."""
     if opts.depth != 'mixed':
         return opts.depth
     return 'gt' if np.random.default_rng([spec.seed, 41]).random() < opts.gt_share else 'sweep'
