@@ -106,7 +106,10 @@ class DepthConfig:
         'depth_consistency_frames depth maps (its point, projected into each, lies within '
         'depth_consistency_rel_error of the depth there and reprojects back within '
         'depth_consistency_reproj_px); unconfirmed samples get their confidence multiplied by '
-        'depth_consistency_penalty (0 = off)', 0, 15)
+        'depth_consistency_penalty. 0 = off (the default: on the measured sequences every '
+        'setting that raises precision also delays new surfaces and lowers the IoU of the '
+        'bundled TUM clip; 1 raises plane-sweep precision by 1-2 points, see '
+        'docs/depth_outliers.md)', 0, 15)
     depth_consistency_frames: int = param(
         4, 'depth maps kept as references of the consistency check (the newest ones)', 1, 15)
     depth_consistency_baseline_m: float = param(
@@ -114,14 +117,14 @@ class DepthConfig:
         'at least this far from the newest reference (metres): maps from nearly the same view '
         'repeat the same matching errors and confirm them (0 = every map)', 0.0, 10.0)
     depth_consistency_rel_error: float = param(
-        0.05, 'consistency check: largest |z - d| / d of a sample\'s depth z in a reference '
-        'view against that view\'s own depth d at the projected pixel', 0.001, 1.0)
+        0.2, 'consistency check: largest |z - d| / d, z the depth of a sample in a reference '
+        'view, d the depth of that view at the projected pixel', 0.001, 1.0)
     depth_consistency_reproj_px: float = param(
         1.5, 'consistency check: largest distance (pixels of the depth map) between a pixel and '
-        'the reference view\'s surface point at its projection, projected back', 0.1, 50.0)
+        'surface point of the reference view at its projection, projected back', 0.1, 50.0)
     depth_consistency_penalty: float = param(
-        0.0, 'confidence factor of unconfirmed depth samples (0 = they become invalid)',
-        0.0, 1.0)
+        0.1, 'confidence factor of unconfirmed depth samples; those that fall below '
+        'min_confidence become invalid (0 = every unconfirmed sample is invalid)', 0.0, 1.0)
     depth_consistency_scope: str = param(
         'multi_view', 'which depth sources the consistency check applies to: multi_view = only '
         'where every sample comes from matching window frames (plane_sweep), which assumes a '
@@ -164,16 +167,19 @@ class FusionConfig:
         'min(hits, this), voxels only passed through add logodds_miss * min(rays, this)',
         1.0, 1000.0)
     hit_confidence_floor: float = param(
-        0.0, 'depth samples with at most this confidence add no occupancy evidence: a hit '
-        "voxel's logodds_hit * min(hits, evidence_max_rays) is scaled by the mean over its "
-        'samples of clamp((confidence - this) / (hit_confidence_full - this), 0, 1), and the '
-        'rest of the weight goes to the free rays through it (logodds_miss), so a voxel only '
-        'weak samples hit does not become occupied; free space is carved by every valid '
-        'sample as before', 0.0, 1.0)
+        0.0, 'depth samples with at most this confidence add no occupancy evidence. Each '
+        'sample carries the weight w = clamp((confidence - this) / (hit_confidence_full - '
+        "this), 0, 1); a hit voxel's share s is the mean w of its samples, and it gets s * "
+        'logodds_hit * min(hits, evidence_max_rays) + (1 - s) * logodds_miss * min(free + '
+        'hits, evidence_max_rays): each sample counts as s of a hit and 1 - s of a ray '
+        'passing through, so a voxel only weak samples hit is carved. Every valid sample still '
+        'carves the space in front of it', 0.0, 1.0)
     hit_confidence_full: float = param(
         0.0, 'depth samples with at least this confidence add the full logodds_hit (linear '
-        'from hit_confidence_floor); 0 = off: every valid sample adds the full logodds_hit '
-        'whatever its confidence', 0.0, 1.0)
+        'from hit_confidence_floor); 0 = off (the default): every valid sample adds the full '
+        'logodds_hit whatever its confidence. Plane-sweep confidence separates outliers only '
+        'weakly: 0.3 raises precision by 4-8 points and costs 5-15 points of recall (see '
+        'docs/depth_outliers.md)', 0.0, 1.0)
     free_margin_voxels: float = param(
         1.0, 'the last voxels (in voxel lengths) of every ray before its depth endpoint are not '
         'counted free, so surfaces seen at grazing angles do not carve themselves', 0.0, 10.0)

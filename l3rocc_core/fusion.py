@@ -16,6 +16,18 @@ sliver of surface seen at a grazing angle is crossed by many rays that end furth
 letting them outvote its own hits carves real surfaces (measured on TUM fr1/xyz with GT depth:
 newest-slice IoU 0.72 with hits winning, 0.57 with a per-ray vote). The cap makes the update
 independent of how densely a voxel is sampled (near voxels see hundreds of rays, far ones a few).
+With ``hit_confidence_full > 0`` a hit counts by the confidence of its depth samples (an outlier
+of the depth stage must not make a voxel occupied): each sample carries the evidence weight
+``w = clamp((confidence - hit_confidence_floor) / (hit_confidence_full - hit_confidence_floor),
+0, 1)``, a hit voxel's share ``s`` is the mean ``w`` of its samples, and each sample counts as
+``s`` of a hit and ``1 - s`` of a ray passing through its voxel:
+
+    delta = s * logodds_hit * min(hits, cap) + (1 - s) * logodds_miss * min(free + hits, cap),
+
+so a voxel only weak samples hit is carved rather than left at its prior (``s = 1`` is the rule
+above). The rays of weak samples still carve the space in front of them as before: a weak
+sample that is too near carves too little, which costs nothing; one that is too far carves
+through a surface, which the surface's other frames restore.
 The result is clamped to ``[logodds_min, logodds_max]``: the clamp is what lets a part that moved
 away clear within a few frames instead of leaving a trail (from ``logodds_max`` 3.5,
 ``ceil(3.5 / (0.4 * 4)) = 3`` frames of free rays reach p < 0.5).
@@ -240,12 +252,15 @@ class EvidenceFusion:
         hits = res.hits.index_select(0, idx)
         free = res.free.index_select(0, idx)
         # delta = s logodds_hit min(hits, cap) + (1 - s) logodds_miss min(free, cap), with
-        # s the hit share: 1 where hit (0 where not), or with hit_confidence_full the mean
-        # evidence weight of the voxel's samples (0 where not hit).
+        # s the hit share: 1 where hit, else 0. With hit_confidence_full, s is the mean
+        # evidence weight of the voxel's samples, and each sample counts as s of a hit and
+        # 1 - s of a ray passing through: the free term counts min(free + hits, cap).
         hit_share = hits.clamp(max=1.0)
+        passing = free
         if res.hit_evidence is not None:
             hit_share = res.hit_evidence.index_select(0, idx).div_(hits.clamp_min(1.0))
-        delta = free.clamp(max=cap).mul_(cfg.logodds_miss)
+            passing = free + hits
+        delta = passing.clamp(max=cap).mul_(cfg.logodds_miss)
         delta.addcmul_(delta, hit_share, value=-1.0)                # 0 where fully hit
         delta.addcmul_(hits.clamp(max=cap), hit_share, value=cfg.logodds_hit)
         lo = self._logodds[slot]

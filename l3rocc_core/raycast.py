@@ -206,7 +206,8 @@ def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor,
                       o_vox: Sequence[float], hit_weights: Optional[Array] = None,
                       out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                       evidence_weights: Optional[Array] = None
-                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int, Optional[torch.Tensor]]:
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int,
+                                 Optional[torch.Tensor]]:
     """Count the depth endpoints per voxel.
 
     :param grid: the voxel grid

@@ -36,17 +36,18 @@ camera changes. Everything is vectorised over pixels and kept views (torch, any 
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Optional, Union
+from typing import Deque, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
+from l3rocc_core.depth.base import DepthSource
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 
-__all__ = ['ConsistencyFilter', 'MULTI_VIEW_SOURCES', 'SCOPES']
+__all__ = ['ConsistencyFilter', 'FilteredDepthSource', 'MULTI_VIEW_SOURCES', 'SCOPES']
 
 #: ``depth_source`` values whose every sample is a multi-view match (static-scene assumption).
 MULTI_VIEW_SOURCES = ('plane_sweep',)
@@ -207,7 +208,7 @@ class ConsistencyFilter:
         return (seen & agree & close).sum(0)
 
     def _apply(self, depth: DepthResult, confirmed: torch.Tensor) -> DepthResult:
-        """The result with the confidence of unconfirmed valid samples lowered.
+        """Return the result with the confidence of unconfirmed valid samples lowered.
 
         :param confirmed: bool [H, W]
         """
@@ -222,3 +223,29 @@ class ConsistencyFilter:
         valid = valid & (conf > 0) & (conf >= cfg.min_confidence)
         return DepthResult(torch.where(valid, depth.depth.to(self.device), zero),
                            torch.where(valid, conf, zero), valid, depth.camera)
+
+
+class FilteredDepthSource(DepthSource):
+    """A depth source whose every result passes through a :class:`ConsistencyFilter`.
+
+    It answers :attr:`~DepthSource.uses_sources` and :attr:`~DepthSource.requires_sources` as
+    the wrapped source does, so the pipeline treats it as that source.
+
+    :param source: the depth source (``make_depth_source``)
+    :param consistency: the filter its results pass through
+    """
+
+    def __init__(self, source: DepthSource, consistency: ConsistencyFilter):
+        """Wrap ``source``."""
+        self.source = source
+        self.consistency = consistency
+        self.name = source.name
+        self.uses_sources = source.uses_sources
+        self.requires_sources = source.requires_sources
+
+    def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
+        """Return the wrapped source's depth of ``frame``, through the filter.
+
+        :raises DepthInputError: as the wrapped source
+        """
+        return self.consistency.filter(self.source.estimate(frame, sources), frame)
