@@ -36,7 +36,7 @@ camera changes. Everything is vectorised over pixels and kept views (torch, any 
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Optional, Sequence, Union
+from typing import Deque, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -176,14 +176,7 @@ class ConsistencyFilter:
         # Relative poses in float64 (poses may be far from the origin), applied in float32.
         T_j_cur = np.stack([v.T_cam_world @ T_world_cam for v in views])  # [K, 4, 4]
         T_cur_j = np.stack([np.linalg.inv(T) for T in T_j_cur])
-        R = torch.as_tensor(T_j_cur[:, :3, :3], dtype=torch.float32, device=dev)
-        t = torch.as_tensor(T_j_cur[:, :3, 3:], dtype=torch.float32, device=dev)
-        p_j = torch.matmul(R, p) + t                                       # [K, 3, N]
-        z_j = p_j[:, 2]
-        ahead = z_j > _MIN_Z
-        z_safe = torch.where(ahead, z_j, torch.ones((), device=dev))
-        u_j = p_j[:, 0] / z_safe * cam.fx + cam.cx                         # [K, N] float pixels
-        v_j = p_j[:, 1] / z_safe * cam.fy + cam.cy
+        p_j, z_j, ahead, u_j, v_j = self._project(T_j_cur, p, cam)        # [K, 3, N], [K, N]
         col = torch.floor(u_j + 0.5)
         row = torch.floor(v_j + 0.5)
         inside = ahead & (col >= 0) & (col <= W - 1) & (row >= 0) & (row <= H - 1)
@@ -195,17 +188,28 @@ class ConsistencyFilter:
         agree = (z_j - d_safe).abs() < cfg.depth_consistency_rel_error * d_safe
         # View j's own surface point on the same ray: p_j scaled to depth d_j, back in the new
         # camera (the reprojection check of MVSNet's fusion).
-        q_j = p_j * (d_safe / z_safe)[:, None]
-        R_b = torch.as_tensor(T_cur_j[:, :3, :3], dtype=torch.float32, device=dev)
-        t_b = torch.as_tensor(T_cur_j[:, :3, 3:], dtype=torch.float32, device=dev)
-        q = torch.matmul(R_b, q_j) + t_b                                   # [K, 3, N]
-        qz = q[:, 2]
-        back = qz > _MIN_Z
-        qz = torch.where(back, qz, torch.ones((), device=dev))
-        du = q[:, 0] / qz * cam.fx + cam.cx - uv[0]
-        dv = q[:, 1] / qz * cam.fy + cam.cy - uv[1]
+        _, _, back, u, v = self._project(T_cur_j, p_j * (d_safe / z_j)[:, None], cam)
+        du, dv = u - uv[0], v - uv[1]
         close = back & (du.square() + dv.square() < cfg.depth_consistency_reproj_px ** 2)
         return (seen & agree & close).sum(0)
+
+    def _project(self, T: np.ndarray, p: torch.Tensor, cam: PinholeCamera
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor]:
+        """Points moved by K rigid transforms and projected with ``cam``.
+
+        :param T: float64 [K, 4, 4] transforms (applied in float32)
+        :param p: float32 [3, N] or [K, 3, N] points
+        :return: (points float32 [K, 3, N], their z [K, N] (1 where not in front),
+            in front bool [K, N], u and v float32 [K, N] pixel coordinates)
+        """
+        dev = self.device
+        R = torch.as_tensor(T[:, :3, :3], dtype=torch.float32, device=dev)
+        t = torch.as_tensor(T[:, :3, 3:], dtype=torch.float32, device=dev)
+        q = torch.matmul(R, p) + t
+        front = q[:, 2] > _MIN_Z
+        z = torch.where(front, q[:, 2], torch.ones((), device=dev))
+        return q, z, front, q[:, 0] / z * cam.fx + cam.cx, q[:, 1] / z * cam.fy + cam.cy
 
     def _apply(self, depth: DepthResult, confirmed: torch.Tensor) -> DepthResult:
         """Return the result with the confidence of unconfirmed valid samples lowered.

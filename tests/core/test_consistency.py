@@ -276,3 +276,24 @@ def test_through_the_pipeline_outliers_leave_no_voxels() -> None:
     assert block_off > 0.7, 'without the filter the outliers become occupied voxels'
     assert block_on == 0.0
     assert wall_off > 0.95 and wall_on > 0.9
+
+
+def test_filtered_depth_source_wraps_a_real_source() -> None:
+    """The topic source through the filter (scope all): the pipeline sees the source's flags."""
+    from l3rocc_core.depth.base import make_depth_source
+    from l3rocc_core.depth.consistency import FilteredDepthSource
+    cfg = config(depth_source='topic', depth_consistency_scope='all', depth_downsample=1,
+                 depth_consistency_views=1)
+    source = FilteredDepthSource(make_depth_source(cfg, 'cpu'), ConsistencyFilter(cfg))
+    assert (source.name, source.uses_sources, source.requires_sources) == ('topic', False, False)
+    for n, T in enumerate(POSES):
+        depth = plane_with_outliers() if n == 3 else plane_depth(T)
+        f = Frame(np.zeros((CAM.height, CAM.width, 3), np.uint8), n * 33_333_333, CAM, T,
+                  depth=depth)
+        out = source.estimate(f, [])
+    assert source.consistency.num_views == 4
+    valid = out.valid.numpy()
+    assert not valid[BLOCK].any()
+    seen = seen_by_all(POSES[:3], POSES[3])
+    seen[BLOCK] = False
+    assert valid[seen].mean() > 0.95
