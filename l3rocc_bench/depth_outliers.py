@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -56,8 +56,12 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
 #: Settings compared on single-view sources only: the filter applied to them as well, which
 #: erases what moves (``depth_consistency_scope: all``).
 SINGLE_VIEW_SETTINGS: Dict[str, Dict[str, Any]] = {
-    'consistency, scope all': {**SETTINGS['consistency'], 'depth_consistency_scope': 'all'},
+    'consistency, penalty 0, scope all': {**SETTINGS['consistency'],
+                                          'depth_consistency_penalty': 0.0,
+                                          'depth_consistency_scope': 'all'},
 }
+#: ``--sources`` values: the depth sources of the runs.
+SOURCES = ('plane_sweep', 'topic', 'gt_single_view')
 #: Seeds of the synthetic sequences (the synth test split).
 SYNTH_SEEDS = (TEST_SEED_BASE, TEST_SEED_BASE + 10, TEST_SEED_BASE + 20)
 TOLERANCE_NS = 20_000_000
@@ -117,8 +121,12 @@ def _score(occupancy: str, truths: Dict[str, M.OccupancyTruth], name: str,
     return {k: summary.get(k) for k in SCORES}
 
 
-def run(out: str, cache: str, network: bool, progress: bool = True) -> List[Dict[str, Any]]:
-    """Replay and score every sequence, source, refiner and setting; return the rows."""
+def run(out: str, cache: str, network: bool, sources: Sequence[str] = SOURCES,
+        progress: bool = True) -> List[Dict[str, Any]]:
+    """Replay and score every sequence, source (of ``sources``), refiner and setting.
+
+    :return: the rows, also written to ``out/results.json``
+    """
     from l3rocc_core.tools.replay import replay
     torch.set_num_threads(1)
     tum_bag = os.path.join(data_path('tum_fr1_xyz_37') or 'data/tum_fr1_xyz_37',
@@ -139,6 +147,7 @@ def run(out: str, cache: str, network: bool, progress: bool = True) -> List[Dict
     truths: Dict[str, M.OccupancyTruth] = {}
     rows: List[Dict[str, Any]] = []
     single = ('topic', 'gt_single_view')
+    jobs = [job for job in jobs if job[4] in sources]
     total = sum(len(SETTINGS) + (len(SINGLE_VIEW_SETTINGS) if job[4] in single else 0)
                 for job in jobs)
     bar = tqdm(total=total, desc='depth outliers', disable=not progress, file=sys.stderr)
@@ -203,8 +212,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='where the synthetic sequences are made once')
     parser.add_argument('--network', action='store_true',
                         help='also refiner network on TUM and the first synthetic sequence')
+    parser.add_argument('--sources', nargs='+', choices=SOURCES, default=list(SOURCES),
+                        help='depth sources to run (default: all)')
     args = parser.parse_args(argv)
-    print(table(run(args.out, args.cache, args.network)))
+    print(table(run(args.out, args.cache, args.network, args.sources)))
     return 0
 
 

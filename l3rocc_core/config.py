@@ -121,7 +121,8 @@ class DepthConfig:
         'view, d the depth of that view at the projected pixel', 0.001, 1.0)
     depth_consistency_reproj_px: float = param(
         1.5, 'consistency check: largest distance (pixels of the depth map) between a pixel and '
-        'surface point of the reference view at its projection, projected back', 0.1, 50.0)
+        'the surface point the reference view sees at its projection, projected back', 0.1,
+        50.0)
     depth_consistency_penalty: float = param(
         0.1, 'confidence factor of unconfirmed depth samples; those that fall below '
         'min_confidence become invalid (0 = every unconfirmed sample is invalid)', 0.0, 1.0)
@@ -178,7 +179,7 @@ class FusionConfig:
         0.0, 'depth samples with at least this confidence add the full logodds_hit (linear '
         'from hit_confidence_floor); 0 = off (the default): every valid sample adds the full '
         'logodds_hit whatever its confidence. Plane-sweep confidence separates outliers only '
-        'weakly: 0.3 raises precision by 4-8 points and costs 5-15 points of recall (see '
+        'weakly: 0.3 raises precision by 3-8 points and costs 1-15 points of recall (see '
         'docs/depth_outliers.md)', 0.0, 1.0)
     free_margin_voxels: float = param(
         1.0, 'the last voxels (in voxel lengths) of every ray before its depth endpoint are not '

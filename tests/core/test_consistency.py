@@ -66,7 +66,7 @@ def box_depth(T: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 def result(depth: np.ndarray, device: str = 'cpu',
            confidence: Optional[np.ndarray] = None) -> DepthResult:
-    """DepthResult of an exact map: valid where finite and positive, confidence 1 by default."""
+    """Return the DepthResult of an exact map: valid where positive, confidence 1 by default."""
     d = torch.from_numpy(np.nan_to_num(depth, posinf=0.0)).to(device)
     valid = d > 0
     conf = valid.float() if confidence is None else torch.from_numpy(confidence).to(device)
@@ -86,14 +86,14 @@ def config(**values) -> DepthConfig:
 
 
 def plane_with_outliers() -> np.ndarray:
-    """The fourth view's depth with a block of samples 30 % too near."""
+    """Return the fourth view's depth with a block of samples 30 % too near."""
     depth = plane_depth(POSES[3])
     depth[BLOCK] *= 0.7
     return depth
 
 
 def run_plane(filt: ConsistencyFilter, device: str) -> Tuple[DepthResult, DepthResult]:
-    """Three clean views, then the fourth with the outlier block: (its input, its output)."""
+    """Filter three clean views, then the fourth with the outlier block: (its input, output)."""
     for n, T in enumerate(POSES[:3]):
         filt.filter(result(plane_depth(T), device), frame(n, T))
     given = result(plane_with_outliers(), device)
@@ -101,7 +101,7 @@ def run_plane(filt: ConsistencyFilter, device: str) -> Tuple[DepthResult, DepthR
 
 
 def views_seeing(T_views: Sequence[np.ndarray], T: np.ndarray, margin: float) -> np.ndarray:
-    """int [H, W]: how many of ``T_views`` see the plane point of each pixel of ``T``.
+    """Return int [H, W]: how many of ``T_views`` see the plane point of each pixel of ``T``.
 
     :param margin: pixels the projection must stay inside the image borders (negative: may
         lie that far outside, to count the views that might see it)
@@ -119,7 +119,7 @@ def views_seeing(T_views: Sequence[np.ndarray], T: np.ndarray, margin: float) ->
 
 
 def seen_by_all(T_views: Sequence[np.ndarray], T: np.ndarray) -> np.ndarray:
-    """bool [H, W]: pixels of ``T`` whose plane point lies well inside every view."""
+    """Return bool [H, W]: pixels of ``T`` whose plane point lies well inside every view."""
     return views_seeing(T_views, T, 1.0) == len(T_views)
 
 
@@ -191,7 +191,7 @@ def test_baseline_keeps_only_distant_maps() -> None:
 
 
 def moving_box_sequence(filt: ConsistencyFilter, frames: int = 5) -> DepthResult:
-    """The box moves BOX_STEP per frame before a still camera and a slowly moving one."""
+    """Filter the box moving BOX_STEP per frame before a slowly moving camera; the last result."""
     out = None
     for n in range(frames):
         T = pose(0.02 * n)
