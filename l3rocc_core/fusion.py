@@ -16,6 +16,18 @@ sliver of surface seen at a grazing angle is crossed by many rays that end furth
 letting them outvote its own hits carves real surfaces (measured on TUM fr1/xyz with GT depth:
 newest-slice IoU 0.72 with hits winning, 0.57 with a per-ray vote). The cap makes the update
 independent of how densely a voxel is sampled (near voxels see hundreds of rays, far ones a few).
+With ``hit_confidence_full > 0`` a hit counts by the confidence of its depth samples (an outlier
+of the depth stage must not make a voxel occupied): each sample carries the evidence weight
+``w = clamp((confidence - hit_confidence_floor) / (hit_confidence_full - hit_confidence_floor),
+0, 1)``, a hit voxel's share ``s`` is the mean ``w`` of its samples, and each sample counts as
+``s`` of a hit and ``1 - s`` of a ray passing through its voxel:
+
+    delta = s * logodds_hit * min(hits, cap) + (1 - s) * logodds_miss * min(free + hits, cap),
+
+so a voxel only weak samples hit is carved rather than left at its prior (``s = 1`` is the rule
+above). The rays of weak samples still carve the space in front of them as before: a weak
+sample that is too near carves too little, which costs nothing; one that is too far carves
+through a surface, which the surface's other frames restore.
 The result is clamped to ``[logodds_min, logodds_max]``: the clamp is what lets a part that moved
 away clear within a few frames instead of leaving a trail (from ``logodds_max`` 3.5,
 ``ceil(3.5 / (0.4 * 4)) = 3`` frames of free rays reach p < 0.5).
@@ -64,6 +76,17 @@ def auto_ray_stride(camera: PinholeCamera, voxel_size: float, max_depth: float) 
     """
     spacing_per_px = 0.5 * max_depth / min(camera.fx, camera.fy)
     return max(1, int(math.floor(voxel_size / spacing_per_px)))
+
+
+def hit_evidence_weights(confidence: torch.Tensor, floor: float, full: float) -> torch.Tensor:
+    """Occupancy evidence of each depth sample: ``clamp((c - floor) / (full - floor), 0, 1)``.
+
+    :param confidence: float32 [H, W] depth confidence in [0, 1]
+    :param floor: confidence at and below which a sample carries no occupancy evidence
+    :param full: confidence from which it carries all of it (> ``floor``)
+    :return: float32 [H, W] in [0, 1]
+    """
+    return confidence.sub(floor).mul_(1.0 / (full - floor)).clamp_(0.0, 1.0)
 
 
 class EvidenceFusion:
@@ -228,11 +251,18 @@ class EvidenceFusion:
         idx = torch.nonzero(res.observed).squeeze(1)                # int64 [k]
         hits = res.hits.index_select(0, idx)
         free = res.free.index_select(0, idx)
-        # delta = logodds_hit * min(hits, cap) where hit, else logodds_miss * min(free, cap).
-        hit_share = hits.clamp(max=1.0)                             # 1 where hit, else 0
-        delta = free.clamp(max=cap).mul_(cfg.logodds_miss)
-        delta.addcmul_(delta, hit_share, value=-1.0)                # 0 where hit
-        delta.add_(hits.clamp(max=cap), alpha=cfg.logodds_hit)
+        # delta = s logodds_hit min(hits, cap) + (1 - s) logodds_miss min(free, cap), with
+        # s the hit share: 1 where hit, else 0. With hit_confidence_full, s is the mean
+        # evidence weight of the voxel's samples, and each sample counts as s of a hit and
+        # 1 - s of a ray passing through: the free term counts min(free + hits, cap).
+        hit_share = hits.clamp(max=1.0)
+        passing = free
+        if res.hit_evidence is not None:
+            hit_share = res.hit_evidence.index_select(0, idx).div_(hits.clamp_min(1.0))
+            passing = free + hits
+        delta = passing.clamp(max=cap).mul_(cfg.logodds_miss)
+        delta.addcmul_(delta, hit_share, value=-1.0)                # 0 where fully hit
+        delta.addcmul_(hits.clamp(max=cap), hit_share, value=cfg.logodds_hit)
         lo = self._logodds[slot]
         if self._count > 0:
             lo.copy_(self._logodds[prev])
@@ -241,7 +271,7 @@ class EvidenceFusion:
             lo.zero_()
         lo.scatter_(0, idx, delta.clamp_(cfg.logodds_min, cfg.logodds_max))
         if res.hit_weight is None:                                  # confidence 1 per endpoint
-            mean_conf = hit_share
+            mean_conf = hits.clamp(max=1.0)
         else:
             mean_conf = res.hit_weight.index_select(0, idx).div_(hits.clamp_min(1.0))
         for buf, value in ((self._hits, torch.log1p(hits)), (self._free, torch.log1p(free)),
@@ -268,6 +298,10 @@ class EvidenceFusion:
         if conf is not None:
             conf = torch.as_tensor(conf, dtype=torch.float32, device=self.device)
         cfg = self.config
+        evidence = None
+        if conf is not None and cfg.hit_confidence_full > 0:
+            evidence = hit_evidence_weights(conf, cfg.hit_confidence_floor,
+                                            cfg.hit_confidence_full)
         vs = self.grid.voxel_size
         stride = cfg.ray_stride_px or auto_ray_stride(cam, vs, self.max_depth)
         self.last_ray_stride = stride
@@ -275,11 +309,11 @@ class EvidenceFusion:
             return self._projective.integrate(
                 self.grid, d, cam, T_world_cam, self.max_depth, ray_stride=stride,
                 free_margin_m=cfg.free_margin_voxels * vs, clear_no_return=cfg.clear_no_return,
-                hit_weights=conf)
+                hit_weights=conf, evidence_weights=evidence)
         return cast_depth(self.grid, d, cam, T_world_cam, self.max_depth, ray_stride=stride,
                           free_margin_m=cfg.free_margin_voxels * vs,
                           clear_no_return=cfg.clear_no_return, hit_weights=conf,
-                          device=self.device)
+                          device=self.device, evidence_weights=evidence)
 
     def _follow_camera(self, p_world: np.ndarray) -> None:
         """Move the grid origin to the camera position snapped to whole voxels; shift slices."""

@@ -142,7 +142,8 @@ class ProjectiveIntegrator:
                   T_world_cam: Array, max_depth: float, ray_stride: float = 1.0,
                   free_margin_m: Optional[float] = None, band_m: Optional[float] = None,
                   clear_no_return: bool = False,
-                  hit_weights: Optional[Array] = None) -> RayCastResult:
+                  hit_weights: Optional[Array] = None,
+                  evidence_weights: Optional[Array] = None) -> RayCastResult:
         """Hit counts, free counts and the observed mask of one depth map.
 
         On the CPU the work runs on one intra-op thread (:class:`one_intra_op_thread`).
@@ -168,6 +169,8 @@ class ProjectiveIntegrator:
         :param clear_no_return: pixels without a return (or beyond ``max_depth``) clear space up
             to ``max_depth``; otherwise the voxels they see stay unobserved
         :param hit_weights: optional float [H, W] (e.g. depth confidence) summed per hit voxel
+        :param evidence_weights: optional float [H, W] summed per hit voxel into
+            ``hit_evidence`` (see :func:`~l3rocc_core.raycast.cast_depth`)
         :return: :class:`~l3rocc_core.raycast.RayCastResult`, flat tensors on the device (the
             integrator's buffers for ``hits``, ``free`` and ``observed``); ``num_rays`` = pixels
             with a return (or every pixel with ``clear_no_return``)
@@ -175,17 +178,19 @@ class ProjectiveIntegrator:
         """
         if tuple(grid.dims) != self.dims:
             raise ValueError(f'grid dims {tuple(grid.dims)} != integrator dims {self.dims}')
-        T = check_depth_inputs(depth, camera, T_world_cam, hit_weights)
+        T = check_depth_inputs(depth, camera, T_world_cam, hit_weights, evidence_weights)
         if ray_stride <= 0:
             raise ValueError(f'ray_stride must be > 0, got {ray_stride}')
         with one_intra_op_thread(self.device):
             return self._integrate(grid, depth, camera, T, float(max_depth), float(ray_stride),
-                                   free_margin_m, band_m, clear_no_return, hit_weights)
+                                   free_margin_m, band_m, clear_no_return, hit_weights,
+                                   evidence_weights)
 
     def _integrate(self, grid: VoxelGrid, depth: Array, camera: PinholeCamera, T: np.ndarray,
                    max_depth: float, ray_stride: float, free_margin_m: Optional[float],
                    band_m: Optional[float], clear_no_return: bool,
-                   hit_weights: Optional[Array]) -> RayCastResult:
+                   hit_weights: Optional[Array],
+                   evidence_weights: Optional[Array]) -> RayCastResult:
         vs = float(grid.voxel_size)
         margin = 0.5 * vs if free_margin_m is None else float(free_margin_m)
         band = 0.5 * vs if band_m is None else float(band_m)
@@ -222,8 +227,8 @@ class ProjectiveIntegrator:
             # pixel_directions, one axis at a time (used right away, while in cache)
             return pixel_direction(px.x, px.y, R[a], px.dirs[a])
 
-        hits, hit_weight, num_hits = scatter_endpoints(grid, d, dirs, o_vox, hit_weights,
-                                                       (self._hits, px.index))
+        hits, hit_weight, num_hits, hit_evidence = scatter_endpoints(
+            grid, d, dirs, o_vox, hit_weights, (self._hits, px.index), evidence_weights)
 
         # Nothing beyond the farthest depth (+ band) is observed: a shorter frustum. Every
         # endpoint lies in the frustum (hit voxels are observed), so outside its box every
@@ -238,7 +243,8 @@ class ProjectiveIntegrator:
             self._classify(grid, camera, T, box, table, ray_stride,
                            self._free.view(self.dims)[sl], self._observed.view(self.dims)[sl],
                            hits.view(self.dims)[sl])
-        return RayCastResult(hits, self._free, self._observed, hit_weight, num_rays, num_hits)
+        return RayCastResult(hits, self._free, self._observed, hit_weight, num_rays, num_hits,
+                             hit_evidence)
 
     def _frustum_box(self, grid: VoxelGrid, camera: PinholeCamera, T: np.ndarray,
                      far: float) -> Optional[List[Tuple[int, int]]]:

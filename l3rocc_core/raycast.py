@@ -44,6 +44,8 @@ class RayCastResult:
         None when no weights were given
     :param num_rays: rays traversed (strided pixels with a return or cleared as no-return)
     :param num_hits: endpoints inside the grid
+    :param hit_evidence: float32 [N], sum of ``evidence_weights`` over the endpoints in each
+        voxel (how much occupancy evidence they carry), or None when none were given
     """
 
     hits: torch.Tensor
@@ -52,6 +54,7 @@ class RayCastResult:
     hit_weight: Optional[torch.Tensor]
     num_rays: int
     num_hits: int
+    hit_evidence: Optional[torch.Tensor] = None
 
 
 @lru_cache(maxsize=16)
@@ -201,8 +204,10 @@ NO_ENDPOINT = -1e9
 def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor,
                       dirs: Union[Sequence[torch.Tensor], Callable[[int], torch.Tensor]],
                       o_vox: Sequence[float], hit_weights: Optional[Array] = None,
-                      out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+                      out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                      evidence_weights: Optional[Array] = None
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor], int,
+                                 Optional[torch.Tensor]]:
     """Count the depth endpoints per voxel.
 
     :param grid: the voxel grid
@@ -215,7 +220,9 @@ def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor,
     :param hit_weights: optional float [H, W] summed per hit voxel
     :param out: optional buffers (float32 [N] hit counts, returned; int32 [H * W] voxel
         indices) to work in instead of allocating
-    :return: (hits float32 [N], hit_weight float32 [N] or None, endpoints inside the grid)
+    :param evidence_weights: optional float [H, W] summed per hit voxel, like ``hit_weights``
+    :return: (hits float32 [N], hit_weight float32 [N] or None, endpoints inside the grid,
+        hit_evidence float32 [N] or None)
     """
     X, Y, Z = grid.dims
     device = depth.device
@@ -254,16 +261,20 @@ def scatter_endpoints(grid: VoxelGrid, depth: torch.Tensor,
         hits = out[0]
         hits.view(grid.dims).copy_(counts)
     num_hits = int(hits.sum())
-    hit_weight = None
-    if hit_weights is not None:
-        w = _as_tensor(hit_weights, device, torch.float32).reshape(-1)
-        hit_weight = torch.bincount(idx, weights=w, minlength=n_pad).view(padded)[interior]
-        hit_weight = hit_weight.reshape(-1).to(torch.float32)
-    return hits, hit_weight, num_hits
+
+    def weight_sums(weights: Optional[Array]) -> Optional[torch.Tensor]:
+        if weights is None:
+            return None
+        w = _as_tensor(weights, device, torch.float32).reshape(-1)
+        sums = torch.bincount(idx, weights=w, minlength=n_pad).view(padded)[interior]
+        return sums.reshape(-1).to(torch.float32)
+
+    return hits, weight_sums(hit_weights), num_hits, weight_sums(evidence_weights)
 
 
 def check_depth_inputs(depth: Array, camera: PinholeCamera, T_world_cam: Array,
-                       hit_weights: Optional[Array] = None) -> np.ndarray:
+                       hit_weights: Optional[Array] = None,
+                       evidence_weights: Optional[Array] = None) -> np.ndarray:
     """Check a depth map, its camera, pose and weights on entry (shared by both integrators).
 
     :return: ``T_world_cam`` as float64 numpy [4, 4]
@@ -272,9 +283,10 @@ def check_depth_inputs(depth: Array, camera: PinholeCamera, T_world_cam: Array,
     if tuple(depth.shape) != (camera.height, camera.width):
         raise ValueError(f'depth shape {tuple(depth.shape)} does not match camera '
                          f'{camera.width}x{camera.height} (expected [H, W])')
-    if hit_weights is not None and tuple(hit_weights.shape) != tuple(depth.shape):
-        raise ValueError(f'hit_weights shape {tuple(hit_weights.shape)} != depth shape '
-                         f'{tuple(depth.shape)}')
+    for name, weights in (('hit_weights', hit_weights), ('evidence_weights', evidence_weights)):
+        if weights is not None and tuple(weights.shape) != tuple(depth.shape):
+            raise ValueError(f'{name} shape {tuple(weights.shape)} != depth shape '
+                             f'{tuple(depth.shape)}')
     T = np.asarray(T_world_cam.detach().cpu() if isinstance(T_world_cam, torch.Tensor)
                    else T_world_cam, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -286,7 +298,8 @@ def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam
                max_depth: float, ray_stride: int = 1, step_fraction: float = 0.5,
                free_margin_m: Optional[float] = None, clear_no_return: bool = False,
                hit_weights: Optional[Array] = None,
-               device: Union[str, torch.device, None] = None) -> RayCastResult:
+               device: Union[str, torch.device, None] = None,
+               evidence_weights: Optional[Array] = None) -> RayCastResult:
     """Ray cast one depth map into ``grid``: hit counts, free counts and the observed mask.
 
     :param grid: the voxel grid (world frame = the frame of ``T_world_cam``)
@@ -305,13 +318,15 @@ def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam
         ``max_depth``; otherwise they contribute nothing
     :param hit_weights: optional float [H, W] (e.g. depth confidence) summed per hit voxel
     :param device: torch device; default that of ``depth`` when it is a tensor, else CPU
+    :param evidence_weights: optional float [H, W] (e.g. how much occupancy evidence each
+        sample carries) summed per hit voxel into ``hit_evidence``
     :return: :class:`RayCastResult`, flat tensors on ``device``
     :raises ValueError: on shapes that do not match
     """
     if device is None:
         device = depth.device if isinstance(depth, torch.Tensor) else 'cpu'
     device = torch.device(device)
-    T = check_depth_inputs(depth, camera, T_world_cam, hit_weights)
+    T = check_depth_inputs(depth, camera, T_world_cam, hit_weights, evidence_weights)
     if ray_stride < 1:
         raise ValueError(f'ray_stride must be >= 1, got {ray_stride}')
     if not 0.0 < step_fraction <= 1.0:
@@ -335,8 +350,9 @@ def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam
     dirs = pixel_directions(camera, T, vs, device)                 # 3 x [H, W]
 
     # Hits: every pixel with a return.
-    hits, hit_weight, num_hits = scatter_endpoints(
-        grid, torch.where(has_return, d, NO_ENDPOINT), dirs, o_list, hit_weights)
+    hits, hit_weight, num_hits, hit_evidence = scatter_endpoints(
+        grid, torch.where(has_return, d, NO_ENDPOINT), dirs, o_list, hit_weights,
+        evidence_weights=evidence_weights)
 
     # Traversal: strided pixels, parameterised by z (depth along the optical axis).
     s = int(ray_stride)
@@ -378,7 +394,7 @@ def cast_depth(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam
                                             width, z_free[sel], end_flat[sel], fdt)
             observed |= torch.bincount(visits, minlength=n_vox + 1)[:n_vox] > 0
             free += torch.bincount(frees, minlength=n_vox + 1)[:n_vox]
-    return RayCastResult(hits, free, observed, hit_weight, num_rays, num_hits)
+    return RayCastResult(hits, free, observed, hit_weight, num_rays, num_hits, hit_evidence)
 
 
 def observed_and_hits(grid: VoxelGrid, depth: Array, camera: PinholeCamera, T_world_cam: Array,

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from l3rocc_core.camera import PinholeCamera
-from l3rocc_core.config import FusionConfig
+from l3rocc_core.config import FusionConfig, PipelineConfig
+from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.fusion import FEATURE_NAMES, EvidenceFusion, auto_ray_stride
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.projective import one_intra_op_thread, ProjectiveIntegrator
@@ -291,16 +292,19 @@ def test_auto_stride_and_bad_input() -> None:
 
 
 @pytest.mark.parametrize('mode', MODES)
-def test_update_matches_the_dense_formula(mode: str) -> None:
+@pytest.mark.parametrize('weighted', [False, True])
+def test_update_matches_the_dense_formula(mode: str, weighted: bool) -> None:
     """The slice update (over the observed voxels only) equals the per-voxel formula on the grid.
 
     Each frame's evidence is recomputed independently (same integrator inputs) and the slice's
     log-odds, features and observed mask are checked against the dense formula of the module
     docstring; the scene is the sphere room seen from moving poses, with a confidence map and
-    invalid pixels (NaN, beyond the range, 0).
+    invalid pixels (NaN, beyond the range, 0). ``weighted``: with confidence-weighted hits.
     """
     grid = make_grid()
-    cfg = FusionConfig(fusion_mode=mode, logodds_max=1.2)    # a clamp that is reached
+    cfg = FusionConfig(fusion_mode=mode, logodds_max=1.2,    # a clamp that is reached
+                       hit_confidence_floor=0.3 if weighted else 0.0,
+                       hit_confidence_full=0.7 if weighted else 0.0)
     fusion = EvidenceFusion(grid, cfg, window_size=3, max_depth=2.5)
     vs = grid.voxel_size
     rng = np.random.default_rng(3)
@@ -320,7 +324,7 @@ def test_update_matches_the_dense_formula(mode: str) -> None:
         fusion.integrate(T, k, dr, CAM)
         stride = fusion.last_ray_stride
         kw = dict(ray_stride=stride, free_margin_m=cfg.free_margin_voxels * vs,
-                  hit_weights=conf)
+                  hit_weights=conf, evidence_weights=((conf - 0.3) / 0.4).clamp(0.0, 1.0))
         if mode == 'projective':
             res = ProjectiveIntegrator(grid.dims).integrate(grid, depth, CAM, T, 2.5, **kw)
         else:
@@ -328,11 +332,17 @@ def test_update_matches_the_dense_formula(mode: str) -> None:
         # Evidence only where observed (what lets the update skip the other voxels).
         assert not ((res.hits > 0) & ~res.observed).any()
         assert not ((res.free > 0) & ~res.observed).any()
-        delta = torch.where(res.hits > 0, cfg.logodds_hit * res.hits.clamp(max=4.0),
-                            cfg.logodds_miss * res.free.clamp(max=4.0))
+        # The hit share: 1 where hit, or the mean evidence weight of the voxel's samples.
+        # Weighted, each sample is also 1 - share of a ray passing through its voxel.
+        share, passing = (res.hits > 0).float(), res.free
+        if weighted:
+            share, passing = res.hit_evidence / res.hits.clamp_min(1.0), res.free + res.hits
+            assert ((share > 0) & (share < 1)).any() and (share[res.hits > 0] == 0).any()
+        delta = (share * cfg.logodds_hit * res.hits.clamp(max=4.0)
+                 + (1 - share) * cfg.logodds_miss * passing.clamp(max=4.0))
         expect = (prev + delta).clamp(cfg.logodds_min, cfg.logodds_max)
         lo = fusion.logodds()[-1].reshape(-1)
-        torch.testing.assert_close(lo, expect, rtol=0.0, atol=1e-6)
+        torch.testing.assert_close(lo, expect, rtol=0.0, atol=2e-6)
         assert (lo == cfg.logodds_max).any() and (lo < 0).any()
         feats = fusion.features()[-1].reshape(len(FEATURE_NAMES), -1)
         torch.testing.assert_close(feats[1], torch.log1p(res.hits).half().float())
@@ -343,6 +353,50 @@ def test_update_matches_the_dense_formula(mode: str) -> None:
         union = torch.stack(frame_obs).any(0)
         assert torch.equal(fusion.observed()[-1].reshape(-1), union)
         prev = lo.clone()
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_low_confidence_hits_do_not_make_voxels_occupied(device: str, mode: str) -> None:
+    """Walls seen with confidence 0.1 in the left half of the image, 0.9 in the right half.
+
+    With hit_confidence_floor 0.2 and hit_confidence_full 0.6, the voxels only weak samples hit
+    stay free after three frames and those only confident samples hit are occupied; without
+    weighting both are occupied.
+    """
+    grid = make_grid()
+    T = look_at([-0.8, 0.1, 0.7], [0.5, 0.0, 0.4])
+    depth = torch.from_numpy(render(T, sphere=False)).to(device)
+    conf = torch.full_like(depth, 0.9)
+    conf[:, :CAM.width // 2] = 0.1
+    result = DepthResult(depth, conf, depth > 0, CAM)
+    # Voxels hit only by weak or only by confident samples (the mean confidence says which).
+    ref = cast_depth(grid, depth, CAM, T, 4.0, hit_weights=conf)
+    mean = ref.hit_weight / ref.hits.clamp_min(1.0)
+    weak = ((ref.hits > 0) & ((mean - 0.1).abs() < 1e-4)).cpu()
+    strong = ((ref.hits > 0) & ((mean - 0.9).abs() < 1e-4)).cpu()
+    assert weak.sum() > 100 and strong.sum() > 100
+
+    def occupied(floor: float, full: float) -> torch.Tensor:
+        cfg = FusionConfig(fusion_mode=mode, hit_confidence_floor=floor, hit_confidence_full=full)
+        fusion = EvidenceFusion(grid, cfg, window_size=4, max_depth=4.0, device=device)
+        for n in range(3):
+            fusion.integrate(T, n, result)
+        prob = GeometryRefiner().refine(None, fusion.logodds(), fusion.observed())
+        return (prob[-1] >= 0.5).reshape(-1).cpu()
+
+    on = occupied(0.2, 0.6)
+    assert not on[weak].any(), f'{int(on[weak].sum())} voxels occupied by weak samples only'
+    assert on[strong].float().mean() > 0.99
+    off = occupied(0.0, 0.0)
+    assert off[weak].float().mean() > 0.99 and off[strong].float().mean() > 0.99
+
+
+def test_hit_confidence_parameters_are_checked() -> None:
+    assert PipelineConfig().with_values({'hit_confidence_floor': 0.2,
+                                         'hit_confidence_full': 0.6})
+    assert PipelineConfig().with_values({'hit_confidence_floor': 0.5})      # full 0: off
+    with pytest.raises(ValueError, match='hit_confidence_floor'):
+        PipelineConfig().with_values({'hit_confidence_floor': 0.6, 'hit_confidence_full': 0.6})
 
 
 def test_one_intra_op_thread() -> None:
