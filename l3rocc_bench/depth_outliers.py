@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from l3rocc_bench.accuracy import DepthTruth
+from l3rocc_core.depth.truth import DepthTruth
 from l3rocc_bench.suite import Case, prepare, TEST_SEED_BASE
 from l3rocc_core import metrics as M
 from l3rocc_core.config import PipelineConfig

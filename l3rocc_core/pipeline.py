@@ -27,6 +27,7 @@ from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import OutputConfig, PipelineConfig
 from l3rocc_core.device import resolve_device
 from l3rocc_core.depth.base import DepthSource, make_depth_source
+from l3rocc_core.depth.consistency import ConsistencyFilter, FilteredDepthSource
 from l3rocc_core.frame import Frame
 from l3rocc_core.fusion import EvidenceFusion
 from l3rocc_core.grid import VoxelGrid
@@ -145,7 +146,9 @@ class OccupancyPipeline:
     def depth_estimator(self) -> DepthSource:
         """The depth stage (``depth_source``), built on first use."""
         if self._depth is None:
-            self._depth = make_depth_source(self.config.depth, self.device)
+            # outlier control between depth and fusion (depth_consistency_views; 0 = off)
+            self._depth = FilteredDepthSource(make_depth_source(self.config.depth, self.device),
+                                              ConsistencyFilter(self.config.depth, self.device))
         return self._depth
 
     @property
@@ -157,6 +160,8 @@ class OccupancyPipeline:
         """Forget the window (frames, keyframes, slices); parameters and buffers are kept."""
         self.window.reset()
         self.fusion.reset()
+        if self._depth is not None:
+            self._depth.consistency.reset()
         self._camera = None
         self._last_stamp = None
         self._scene_depth = None
