@@ -378,7 +378,7 @@ class Replayer:
         if self.save_depth:
             est = getattr(self.pipeline, 'last_depth', None)
             self._depth_rows.append((int(frame.stamp_ns), None if est is None else
-                                     est.depth.detach().cpu().numpy().astype(np.float16)))
+                                     est.depth.detach().cpu().numpy().astype(np.float32)))
         self.result.frames += 1
         self._bar.update(1)
 
@@ -422,14 +422,14 @@ class Replayer:
 def write_depth_file(path: str, rows: List[Tuple[int, Optional[np.ndarray]]]) -> None:
     """Write per-frame depth estimates as ``depth.npz`` (atomically).
 
-    Keys: ``stamps`` int64 [N] ns, ``depth`` float16 [N, h, w] metres (0 = invalid or no
+    Keys: ``stamps`` int64 [N] ns, ``depth`` float32 [N, h, w] metres (0 = invalid or no
     estimate for that frame). Frames of another size than the most common one are zero.
 
     :param rows: (stamp_ns, depth [h, w] or None) per processed frame
     """
     shapes = [d.shape for _, d in rows if d is not None]
     shape = max(set(shapes), key=shapes.count) if shapes else (1, 1)
-    depth = np.zeros((len(rows),) + tuple(shape), np.float16)
+    depth = np.zeros((len(rows),) + tuple(shape), np.float32)
     for n, (_, d) in enumerate(rows):
         if d is not None and d.shape == shape:
             depth[n] = d
