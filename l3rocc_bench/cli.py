@@ -153,15 +153,6 @@ def parameter_overrides(sets: List[str]) -> Dict[str, Any]:
     return extra
 
 
-def _resolve_device(name: str) -> str:
-    import torch
-    if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda: CUDA is not available on this machine')
-    return name
-
-
 class _Steps:
     """Numbered step lines on stderr (the long steps show their own progress bars)."""
 
@@ -305,7 +296,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f'l3rocc bench: bad --set: {exc}', file=sys.stderr)
         return 2
-    device = _resolve_device(args.device)
+    from l3rocc_core.device import resolve_device
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as exc:
+        print(f'l3rocc bench: --device {args.device}: {exc}', file=sys.stderr)
+        return 2
     progress = not args.no_progress
     cache = args.cache
     runs_dir = os.path.join(cache, 'runs')
