@@ -39,7 +39,6 @@ from l3rocc_core.window import SlidingWindow
 LOG = logging.getLogger(__name__)
 
 STAGES = ('window', 'depth', 'fusion', 'refiner', 'output')
-SUPPORTED_POSE_SOURCES = ('tf', 'odometry', 'static', 'visual_odometry')
 
 
 class StageError(RuntimeError):
@@ -81,16 +80,13 @@ class OccupancyPipeline:
 
     :param config: the whole configuration (validated here)
     :param grid_origin_hint: see :func:`grid_from_config`
-    :raises ValueError: an invalid configuration or a pose source not supported yet
+    :raises ValueError: an invalid configuration
     """
 
     def __init__(self, config: PipelineConfig,
                  grid_origin_hint: Optional[Sequence[float]] = None):
         """Build every stage; buffers are allocated once here."""
         config.validate()
-        if config.input.pose_source not in SUPPORTED_POSE_SOURCES:
-            raise ValueError(f'pose_source {config.input.pose_source!r} is not supported by the '
-                             f'pipeline yet (supported: {", ".join(SUPPORTED_POSE_SOURCES)})')
         self.config = config
         self.device = resolve_device(config.refiner.device)
         self.base_grid = grid_from_config(config, grid_origin_hint)
