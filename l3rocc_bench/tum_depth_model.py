@@ -39,7 +39,7 @@ Feed = Optional[Callable[[Frame, PipelineConfig, Dict[str, DepthTruth]], Any]]
 
 
 def _oracle(model: str, through_topic: bool = False, own_stamp: bool = True) -> Feed:
-    """The bench's oracle: GT depth read with ``model``, rendered into the frame's camera.
+    """Return the bench's oracle: GT depth read with ``model``, rendered into each frame.
 
     :param through_topic: pass it through the topic source's :func:`depth_result` (block
         minimum, range, flying pixels, confidence) instead of fusing the bare map

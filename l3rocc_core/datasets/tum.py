@@ -263,7 +263,7 @@ def load_tum(path: Optional[str] = None, max_frames: Optional[int] = None,
 
 def tum_depth_maps(seq: TumSequence, model: str = 'tum'
                    ) -> Tuple[List[np.ndarray], PinholeCamera]:
-    """The registered depth maps of ``seq`` and the undistorted pinhole camera they belong to.
+    """Return the registered depth maps of ``seq`` and the undistorted pinhole camera of them.
 
     The two readings place a depth pixel on different rays (16 px apart at the image centre,
     TUM's cy 239.5 against the colour calibration's 255.3; see docs/depth.md):
