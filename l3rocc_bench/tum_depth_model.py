@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from l3rocc_bench.accuracy import BenchPipeline, CaseScorer
+from l3rocc_bench.depth_outliers import score_cell
 from l3rocc_core import metrics as M
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.datasets.tum import TUM_DEPTH_MODELS
@@ -150,9 +151,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
     """Markdown table: IoU / precision / recall per row against each ground truth."""
     lines = ['| depth fused | GT `tum` (bench, eval) | GT `colour` |', '|---|---|---|']
     for r in rows:
-        cells = ['{:.3f} / {:.3f} / {:.3f}'.format(r[m]['iou'], r[m]['precision'] or 0.0,
-                                                   r[m]['recall']) for m in TUM_DEPTH_MODELS]
-        lines.append(f"| {r['row']} | " + ' | '.join(cells) + ' |')
+        lines.append(f"| {r['row']} | "
+                     + ' | '.join(score_cell(r[m]) for m in TUM_DEPTH_MODELS) + ' |')
     return '\n'.join(lines)
 
 
