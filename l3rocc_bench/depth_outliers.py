@@ -175,6 +175,12 @@ def run(out: str, cache: str, network: bool, sources: Sequence[str] = SOURCES,
     return rows
 
 
+def score_cell(scores: Dict[str, Any]) -> str:
+    """Return 'IoU / precision / recall' of a score dict, three decimals (no precision: 0)."""
+    return '{:.3f} / {:.3f} / {:.3f}'.format(scores['iou'], scores['precision'] or 0.0,
+                                             scores['recall'])
+
+
 def table(rows: List[Dict[str, Any]]) -> str:
     """Markdown table: one line per sequence, source and refiner.
 
@@ -194,8 +200,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
         for s in settings:
             r = next((r for r in rows if (r['sequence'], r['depth_source'], r['refiner']) == key
                       and r['setting'] == s), None)
-            cell = '' if r is None else '{:.3f} / {:.3f} / {:.3f}'.format(
-                r['iou'], r['precision'] or 0.0, r['recall'])
+            cell = '' if r is None else score_cell(r)
             if r is not None and r.get('dynamic_recall') is not None:
                 cell += ' ({:.2f})'.format(r['dynamic_recall'])
             cells.append(cell)

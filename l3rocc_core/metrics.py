@@ -566,23 +566,25 @@ def ground_truth_from_tum(path: Optional[str], grid: VoxelGrid,
                           stamps_ns: Optional[Sequence[int]] = None, max_depth: float = 4.0,
                           stride: int = 2, tolerance_ns: int = DEFAULT_STAMP_TOLERANCE_NS,
                           device: Union[str, torch.device, None] = None,
-                          progress: bool = False) -> OccupancyTruth:
+                          progress: bool = False, depth_model: str = 'tum') -> OccupancyTruth:
     """Ground truth of a TUM RGB-D folder on ``grid`` (static scene, GT depth + GT poses).
 
     Occupancy uses the depth of every frame of the folder; observed masks are built for the
     frames matched to ``stamps_ns`` (nearest colour-image stamp within ``tolerance_ns``), or for
     every frame. Each depth map is cast from the GT pose at its own stamp, with TUM's model of
-    the registered depth images (``datasets.tum.TUM_DEPTH_CAMERA``).
+    the registered depth images (``datasets.tum.TUM_DEPTH_CAMERA``) by default.
 
     :param path: the folder (None: the bundled fr1/xyz, see ``datasets.tum.default_tum_dir``)
     :param grid: the grid to build the ground truth on (e.g. the prediction's)
     :param stamps_ns: prediction stamps, or None for all frames
     :param max_depth: metres (see :func:`gt_from_depth`)
     :param stride: pixel stride of the observed-mask traversal
+    :param depth_model: how the depth pixels are read (``datasets.tum.tum_depth_maps``): 'tum'
+        (TUM's depth model) or 'colour' (the colour camera's pixels)
     :return: GT whose rows are the matched TUM frames (row stamps = TUM colour-image stamps)
     :raises MetricsError: when no stamp matches a TUM frame
     """
-    from l3rocc_core.datasets.tum import load_tum
+    from l3rocc_core.datasets.tum import load_tum, tum_depth_maps
     seq = load_tum(path)
     if not seq.frames:
         raise MetricsError(f'{seq.path}: no TUM frames with depth and pose')
@@ -595,9 +597,10 @@ def ground_truth_from_tum(path: Optional[str], grid: VoxelGrid,
         if rows.size == 0:
             raise MetricsError(f'no prediction stamp is within {tolerance_ns / 1e6:.1f} ms of a '
                                f'TUM frame of {seq.path}')
+    depths, camera = tum_depth_maps(seq, depth_model)
     occupied, observed = gt_from_depth(
-        [f.depth_m for f in seq.frames], seq.depth_camera, [f.T_world_depth for f in seq.frames],
-        grid, max_depth, stride=stride, observe=rows, device=device, progress=progress)
+        depths, camera, [f.T_world_depth for f in seq.frames], grid, max_depth, stride=stride,
+        observe=rows, device=device, progress=progress)
     return OccupancyTruth(grid, tum_stamps[rows], occupied, observed)
 
 

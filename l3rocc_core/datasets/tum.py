@@ -37,6 +37,8 @@ TUM_FR1_CAMERA = PinholeCamera(640, 480, 517.3, 516.5, 318.6, 255.3, 'plumb_bob'
                                (0.2624, -0.9531, -0.0054, 0.0026, 1.1633))
 # TUM's model of the registered depth images (no distortion).
 TUM_DEPTH_CAMERA = PinholeCamera(640, 480, 525.0, 525.0, 319.5, 239.5)
+#: How ground truth reads the registered depth pixels (:func:`tum_depth_maps`).
+TUM_DEPTH_MODELS = ('tum', 'colour')
 DEPTH_SCALE = 5000.0
 WORLD_FRAME = 'world'
 OPTICAL_FRAME = 'openni_rgb_optical_frame'  # the frame name of TUM's original bags
@@ -257,6 +259,34 @@ def load_tum(path: Optional[str] = None, max_frames: Optional[int] = None,
                           else _read_png_pair(root, rgb_file, depth_file))
         frames.append(TumFrame(stamp, rgb, depth, T_cam, depth_stamp, T_depth))
     return TumSequence(frames, TUM_FR1_CAMERA, TUM_DEPTH_CAMERA, gt_stamps, gt_poses, root)
+
+
+def tum_depth_maps(seq: TumSequence, model: str = 'tum'
+                   ) -> Tuple[List[np.ndarray], PinholeCamera]:
+    """Return the registered depth maps of ``seq`` and the undistorted pinhole camera of them.
+
+    The two readings place a depth pixel on different rays (16 px apart at the image centre,
+    TUM's cy 239.5 against the colour calibration's 255.3; see docs/depth.md):
+
+    - ``'tum'``: TUM's recommended model of the registered depth, :data:`TUM_DEPTH_CAMERA`
+      (fx = fy = 525, centre 319.5, 239.5, no distortion); the maps are used as they are;
+    - ``'colour'``: the depth pixels are the colour image's pixels (registered 1:1, as a
+      consumer of the depth topic with the colour CameraInfo reads them): the maps are
+      undistorted with the colour calibration (:attr:`TumSequence.camera`) by nearest
+      neighbour, at full resolution.
+
+    :param seq: a sequence loaded with images
+    :param model: one of :data:`TUM_DEPTH_MODELS`
+    :return: (float32 [H, W] metres per frame, 0 = no reading; their camera)
+    :raises ValueError: an unknown ``model``
+    """
+    if model == 'tum':
+        return [f.depth_m for f in seq.frames], seq.depth_camera
+    if model == 'colour':
+        from l3rocc_core.camera import Undistorter
+        und = Undistorter(seq.camera, seq.camera.width)
+        return [und.depth(f.depth_m) for f in seq.frames], und.camera
+    raise ValueError(f'TUM depth model must be one of {TUM_DEPTH_MODELS}, got {model!r}')
 
 
 def _depth_mm(depth_m: np.ndarray) -> np.ndarray:

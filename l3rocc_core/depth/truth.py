@@ -45,12 +45,17 @@ class DepthTruth:
                    None if moving is None else {int(s): moving[i] for i, s in enumerate(stamps)})
 
     @classmethod
-    def from_tum(cls, path: Optional[str] = None) -> 'DepthTruth':
-        """TUM registered depth with TUM's depth-camera model, at the depth image's own pose."""
-        from l3rocc_core.datasets.tum import load_tum
+    def from_tum(cls, path: Optional[str] = None, depth_model: str = 'tum') -> 'DepthTruth':
+        """TUM registered depth at the depth image's own pose.
+
+        :param depth_model: how its pixels are read (``datasets.tum.tum_depth_maps``): 'tum'
+            (TUM's depth-camera model) or 'colour' (the colour camera's pixels)
+        """
+        from l3rocc_core.datasets.tum import load_tum, tum_depth_maps
         seq = load_tum(path)
-        return cls({int(f.stamp_ns): (f.depth_m, seq.depth_camera, f.T_world_depth)
-                    for f in seq.frames})
+        depths, camera = tum_depth_maps(seq, depth_model)
+        return cls({int(f.stamp_ns): (d, camera, f.T_world_depth)
+                    for f, d in zip(seq.frames, depths)})
 
     def render(self, stamp_ns: int, camera: PinholeCamera,
                T_world_cam: np.ndarray) -> Optional[np.ndarray]:
