@@ -32,6 +32,11 @@ def check_output_file(path: str, suffix: str) -> str:
     if os.path.isdir(path):
         raise IsADirectoryError(f'cannot write {path}: it is a folder')
     parent = os.path.dirname(os.path.abspath(path))
+    ancestor = parent
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise NotADirectoryError(f'cannot write {path}: {ancestor} is a file, not a folder')
     probe = os.path.join(parent, '.probe.' + os.path.basename(path))
     try:
         os.makedirs(parent, exist_ok=True)
@@ -39,5 +44,5 @@ def check_output_file(path: str, suffix: str) -> str:
             pass
         os.remove(probe)
     except OSError as exc:
-        raise type(exc)(exc.errno, f'cannot write {path}: {exc.strerror}') from exc
+        raise type(exc)(f'cannot write {path}: {exc.strerror or exc}') from exc
     return path
