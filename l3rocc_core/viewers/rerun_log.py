@@ -99,7 +99,8 @@ class RerunRecorder:
         :param intrinsics: fx, fy, cx, cy in pixels of ``image_size``, or None
         :param image_size: (width, height) of the pinhole; default the picture's size
         :param rgb: uint8 [H, W, 3] picture, or None
-        :param depth: float [h, w] metres (0 = none), resampled to the pinhole's size
+        :param depth: float [h, w] metres (0 = none), resampled to the pinhole's size; not
+            logged when it holds no estimate at all
         """
         rr, rec = self.rr, self.rec
         rec.set_time(TIMELINE_FRAME, sequence=int(index))
@@ -125,7 +126,7 @@ class RerunRecorder:
                 rgb = cv2.resize(rgb, tuple(int(v) for v in image_size),
                                  interpolation=cv2.INTER_AREA)
             rec.log(RGB, rr.Image(np.ascontiguousarray(rgb, np.uint8)))
-        if depth is not None:
+        if depth is not None and np.any(depth):
             depth = np.asarray(depth, np.float32)
             if image_size is not None and (depth.shape[1], depth.shape[0]) != tuple(image_size):
                 depth = cv2.resize(depth, tuple(int(v) for v in image_size),
