@@ -637,7 +637,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'camera and trajectory of every frame (open with: rerun FILE.rrd)')
     parser.add_argument('--mcap', metavar='FILE.mcap',
                         help="also write the node's output topics of every frame (points, "
-                        'markers, /tf, picture) as a ROS 2 MCAP for Foxglove or RViz')
+                        'markers, /tf, picture, CameraInfo) as a ROS 2 MCAP for Foxglove or RViz')
 
 
 def run(args: argparse.Namespace) -> int:

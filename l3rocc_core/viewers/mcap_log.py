@@ -5,8 +5,9 @@ publishes (its default name ``l3rocc``, :data:`TOPICS`): ``/l3rocc/points`` (Poi
 whole window, :func:`~l3rocc_core.viewers.node_outputs.occupancy_points`), ``/l3rocc/markers``
 (MarkerArray: a DELETEALL, the newest slice's CUBE_LIST, older slices when ``publish_history``),
 and ``/tf`` (the camera's optical frame in the grid's world frame); with ``images``, also the
-frame as ``/camera/image_raw/compressed`` (JPEG) and its ``/camera/camera_info``, so Foxglove's
-image panel and RViz's camera display have the picture.
+frame as ``/camera/image_raw`` (rgb8, at the pipeline's working resolution) and its
+``/camera/camera_info``, the topics of ``rviz/l3rocc.rviz``, so Foxglove's image panel and
+RViz's image display have the picture. The MCAP chunks are zstd-compressed.
 
 Messages are rosbags objects serialised to CDR by rosbags (no rclpy: this is the core), written
 by :class:`l3rocc_core.bags.CameraBagWriter` with the message definitions in the file, so
@@ -29,7 +30,7 @@ from l3rocc_core.viewers.node_outputs import (height_colors, marker_slices, Mark
 NODE_NAME = 'l3rocc'
 #: role -> topic of the MCAP
 TOPICS = {'points': f'/{NODE_NAME}/points', 'markers': f'/{NODE_NAME}/markers', 'tf': '/tf',
-          'compressed': '/camera/image_raw/compressed', 'camera_info': '/camera/camera_info'}
+          'image': '/camera/image_raw', 'camera_info': '/camera/camera_info'}
 POINTCLOUD2 = 'sensor_msgs/msg/PointCloud2'
 MARKER_ARRAY = 'visualization_msgs/msg/MarkerArray'
 
@@ -108,7 +109,7 @@ class OutputBagWriter:
     :param path: the ``.mcap`` file; an existing file is replaced when :meth:`close` succeeds
     :param publish_history: older slices as markers too (the node's ``publish_history``)
     :param markers: write the MarkerArray at all (the node's ``publish_markers``)
-    :param images: also write each frame's picture (JPEG) and CameraInfo
+    :param images: also write each frame's picture and CameraInfo
     """
 
     def __init__(self, path: str, publish_history: bool = False, markers: bool = True,
@@ -124,8 +125,8 @@ class OutputBagWriter:
                                  '.partial.' + os.path.basename(self.path))
         if os.path.exists(self._tmp):
             os.remove(self._tmp)
-        self.bag = CameraBagWriter(self._tmp, topics={k: v for k, v in TOPICS.items()
-                                                      if k in ('compressed', 'camera_info')})
+        self.bag = CameraBagWriter(self._tmp, compress=True, topics={
+            k: v for k, v in TOPICS.items() if k in ('image', 'camera_info')})
         self._t = self.bag.typestore.types
         self.encoder = RosbagsMarkerEncoder(self.bag.typestore)
 
@@ -156,7 +157,7 @@ class OutputBagWriter:
             self.bag.write_tf([(occ.grid.frame_id, frame_id, T_world_cam)], stamp,
                               topic=TOPICS['tf'])
         if self.images and rgb is not None:
-            self.bag.write_compressed(rgb, stamp, frame_id)
+            self.bag.write_image(rgb, stamp, frame_id)
             if camera is not None:
                 self.bag.write_camera_info(camera, stamp, frame_id)
 

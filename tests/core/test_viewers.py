@@ -126,7 +126,7 @@ def test_replay_mcap_holds_the_node_outputs(replayed: Path):
     seq = load_sequence(str(replayed / 'run' / 'occupancy.npz'))
     cams = load_cameras(str(replayed / 'run' / 'cameras.npz'))
     msgs = read_mcap(replayed / 'run.mcap')
-    assert set(msgs) == {TOPICS[k] for k in ('points', 'markers', 'tf', 'compressed',
+    assert set(msgs) == {TOPICS[k] for k in ('points', 'markers', 'tf', 'image',
                                              'camera_info')}
     assert {t: len(m) for t, m in msgs.items()} == {t: N for t in msgs}
     for row in range(N):
@@ -156,6 +156,7 @@ def test_replay_mcap_holds_the_node_outputs(replayed: Path):
     assert (last['t'] < 0).any() and last['t'].min() >= -1.0
     assert [m.ns for m in msgs[TOPICS['markers']][-1].markers][1:] == ['occupancy', 'history']
     assert msgs[TOPICS['camera_info']][0].width == cams['image_size'][0][0]
+    assert msgs[TOPICS['image']][0].width == cams['image_size'][0][0]
 
 
 def test_export_rerun_with_the_source_pictures(replayed: Path, tum_bag: Path):
