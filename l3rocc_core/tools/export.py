@@ -26,7 +26,7 @@ import numpy as np
 
 from l3rocc_core import cli
 
-HELP = 'export occupancy (npz, PLY points, CSV; meshes where registered)'
+HELP = 'export occupancy (npz, PLY points, CSV, meshes, LeRobot datasets, Rerun recordings)'
 
 PLY_FIELDS: Tuple[Tuple[str, str, str], ...] = (
     ('x', '<f4', 'float'), ('y', '<f4', 'float'), ('z', '<f4', 'float'), ('t', '<f4', 'float'),
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='output format (default: from the file suffix, else ply)')
     parser.add_argument('--slice', default=None, metavar='N|A:B|all|last',
                         help='rows to export: an index (negative from the end), a range A:B, '
-                        'all, or last (default; all for lerobot and mesh-sequence)')
+                        'all, or last (default; all for lerobot, mesh-sequence and rerun)')
     parser.add_argument('--threshold', type=float, default=None,
                         help='keep voxels with probability >= this (only raises the threshold '
                         'of the file: rows hold just the voxels that were occupied)')

@@ -129,6 +129,12 @@ def test_replay_mcap_holds_the_node_outputs(replayed: Path):
     assert set(msgs) == {TOPICS[k] for k in ('points', 'markers', 'tf', 'image',
                                              'camera_info')}
     assert {t: len(m) for t, m in msgs.items()} == {t: N for t in msgs}
+    # a second, independent MCAP reader (rerun's, as Foxglove reads it: ros2 profile, CDR
+    # messages with their ros2msg schemas in the file)
+    info = rr.chunk.McapReader(str(replayed / 'run.mcap')).info()
+    assert info.profile == 'ros2' and info.message_count == 5 * N
+    assert {c.topic: (c.message_encoding, c.schema.encoding, c.message_count)
+            for c in info.channels} == {t: ('cdr', 'ros2msg', N) for t in msgs}
     for row in range(N):
         cloud = msgs[TOPICS['points']][row]
         stamp = cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec
