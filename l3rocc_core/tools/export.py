@@ -278,7 +278,7 @@ def _write_lerobot(seq: Any, rows: Sequence[int], path: str, args: argparse.Name
 
 
 def _write_rerun(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
-    """A Rerun recording of ``rows``: voxels, cameras, pictures and depth where known."""
+    """Write a Rerun recording of ``rows``: voxels, cameras, pictures and depth where known."""
     from l3rocc_core.camera_log import cameras_of
     from l3rocc_core.lerobot import scaled_intrinsics, STAMP_TOLERANCE_NS
     from l3rocc_core.sources import iter_images, pictures_at

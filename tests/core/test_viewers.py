@@ -34,14 +34,14 @@ FAST = ['working_width=96', 'refiner=none', 'window_size=3', 'num_depth_planes=1
 
 @pytest.fixture(scope='module')
 def tum_bag(tmp_path_factory) -> Path:
-    """The first N TUM frames as an mcap bag (colour, CameraInfo, /tf)."""
+    """Write the first N TUM frames as an mcap bag (colour, CameraInfo, /tf)."""
     return Path(write_tum_bag(str(tmp_path_factory.mktemp('bag') / 'tum.mcap'), str(TUM),
                               max_frames=N, progress=False))
 
 
 @pytest.fixture(scope='module')
 def replayed(tum_bag: Path, tmp_path_factory) -> Path:
-    """A replay of the bag with --rerun, --mcap and --save-depth: the folder of its files."""
+    """Replay the bag with --rerun, --mcap and --save-depth; return the folder of its files."""
     out = tmp_path_factory.mktemp('replay')
     assert _replay(tum_bag, out / 'run', '--save-depth', '--rerun', str(out / 'run.rrd'),
                    '--mcap', str(out / 'run.mcap')) == 0

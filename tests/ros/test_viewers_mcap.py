@@ -26,7 +26,7 @@ T0_NS = 1_700_000_000_123_456_789
 
 
 def _windows(n: int):
-    """n windows of 4 slices on a 20x20x10 grid, the middle slice of the second one empty."""
+    """Yield n windows of 4 slices on a 20x20x10 grid (a slice of the second one empty)."""
     rng = np.random.default_rng(5)
     grid = VoxelGrid((-1.0, -1.0, -0.5), 0.1, (20, 20, 10), 'world')
     for k in range(n):
