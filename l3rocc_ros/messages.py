@@ -27,8 +27,9 @@ from l3rocc_core.convert import compressed_to_rgb, image_to_rgb, ns_to_sec_nanos
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.transforms import matrix_to_quat
-from l3rocc_core.viewers.node_outputs import (height_colors, HISTORY_NS, MARKER_NS,  # noqa: F401
-                                              marker_slices, MarkerSlice, MarkerSplicer,
+from l3rocc_core.viewers.node_outputs import (check_slices, height_colors,  # noqa: F401
+                                              HISTORY_NS, MARKER_NS, marker_slices,
+                                              MarkerSlice, MarkerSplicer,
                                               occupancy_points, POINT_DTYPE, POINT_FIELDS,
                                               pointcloud_to_array, Sparse)
 import numpy as np
@@ -217,11 +218,7 @@ class MarkerEncoder(MarkerSplicer):
         if sys.byteorder != 'little':
             return False, 'big-endian host'
         header = Header(stamp=Time(sec=12, nanosec=345), frame_id='odom')
-        xyz = np.array([[0.1, 0.2, 0.3], [-1.0, 2.0, 3.5], [4.0, -5.0, 6.25]])
-        rgba = height_colors(xyz[:, 2], 0.0, 4.0, 0.5)
-        slices = [('occupancy', 0, 1.0, xyz, rgba),
-                  ('history', 1, 0.3, np.zeros((0, 3)), np.zeros((0, 4), np.float32)),
-                  ('history', 2, 0.2, xyz[:1], rgba[:1])]
+        slices = check_slices()
         try:
             got = deserialize_message(self.splice(header, 0.05, slices), MarkerArray)
         except Exception as exc:  # noqa: B902 - any RMW decoding failure disables the path

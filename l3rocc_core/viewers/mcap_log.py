@@ -23,7 +23,7 @@ import numpy as np
 
 from l3rocc_core.bags import CameraBagWriter
 from l3rocc_core.occupancy import Occupancy4D
-from l3rocc_core.viewers.node_outputs import (height_colors, marker_slices, MarkerSlice,
+from l3rocc_core.viewers.node_outputs import (check_slices, marker_slices, MarkerSlice,
                                               MarkerSplicer, occupancy_points,
                                               POINTFIELD_FLOAT32)
 
@@ -46,11 +46,7 @@ class RosbagsMarkerEncoder(MarkerSplicer):
         """Check the splice once on a small known array."""
         self.typestore = typestore
         self._t = typestore.types
-        xyz = np.array([[0.1, 0.2, 0.3], [-1.0, 2.0, 3.5], [4.0, -5.0, 6.25]])
-        rgba = height_colors(xyz[:, 2], 0.0, 4.0, 0.5)
-        slices = [('occupancy', 0, 1.0, xyz, rgba),
-                  ('history', 1, 0.3, np.zeros((0, 3)), np.zeros((0, 4), np.float32)),
-                  ('history', 2, 0.2, xyz[:1], rgba[:1])]
+        slices = check_slices()
         header = self.header(12_000_000_345, 'odom')
         spliced = self.splice(header, 0.05, slices)
         built = self.template(header, 0.05, slices, lambda i: (

@@ -117,6 +117,18 @@ def marker_slices(occ: Occupancy4D, publish_history: bool) -> List[MarkerSlice]:
     return out
 
 
+def check_slices() -> List[MarkerSlice]:
+    """Return the small known slices a :class:`MarkerSplicer` checks itself on.
+
+    Three points in ns ``occupancy``, an empty ``history`` slice, and a one-point one.
+    """
+    xyz = np.array([[0.1, 0.2, 0.3], [-1.0, 2.0, 3.5], [4.0, -5.0, 6.25]])
+    rgba = height_colors(xyz[:, 2], 0.0, 4.0, 0.5)
+    return [(MARKER_NS, 0, 1.0, xyz, rgba),
+            (HISTORY_NS, 1, 0.3, np.zeros((0, 3)), np.zeros((0, 4), np.float32)),
+            (HISTORY_NS, 2, 0.2, xyz[:1], rgba[:1])]
+
+
 class MarkerSplicer:
     """Serialises occupancy MarkerArrays from numpy arrays by splicing into a CDR template.
 
