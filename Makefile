@@ -28,9 +28,9 @@ CMAKE_CONFIGURE := AMENT_PREFIX_PATH=$(VENV) cmake -DCMAKE_INSTALL_PREFIX=$(VENV
 # What the installed ROS package (messages, executables, share/) is made of.
 PACKAGE_INPUTS := package.xml CMakeLists.txt $(wildcard msg/*.msg scripts/*) \
 	$(shell find launch config rviz data -type f -not -path '*/__pycache__/*' 2>/dev/null)
-# What the PyPI set-up installs with pip (requirements.txt -r-includes the four others).
+# What the PyPI set-up installs with pip (requirements.txt -r-includes the five others).
 REQUIREMENTS := requirements.txt requirements/runtime.txt requirements/ros-wheels.txt \
-	requirements/dev.txt requirements/fleet.txt
+	requirements/dev.txt requirements/fleet.txt requirements/viewers.txt
 TF2_MSGS_INPUTS := $(wildcard third_party/tf2_msgs/*.* third_party/tf2_msgs/msg/*.msg)
 
 # Python snippets for the recipes (exported, read as $$NAME there).

@@ -289,6 +289,12 @@ class CameraBagWriter:
 
         :param transient_local: QoS offered by the recorded publisher (latched, as /tf_static)
         """
+        self.write_serialized(topic, msgtype, self.typestore.serialize_cdr(msg, msgtype),
+                              log_time_ns, transient_local)
+
+    def write_serialized(self, topic: str, msgtype: str, data: bytes, log_time_ns: int,
+                         transient_local: bool = False) -> None:
+        """Write a message of ``msgtype`` already serialised to CDR (as :meth:`write_message`)."""
         if self._closed:
             raise RuntimeError(f'{self.path}: the writer is closed')
         con = self._connections.get(topic)
@@ -299,7 +305,7 @@ class CameraBagWriter:
             self._connections[topic] = con
         elif con.msgtype != msgtype:
             raise ValueError(f'topic {topic} already holds {con.msgtype}, not {msgtype}')
-        self._writer.write(con, int(log_time_ns), self.typestore.serialize_cdr(msg, msgtype))
+        self._writer.write(con, int(log_time_ns), data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def _write(self, role: str, msg: Any, stamp_ns: int, topic: Optional[str],

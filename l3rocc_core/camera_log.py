@@ -11,7 +11,7 @@ of each occupancy row (``l3rocc export --format lerobot``):
 """
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -79,3 +79,26 @@ def load_cameras(path: str) -> Dict[str, np.ndarray]:
         raise ValueError(f'{path}: arrays of different lengths or shapes '
                          f'{ {k: v.shape for k, v in out.items()} }')
     return out
+
+
+def cameras_of(occupancy: str, rows: int, cameras: Optional[str] = None
+               ) -> Tuple[Optional[str], Optional[Dict[str, np.ndarray]]]:
+    """Find and read the ``cameras.npz`` of an ``occupancy.npz``.
+
+    :param occupancy: the occupancy file
+    :param rows: its number of rows
+    :param cameras: the cameras file given by the user; default: ``cameras.npz`` beside
+        ``occupancy`` when there is one
+    :return: (the cameras file or None, its arrays (:func:`load_cameras`) or None)
+    :raises ValueError: a cameras file of another replay (other row count) or a bad one
+    """
+    if cameras is None:
+        near = os.path.join(os.path.dirname(os.path.abspath(occupancy)), CAMERAS_FILE)
+        cameras = near if os.path.exists(near) else None
+    if not cameras:
+        return None, None
+    cams = load_cameras(cameras)
+    if len(cams['stamps']) != rows:
+        raise ValueError(f'{cameras} has {len(cams["stamps"])} rows, {occupancy} '
+                         f'{rows}: they are not of the same replay')
+    return cameras, cams

@@ -15,7 +15,7 @@ COMMANDS = {
     'synth': 'render synthetic dynamic scenes with exact 4D ground truth (bags, shards)',
     'train': 'train the temporal-attention refiner on synthetic shards, or the depth network',
     'bench': 'accuracy and speed benchmarks: tables, results.json and plots',
-    'export': 'export occupancy (npz, PLY points, meshes)',
+    'export': 'export occupancy (npz, PLY points, meshes, LeRobot datasets, Rerun recordings)',
     'render': 'PNG/MP4 previews: RGB | depth | occupancy',
     'make-tum-bag': 'turn TUM fr1/xyz frames (bundled or a TUM folder) into a rosbag2 (mcap)',
     'demo': 'the make demo job: TUM bag, replay, eval, render, summary table',

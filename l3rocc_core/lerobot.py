@@ -194,27 +194,10 @@ class _VideoWriter:
         self._row += 1
 
     def write_all(self, images: Iterable[Tuple[int, np.ndarray, Any]]) -> None:
-        """Stream the source's pictures; each row gets the nearest one within tolerance.
-
-        Rows and pictures are both in time order, so one pass with the previous picture in
-        hand suffices (memory: two pictures).
-        """
-        prev: Optional[Tuple[int, np.ndarray]] = None
-        n = len(self.stamps)
-        for stamp, rgb, _ in images:
-            while self._row < n and self.stamps[self._row] <= stamp:
-                want = int(self.stamps[self._row])
-                pick = (stamp, rgb)
-                if prev is not None and abs(want - prev[0]) < abs(stamp - want):
-                    pick = prev
-                self._put(pick[1] if abs(pick[0] - want) <= STAMP_TOLERANCE_NS else None)
-            if self._row >= n:
-                break
-            prev = (int(stamp), rgb)
-        while self._row < n:
-            near = prev is not None and abs(int(self.stamps[self._row]) - prev[0]) <= \
-                STAMP_TOLERANCE_NS
-            self._put(prev[1] if near else None)
+        """Stream the source's pictures; each row gets the nearest one within tolerance."""
+        from l3rocc_core.sources import pictures_at
+        for rgb in pictures_at(iter(images), self.stamps, STAMP_TOLERANCE_NS):
+            self._put(rgb)
 
     def close(self) -> None:
         """Finish the file (atomically)."""
@@ -465,21 +448,15 @@ def export_episode(occupancy: str, out_dir: str, source: str, rows: Optional[Lis
     :return: the episode entry, with ``cameras`` set to the cameras file used (or None)
     :raises ValueError: bad files or options; ``SourceError``: unreadable recording
     """
-    from l3rocc_core.camera_log import CAMERAS_FILE, load_cameras
+    from l3rocc_core.camera_log import cameras_of
     from l3rocc_core.occupancy import load_sequence
     from l3rocc_core.sources import iter_images
     seq = load_sequence(occupancy) if seq is None else seq
     if len(seq) == 0:
         raise ValueError(f'{occupancy}: no rows to export')
     rows = list(range(len(seq))) if rows is None else list(rows)
-    if cameras is None:
-        near = os.path.join(os.path.dirname(os.path.abspath(occupancy)), CAMERAS_FILE)
-        cameras = near if os.path.exists(near) else None
-    cams = load_cameras(cameras) if cameras else None
+    cameras, cams = cameras_of(occupancy, len(seq), cameras)
     if cams is not None:
-        if len(cams['stamps']) != len(seq):
-            raise ValueError(f'{cameras} has {len(cams["stamps"])} rows, {occupancy} '
-                             f'{len(seq)}: they are not of the same replay')
         cams = {k: v[rows] for k, v in cams.items()}
     writer = LeRobotDatasetWriter(out_dir, camera, task, fps, append)
     entry = writer.add_episode(select_rows(seq, rows), cams,

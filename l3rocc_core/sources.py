@@ -728,3 +728,35 @@ def iter_images(path: str, intrinsics: Any = None, image_topic: Optional[str] = 
                     yield stamp_to_ns(item.msg.header.stamp), rgb, None
             else:
                 yield item.stamp_ns, item.rgb, item.T_world_cam
+
+
+def pictures_at(images: Iterator[Tuple[int, np.ndarray, Any]], stamps_ns: np.ndarray,
+                tolerance_ns: int) -> Iterator[Optional[np.ndarray]]:
+    """Yield, for each stamp in ``stamps_ns``, the picture nearest to it within the tolerance.
+
+    Stamps and pictures are both in time order, so one pass with the previous picture in hand
+    suffices (memory: two pictures).
+
+    :param images: (stamp_ns, uint8 [H, W, 3] RGB, _) in time order (:func:`iter_images`)
+    :param stamps_ns: int64 [N] ascending stamps (e.g. the rows of an occupancy file)
+    :param tolerance_ns: a picture farther than this from a stamp is not its picture
+    :return: N items: the picture, or None where none lies within the tolerance
+    """
+    stamps = np.asarray(stamps_ns, np.int64)
+    n = len(stamps)
+    row = 0
+    prev: Optional[Tuple[int, np.ndarray]] = None
+    for stamp, rgb, _ in images:
+        while row < n and stamps[row] <= stamp:
+            want = int(stamps[row])
+            pick = (int(stamp), rgb)
+            if prev is not None and abs(want - prev[0]) < abs(pick[0] - want):
+                pick = prev
+            yield pick[1] if abs(pick[0] - want) <= tolerance_ns else None
+            row += 1
+        if row >= n:
+            return
+        prev = (int(stamp), rgb)
+    for want in stamps[row:]:
+        near = prev is not None and abs(int(want) - prev[0]) <= tolerance_ns
+        yield prev[1] if near else None

@@ -6,7 +6,8 @@
 - :class:`MarkerEncoder`: the ``MarkerArray`` (a DELETEALL, then one CUBE_LIST of the newest
   slice in ns ``occupancy`` and, when asked, one per older slice in ns ``history``), serialised
   straight from numpy arrays: the CDR bytes of the points and colours are spliced into the
-  serialisation of a one-point template made by the RMW itself, so no ``Point`` object is
+  serialisation of a one-point template made by the RMW itself
+  (:class:`~l3rocc_core.viewers.node_outputs.MarkerSplicer`), so no ``Point`` object is
   created per voxel. A self-check at start-up falls back to building message objects when the
   RMW's encoding does not allow the splice.
 - :func:`image_msg_to_rgb`: Image or CompressedImage to RGB through ``l3rocc_core.convert``.
@@ -16,9 +17,8 @@ only dispatches to them.
 """
 
 import array
-import struct
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, TransformStamped
@@ -27,20 +27,16 @@ from l3rocc_core.convert import compressed_to_rgb, image_to_rgb, ns_to_sec_nanos
 from l3rocc_core.grid import VoxelGrid
 from l3rocc_core.occupancy import Occupancy4D
 from l3rocc_core.transforms import matrix_to_quat
+from l3rocc_core.viewers.node_outputs import (check_slices, height_colors,  # noqa: F401
+                                              HISTORY_NS, MARKER_NS, marker_slices,
+                                              MarkerSlice, MarkerSplicer,
+                                              occupancy_points, POINT_DTYPE, POINT_FIELDS,
+                                              pointcloud_to_array, Sparse)
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
-
-POINT_FIELDS = ('x', 'y', 'z', 't', 'probability')
-POINT_DTYPE = np.dtype([(n, '<f4') for n in POINT_FIELDS])
-MARKER_NS = 'occupancy'
-HISTORY_NS = 'history'
-Sparse = Tuple[np.ndarray, np.ndarray, np.ndarray]  # (indptr, indices, prob), sparse_window()
-_PF_DTYPES = {PointField.INT8: 'i1', PointField.UINT8: 'u1', PointField.INT16: 'i2',
-              PointField.UINT16: 'u2', PointField.INT32: 'i4', PointField.UINT32: 'u4',
-              PointField.FLOAT32: 'f4', PointField.FLOAT64: 'f8'}
 
 
 def stamp_msg(stamp_ns: int) -> Time:
@@ -65,26 +61,6 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- point cloud
-def occupancy_points(occ: Occupancy4D, sparse: Optional[Sparse] = None) -> np.ndarray:
-    """Occupied voxel centres of every slice as a structured array.
-
-    :param occ: the window (``occ.threshold`` decides what is occupied)
-    :param sparse: ``occ.sparse_window()`` when already computed
-    :return: POINT_DTYPE [N]: x, y, z metres in ``occ.grid.frame_id``, t seconds relative to
-        the newest slice (<= 0), probability; oldest slice first
-    """
-    indptr, indices, prob = occ.sparse_window() if sparse is None else sparse
-    out = np.empty(len(indices), POINT_DTYPE)
-    if len(indices) == 0:
-        return out
-    xyz = occ.grid.flat_to_world(indices)
-    rel_s = (np.asarray(occ.stamps_ns, np.int64) - occ.newest_stamp_ns) / 1e9
-    out['x'], out['y'], out['z'] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    out['t'] = np.repeat(rel_s, np.diff(indptr))
-    out['probability'] = prob
-    return out
-
-
 def array_to_pointcloud2(points: np.ndarray, header: Header) -> PointCloud2:
     """Unorganised PointCloud2 (height 1) of a structured array of float32 fields.
 
@@ -108,27 +84,8 @@ def occupancy_to_pointcloud2(occ: Occupancy4D, sparse: Optional[Sparse] = None) 
 
 
 def pointcloud2_to_array(msg: PointCloud2) -> np.ndarray:
-    """Structured array of a PointCloud2's fields (any padding skipped).
-
-    :raises ValueError: unknown field type, or data length not width * height * point_step
-    """
-    names, formats, offsets = [], [], []
-    order = '>' if msg.is_bigendian else '<'
-    for f in msg.fields:
-        if f.datatype not in _PF_DTYPES:
-            raise ValueError(f'PointCloud2 field {f.name!r} has unknown datatype {f.datatype}')
-        names.append(f.name)
-        base = order + _PF_DTYPES[f.datatype]
-        formats.append(base if f.count <= 1 else (base, (f.count,)))
-        offsets.append(f.offset)
-    dtype = np.dtype({'names': names, 'formats': formats, 'offsets': offsets,
-                      'itemsize': msg.point_step})
-    n = msg.width * msg.height
-    raw = np.frombuffer(bytes(msg.data), np.uint8)
-    if msg.row_step != msg.width * msg.point_step or raw.size != msg.row_step * msg.height:
-        raise ValueError(f'PointCloud2 data has {raw.size} bytes for {msg.width}x{msg.height} '
-                         f'points of {msg.point_step} bytes (row_step {msg.row_step})')
-    return raw.view(dtype).reshape(n)
+    """Structured array of a PointCloud2's fields (:func:`pointcloud_to_array`)."""
+    return pointcloud_to_array(msg)
 
 
 # ------------------------------------------------------------------------------ occupancy msg
@@ -185,48 +142,6 @@ def _typed_array(typecode: str, values: np.ndarray) -> array.array:
 
 
 # ---------------------------------------------------------------------------------- markers
-def height_colors(z: np.ndarray, z_min: float, z_max: float, alpha: float) -> np.ndarray:
-    """float32 [N, 4] RGBA colours by height (blue low, red high; 'jet').
-
-    :param z: [N] metres
-    :param z_min: height mapped to blue
-    :param z_max: height mapped to red
-    :param alpha: opacity in (0, 1]
-    """
-    h = np.clip((np.asarray(z, np.float64) - z_min) / max(z_max - z_min, 1e-9), 0.0, 1.0)
-    rgba = np.empty((h.shape[0], 4), np.float32)
-    rgba[:, 0] = np.clip(1.5 - np.abs(4.0 * h - 3.0), 0.0, 1.0)
-    rgba[:, 1] = np.clip(1.5 - np.abs(4.0 * h - 2.0), 0.0, 1.0)
-    rgba[:, 2] = np.clip(1.5 - np.abs(4.0 * h - 1.0), 0.0, 1.0)
-    rgba[:, 3] = alpha
-    return rgba
-
-
-def marker_slices(occ: Occupancy4D, publish_history: bool
-                  ) -> List[Tuple[str, int, float, np.ndarray, np.ndarray]]:
-    """List the CUBE_LISTs to publish: (ns, id, alpha, centres [n, 3], rgba float32 [n, 4]).
-
-    The newest slice is ns ``occupancy`` id 0 (opaque); with ``publish_history`` every older slice
-    k steps back is ns ``history`` id k, fading with age. Empty slices are left out (RViz warns
-    about a CUBE_LIST without points; the DELETEALL before them clears old ones).
-    """
-    g = occ.grid
-    z_min = g.origin[2]
-    z_max = g.origin[2] + g.dims[2] * g.voxel_size
-    t = occ.num_slices
-    ages = range(t) if publish_history else range(1)
-    out = []
-    for age in ages:
-        idx, _ = occ.occupied(t - 1 - age)
-        if len(idx) == 0:
-            continue
-        xyz = g.flat_to_world(idx).reshape(-1, 3)
-        alpha = 1.0 if age == 0 else 0.1 + 0.4 * (t - age) / t
-        ns, mid = (MARKER_NS, 0) if age == 0 else (HISTORY_NS, age)
-        out.append((ns, mid, alpha, xyz, height_colors(xyz[:, 2], z_min, z_max, alpha)))
-    return out
-
-
 def _marker(header: Header, ns: str, mid: int, alpha: float, voxel_size: float) -> Marker:
     m = Marker(header=header, ns=ns, id=mid, type=Marker.CUBE_LIST, action=Marker.ADD)
     m.pose.orientation.w = 1.0
@@ -258,15 +173,13 @@ def markers_to_msg(header: Header, voxel_size: float,
     return MarkerArray(markers=markers)
 
 
-class MarkerEncoder:
+class MarkerEncoder(MarkerSplicer):
     """Serialises occupancy MarkerArrays from numpy arrays, with the RMW's own encoding.
 
-    For each marker with points, a template with one sentinel point and colour is serialised by
-    ``rclpy.serialization``; the sentinels locate the two sequence counts and their data, which
-    are replaced by the real counts and the arrays' bytes. Every inserted block is a multiple of
-    8 bytes, so the alignment of all later fields is unchanged. :meth:`self_check` compares a
-    decoded result with the object-built message; when it fails, :meth:`encode` returns None
-    and callers publish :func:`markers_to_msg` instead.
+    The splice of :class:`~l3rocc_core.viewers.node_outputs.MarkerSplicer` into templates
+    serialised by ``rclpy.serialization``. :meth:`self_check` compares a decoded result with the
+    object-built message; when it fails, :meth:`encode` returns None and callers publish
+    :func:`markers_to_msg` instead.
     """
 
     def __init__(self) -> None:
@@ -275,20 +188,16 @@ class MarkerEncoder:
         self.reason = ''
         self.ok, self.reason = self.self_check()
 
-    @staticmethod
-    def _sentinels(i: int) -> Tuple[Tuple[float, float, float], Tuple[float, float, float, float]]:
-        p = (-1.2345678901234567e-301 * (i + 1), 9.87654321e-299, -7.77e-297 - i)
-        c = (1.0e-38 * (i + 1.5), 2.5e-39, -3.25e-39, 4.125e-38 + i)
-        return p, c
-
-    def _template(self, header: Header, voxel_size: float, slices: Sequence, n: int) -> bytes:
+    def template(self, header: Header, voxel_size: float, slices: Sequence[MarkerSlice],
+                 sentinel: Any) -> bytes:
+        """Serialise the template MarkerArray with rclpy (see ``MarkerSplicer.template``)."""
         markers = [_delete_all(header)]
-        for i, (ns, mid, alpha, xyz, _) in enumerate(slices):
+        for i, (ns, mid, alpha, _, _) in enumerate(slices):
             m = _marker(header, ns, mid, alpha, voxel_size)
-            if len(xyz):
-                p, c = self._sentinels(i)
-                m.points = [Point(x=p[0], y=p[1], z=p[2])] * n
-                m.colors = [ColorRGBA(r=c[0], g=c[1], b=c[2], a=c[3])] * n
+            fill = sentinel(i)
+            if fill is not None:
+                m.points = [Point(x=x, y=y, z=z) for x, y, z in fill[0]]
+                m.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in fill[1]]
             markers.append(m)
         return serialize_message(MarkerArray(markers=markers))
 
@@ -299,32 +208,7 @@ class MarkerEncoder:
         """
         if not self.ok:
             return None
-        return self._encode(header, voxel_size, slices)
-
-    def _encode(self, header: Header, voxel_size: float, slices: Sequence) -> bytes:
-        one = self._template(header, voxel_size, slices, 1)
-        two = self._template(header, voxel_size, slices, 2)
-        parts: List[bytes] = []
-        pos = 0
-        shift = 0  # bytes that earlier markers' second point and colour add in ``two``
-        for i, (_, _, _, xyz, rgba) in enumerate(slices):
-            n = len(xyz)
-            if n == 0:
-                continue
-            p, c = self._sentinels(i)
-            p_at = one.find(struct.pack('<3d', *p), pos)
-            c_at = one.find(struct.pack('<4f', *c), pos)
-            if p_at < 0 or c_at < p_at + 24:
-                raise ValueError('marker template: sentinel not found')
-            p_count = _count_position(one, two, p_at, shift)
-            c_count = _count_position(one, two, c_at, shift + 24)
-            shift += 40
-            parts += [one[pos:p_count], struct.pack('<I', n), one[p_count + 4:p_at],
-                      np.ascontiguousarray(xyz, '<f8').tobytes(), one[p_at + 24:c_count],
-                      struct.pack('<I', n), np.ascontiguousarray(rgba, '<f4').tobytes()]
-            pos = c_at + 16
-        parts.append(one[pos:])
-        return b''.join(parts)
+        return self.splice(header, voxel_size, slices)
 
     def self_check(self) -> Tuple[bool, str]:
         """Encode a small known MarkerArray and compare its decoding with the object-built one.
@@ -334,13 +218,9 @@ class MarkerEncoder:
         if sys.byteorder != 'little':
             return False, 'big-endian host'
         header = Header(stamp=Time(sec=12, nanosec=345), frame_id='odom')
-        xyz = np.array([[0.1, 0.2, 0.3], [-1.0, 2.0, 3.5], [4.0, -5.0, 6.25]])
-        rgba = height_colors(xyz[:, 2], 0.0, 4.0, 0.5)
-        slices = [('occupancy', 0, 1.0, xyz, rgba),
-                  ('history', 1, 0.3, np.zeros((0, 3)), np.zeros((0, 4), np.float32)),
-                  ('history', 2, 0.2, xyz[:1], rgba[:1])]
+        slices = check_slices()
         try:
-            got = deserialize_message(self._encode(header, 0.05, slices), MarkerArray)
+            got = deserialize_message(self.splice(header, 0.05, slices), MarkerArray)
         except Exception as exc:  # noqa: B902 - any RMW decoding failure disables the path
             return False, f'splice does not decode: {exc}'
         want = deserialize_message(serialize_message(markers_to_msg(header, 0.05, slices)),
@@ -348,19 +228,6 @@ class MarkerEncoder:
         if got != want:
             return False, 'spliced MarkerArray differs from the reference'
         return True, ''
-
-
-def _count_position(one: bytes, two: bytes, data_at: int, shift: int) -> int:
-    """Offset in ``one`` of the sequence count before its data at ``data_at``.
-
-    The count is 1 there and 2 at ``shift`` bytes later in ``two``; the (uninitialised) padding
-    that may lie between count and data cannot match both.
-    """
-    for cand in (data_at - 4, data_at - 8):
-        if (cand >= 0 and one[cand:cand + 4] == struct.pack('<I', 1)
-                and two[cand + shift:cand + shift + 4] == struct.pack('<I', 2)):
-            return cand
-    raise ValueError('marker template: sequence count not found')
 
 
 def occupancy_to_markers(occ: Occupancy4D, publish_history: bool,

@@ -30,11 +30,13 @@ ROSDEP_KEYS = {
     'torch': 'python3-torch', 'yaml': 'python3-yaml', 'tqdm': 'python3-tqdm',
     'matplotlib': 'python3-matplotlib', 'rosbags': 'python3-rosbags-pip',
     'open3d': 'python3-open3d-pip', 'pyoctomap': None, 'onnxruntime': None, 'onnx': None,
-    'ray': None, 'pyarrow': None,
+    'ray': None, 'pyarrow': None, 'rerun': None,
     'pytest': 'python3-pytest', 'hypothesis': 'python3-hypothesis',
     'catkin_pkg': 'python3-catkin-pkg', 'flake8': 'python3-flake8',
     'flake8_quotes': 'python3-flake8-quotes', 'pydocstyle': 'pydocstyle',
 }
+# The pip name of a module without rosdep key where it differs from the module's name.
+PIP_NAMES = {'rerun': 'rerun-sdk'}
 # Modules the tests run as programs (``python -m``), which an import scan cannot see.
 TEST_PROGRAMS = {'flake8', 'pydocstyle'}
 # pytest plugins the suite uses: (text in pytest.ini or the tests, rosdep key or None, pip name).
@@ -288,7 +290,7 @@ def test_package_xml_declares_every_imported_module(repo_root: Path) -> None:
         for module, files in sorted(modules.items()):
             key = ROSDEP_KEYS.get(module, module)
             if key is None:
-                if module.lower() not in pip_only:
+                if PIP_NAMES.get(module, module).lower() not in pip_only:
                     problems.append(f'{module} (no rosdep key) is missing from '
                                     'requirements/dev-ros.txt')
             elif key not in keys:

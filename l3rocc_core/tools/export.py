@@ -8,6 +8,10 @@
 - ``lerobot``: a LeRobot v2.1 dataset folder (``--out DIR``), the rows as one episode with the
   video of ``--source`` and each row's camera from the replay's ``cameras.npz``
   (:mod:`l3rocc_core.lerobot`); all rows unless ``--slice`` says otherwise.
+- ``rerun``: a Rerun recording (``--out FILE.rrd``, or ``--rerun FILE.rrd`` beside another
+  output): every row's occupied voxels, and where known its camera (``cameras.npz``), picture
+  (``--source``) and depth (``depth.npz`` of ``replay --save-depth``)
+  (:mod:`l3rocc_core.viewers.rerun_log`); all rows unless ``--slice`` says otherwise.
 
 Writers are looked up in :data:`WRITERS` by format name; further formats (e.g. ``mesh-ply``,
 marching cubes by the refiner's ``mesh`` module) register a function with the same signature
@@ -16,13 +20,13 @@ marching cubes by the refiner's ``mesh`` module) register a function with the sa
 
 import argparse
 import os
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from l3rocc_core import cli
 
-HELP = 'export occupancy (npz, PLY points, CSV; meshes where registered)'
+HELP = 'export occupancy (npz, PLY points, CSV, meshes, LeRobot datasets, Rerun recordings)'
 
 PLY_FIELDS: Tuple[Tuple[str, str, str], ...] = (
     ('x', '<f4', 'float'), ('y', '<f4', 'float'), ('z', '<f4', 'float'), ('t', '<f4', 'float'),
@@ -33,22 +37,29 @@ PLY_FIELDS: Tuple[Tuple[str, str, str], ...] = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``l3rocc export`` arguments."""
     parser.add_argument('occupancy', metavar='OCC.npz', help='occupancy.npz to export')
-    parser.add_argument('--out', metavar='FILE', required=True,
-                        help='output file (lerobot: the dataset folder)')
+    parser.add_argument('--out', metavar='FILE',
+                        help='output file (lerobot: the dataset folder); required unless '
+                        '--rerun is given')
+    parser.add_argument('--rerun', metavar='FILE.rrd',
+                        help='(also) write a Rerun recording of the rows (open with: rerun '
+                        'FILE.rrd), with the pictures of --source when given')
     parser.add_argument('--format', choices=sorted(WRITERS), default=None,
                         help='output format (default: from the file suffix, else ply)')
     parser.add_argument('--slice', default=None, metavar='N|A:B|all|last',
                         help='rows to export: an index (negative from the end), a range A:B, '
-                        'all, or last (default; all for lerobot and mesh-sequence)')
+                        'all, or last (default; all for lerobot, mesh-sequence and rerun)')
     parser.add_argument('--threshold', type=float, default=None,
                         help='keep voxels with probability >= this (only raises the threshold '
                         'of the file: rows hold just the voxels that were occupied)')
     parser.add_argument('--median', type=int, default=None, metavar='K',
                         help='mesh formats: temporal median over K slices first (odd; default 1, '
                         f'{MESH_SEQUENCE_MEDIAN} for mesh-sequence)')
-    lr = parser.add_argument_group('lerobot')
+    lr = parser.add_argument_group('lerobot and rerun')
     lr.add_argument('--source', metavar='BAG|VIDEO|DIR',
-                    help='the recording the occupancy was made from (the episode video)')
+                    help='the recording the occupancy was made from (the episode video; '
+                    'rerun: the pictures, optional)')
+    lr.add_argument('--depth', metavar='depth.npz',
+                    help="rerun: the replay's --save-depth file (default: next to OCC.npz)")
     lr.add_argument('--cameras', metavar='cameras.npz',
                     help="the replay's per-row cameras (default: next to OCC.npz)")
     lr.add_argument('--intrinsics', metavar='SPEC', help='camera of a video/image --source')
@@ -266,6 +277,57 @@ def _write_lerobot(seq: Any, rows: Sequence[int], path: str, args: argparse.Name
     return int(entry['length'])
 
 
+def _write_rerun(seq: Any, rows: Sequence[int], path: str, args: argparse.Namespace) -> int:
+    """Write a Rerun recording of ``rows``: voxels, cameras, pictures and depth where known."""
+    from l3rocc_core.camera_log import cameras_of
+    from l3rocc_core.lerobot import scaled_intrinsics, STAMP_TOLERANCE_NS
+    from l3rocc_core.sources import iter_images, pictures_at
+    from l3rocc_core.viewers import check_output_file
+    from l3rocc_core.viewers.rerun_log import RerunRecorder
+    check_output_file(path, '.rrd')
+    rows = list(rows)
+    stamps = np.asarray(seq.stamps_ns, np.int64)[rows]
+    _, cams = cameras_of(args.occupancy, len(seq), getattr(args, 'cameras', None))
+    depth = _depth_rows(args, stamps)
+    source = getattr(args, 'source', None)
+    pictures = (pictures_at(iter_images(source, args.intrinsics, args.image_topic,
+                                        args.source_fps), stamps, STAMP_TOLERANCE_NS)
+                if source else iter([None] * len(rows)))
+    threshold = args.threshold or 0.0
+    rec = RerunRecorder(path, os.path.basename(source or args.occupancy))
+    try:
+        for r, rgb in zip(rows, pictures):
+            tab = voxel_table(seq, [r], threshold)
+            T = K = size = None
+            if cams is not None:
+                T, K, size = cams['T_world_cam'][r], cams['intrinsics'][r], cams['image_size'][r]
+                if rgb is not None:   # the source's pictures: the camera at their size
+                    K = scaled_intrinsics(K[None], size[None], (rgb.shape[1], rgb.shape[0]))[0]
+                    size = (rgb.shape[1], rgb.shape[0])
+            rec.log(r, int(seq.stamps_ns[r]), tab['xyz'], tab['prob'], seq.grid.voxel_size,
+                    T, K, size, rgb, None if depth is None else depth.get(int(seq.stamps_ns[r])))
+    except BaseException:
+        rec.abort()
+        raise
+    rec.close()
+    return len(rows)
+
+
+def _depth_rows(args: argparse.Namespace, stamps: np.ndarray) -> Optional[Dict[int, Any]]:
+    """Depth maps of ``depth.npz`` (``--depth``, default beside OCC.npz) by stamp, or None."""
+    path = getattr(args, 'depth', None)
+    if path is None:
+        near = os.path.join(os.path.dirname(os.path.abspath(args.occupancy)), 'depth.npz')
+        path = near if os.path.exists(near) else None
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if 'stamps' not in z.files or 'depth' not in z.files:
+            raise ValueError(f'{path}: not a depth file (stamps, depth)')
+        keep = np.isin(z['stamps'], stamps)
+        return dict(zip(z['stamps'][keep].tolist(), z['depth'][keep]))
+
+
 #: The temporal median of ``--format mesh-sequence`` unless ``--median`` says otherwise.
 MESH_SEQUENCE_MEDIAN = 3
 
@@ -279,13 +341,17 @@ WRITERS: Dict[str, Callable[..., int]] = {
     'mesh-obj': _write_mesh,
     'mesh-sequence': _write_mesh_sequence,
     'lerobot': _write_lerobot,
+    'rerun': _write_rerun,
 }
+#: Formats whose default ``--slice`` is every row.
+ALL_ROWS = ('lerobot', 'mesh-sequence', 'rerun')
 
 
 def _format_of(path: str, given: str) -> str:
     if given:
         return given
-    for suffix, name in (('.ply', 'ply'), ('.csv', 'csv'), ('.npz', 'npz'), ('.obj', 'mesh-obj')):
+    for suffix, name in (('.ply', 'ply'), ('.csv', 'csv'), ('.npz', 'npz'), ('.obj', 'mesh-obj'),
+                         ('.rrd', 'rerun')):
         if path.lower().endswith(suffix):
             return name
     return 'ply'
@@ -295,21 +361,29 @@ def _run(args: argparse.Namespace) -> int:
     """Export the selected rows in the chosen format."""
     import os
     from l3rocc_core.occupancy import load_sequence
-    seq = load_sequence(args.occupancy)
-    fmt = _format_of(args.out, args.format)
-    rows = parse_rows(args.slice or ('all' if fmt in ('lerobot', 'mesh-sequence') else 'last'),
-                      len(seq))
+    if not args.out and not args.rerun:
+        raise ValueError('give --out FILE, --rerun FILE.rrd, or both')
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must be in [0, 1], got {args.threshold}')
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    n = WRITERS[fmt](seq, rows, args.out, args)
-    unit = ('mesh file(s)' if fmt.startswith('mesh') else
-            'frames (one episode)' if fmt == 'lerobot' else 'voxels')
-    print(f'wrote {n} {unit} of {len(rows)} row(s) to {args.out} ({fmt})')
+    jobs = [(_format_of(args.out, args.format), args.out)] if args.out else []
+    if args.rerun:
+        from l3rocc_core.viewers import check_output_file
+        from l3rocc_core.viewers.rerun_log import import_rerun
+        import_rerun()
+        jobs.append(('rerun', check_output_file(args.rerun, '.rrd')))
+    seq = load_sequence(args.occupancy)
+    for fmt, out in jobs:
+        rows = parse_rows(args.slice or ('all' if fmt in ALL_ROWS else 'last'), len(seq))
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        n = WRITERS[fmt](seq, rows, out, args)
+        unit = ('mesh file(s)' if fmt.startswith('mesh') else
+                'frames (one episode)' if fmt == 'lerobot' else
+                'frames' if fmt == 'rerun' else 'voxels')
+        print(f'wrote {n} {unit} of {len(rows)} row(s) to {out} ({fmt})')
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``l3rocc export``; bad input is reported on stderr with exit status 2."""
-    # RuntimeError: sources.SourceError (a --source that cannot be read)
+    # RuntimeError: sources.SourceError (a --source that cannot be read), ViewerUnavailable
     return cli.run_reporting('export', _run, args, cli.BAD_INPUT + (RuntimeError,))

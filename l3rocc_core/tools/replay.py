@@ -14,6 +14,9 @@ Writes ``DIR/occupancy.npz`` (contract format, one row per processed frame, with
 With ``pose_source: visual_odometry`` the poses come from the images
 (:class:`~l3rocc_core.poses.visual_odometry_source.VisualOdometrySource`, started from TF at
 the first image when the bag has it) and ``DIR/trajectory.tum`` holds them.
+``--rerun FILE.rrd`` also records every frame for the Rerun viewer
+(:mod:`l3rocc_core.viewers.rerun_log`) and ``--mcap FILE.mcap`` writes the node's output
+topics of every frame (:mod:`l3rocc_core.viewers.mcap_log`); both atomically, only on success.
 """
 
 import argparse
@@ -42,6 +45,8 @@ from l3rocc_core.sources import (BagMessage, BagSource, RawFrame, SourceError, c
                                  open_source)
 from l3rocc_core.stream import DepthPairing, FrameDropped, PoseSelector, StampGate
 from l3rocc_core.tf_tree import TransformBuffer, TransformUnavailable
+from l3rocc_core.viewers import check_output_file, ViewerUnavailable
+from l3rocc_core.viewers.rerun_log import import_rerun
 
 HELP = "run the node's pipeline on a bag, video or image folder; write occupancy.npz"
 TF_HORIZON_S = 2.0     # an image gives up on TF once TF has moved this far past its stamp
@@ -107,10 +112,12 @@ class Replayer:
         :func:`l3rocc_core.sources.parse_intrinsics`
     :param max_frames: stop after this many processed frames
     :param save_depth: also keep every frame's depth estimate for ``depth.npz``
+    :param viewers: recorders of every processed frame (:class:`ViewerOutputs`), or None
     """
 
     def __init__(self, config: PipelineConfig, pipeline: Any = None, intrinsics: Any = None,
-                 max_frames: Optional[int] = None, save_depth: bool = False):
+                 max_frames: Optional[int] = None, save_depth: bool = False,
+                 viewers: Optional['ViewerOutputs'] = None):
         """Prepare the conversion state (no pipeline work yet)."""
         self.config = config
         self.pipeline = pipeline if pipeline is not None else OccupancyPipeline(config)
@@ -135,6 +142,7 @@ class Replayer:
         self.cameras = CameraLog()
         self.vo = VisualOdometrySource(config) if self.pose_source == 'visual_odometry' else None
         self._source_has_tf = False
+        self.viewers = viewers
 
     # ------------------------------------------------------------------ bookkeeping
     def _skip(self, kind: str, message: str) -> None:
@@ -375,10 +383,14 @@ class Replayer:
             return
         self._add_row(occ)
         self.cameras.add(frame)
-        if self.save_depth:
+        depth = None
+        if self.save_depth or self.viewers is not None:
             est = getattr(self.pipeline, 'last_depth', None)
-            self._depth_rows.append((int(frame.stamp_ns), None if est is None else
-                                     est.depth.detach().cpu().numpy().astype(np.float32)))
+            depth = None if est is None else est.depth.detach().cpu().numpy().astype(np.float32)
+        if self.save_depth:
+            self._depth_rows.append((int(frame.stamp_ns), depth))
+        if self.viewers is not None:
+            self.viewers.add(self.result.frames, frame, occ, depth)
         self.result.frames += 1
         self._bar.update(1)
 
@@ -448,6 +460,67 @@ def write_json_atomic(path: str, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class ViewerOutputs:
+    """The ``--rerun`` and ``--mcap`` recorders of a replay.
+
+    :param config: the run's configuration (output threshold, markers, history)
+    :param rerun: the ``.rrd`` file, or None
+    :param mcap: the ``.mcap`` file, or None
+    :param name: the recording's name in the viewer
+    :raises ViewerUnavailable: rerun-sdk is missing; ``OSError``: a file cannot be written
+    """
+
+    def __init__(self, config: PipelineConfig, rerun: Optional[str] = None,
+                 mcap: Optional[str] = None, name: str = ''):
+        """Open the recorders (their files appear only on :meth:`close`)."""
+        self.output = config.output
+        self.rerun = self.mcap = None
+        try:
+            if rerun:
+                from l3rocc_core.viewers.rerun_log import RerunRecorder
+                self.rerun = RerunRecorder(rerun, name)
+            if mcap:
+                from l3rocc_core.viewers.mcap_log import OutputBagWriter
+                self.mcap = OutputBagWriter(mcap, self.output.publish_history,
+                                            markers=self.output.publish_markers)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, index: int, frame: Any, occ: Occupancy4D, depth: Optional[np.ndarray]) -> None:
+        """Record one processed frame.
+
+        :param index: the row of ``occupancy.npz``
+        :param frame: the :class:`~l3rocc_core.frame.Frame` (picture, camera, pose)
+        :param occ: the window after it
+        :param depth: float32 [h, w] its depth estimate in metres, or None
+        """
+        if occ.threshold != self.output.occupancy_threshold:   # as the node publishes it
+            occ = Occupancy4D(occ.grid, occ.stamps_ns, occ.prob, occ.observed,
+                              self.output.occupancy_threshold)
+        if self.rerun is not None:
+            flat, prob = occ.occupied(-1)
+            cam = frame.camera
+            self.rerun.log(index, occ.newest_stamp_ns, occ.grid.flat_to_world(flat), prob,
+                           occ.grid.voxel_size, frame.T_world_cam,
+                           (cam.fx, cam.fy, cam.cx, cam.cy), (cam.width, cam.height),
+                           frame.image, depth if depth is not None else frame.depth)
+        if self.mcap is not None:
+            self.mcap.add(occ, frame.T_world_cam, frame.frame_id, frame.camera, frame.image)
+
+    def close(self) -> None:
+        """Finish the files."""
+        for rec in (self.rerun, self.mcap):
+            if rec is not None:
+                rec.close()
+
+    def abort(self) -> None:
+        """Drop the partial files."""
+        for rec in (self.rerun, self.mcap):
+            if rec is not None:
+                rec.abort()
+
+
 def load_config(params_file: Optional[str], sets: Optional[List[str]]) -> PipelineConfig:
     """Build the PipelineConfig from a ROS 2 parameter file and ``name=value`` overrides.
 
@@ -461,17 +534,20 @@ def load_config(params_file: Optional[str], sets: Optional[List[str]]) -> Pipeli
 
 def replay(source_path: str, out_dir: str, config: PipelineConfig,
            max_frames: Optional[int] = None, progress: bool = True, pipeline: Any = None,
-           intrinsics: Any = None, save_depth: bool = False,
-           **source_options: Any) -> ReplayResult:
+           intrinsics: Any = None, save_depth: bool = False, rerun: Optional[str] = None,
+           mcap: Optional[str] = None, **source_options: Any) -> ReplayResult:
     """Replay ``source_path`` into ``out_dir`` (the ``l3rocc replay`` job as a function).
 
     Stale ``occupancy.npz``/``timing.json`` in ``out_dir`` are removed first, so a failed run
     never leaves results that look like its own.
 
     :param save_depth: also write ``depth.npz`` (see :func:`write_depth_file`)
+    :param rerun: also write this Rerun recording (``.rrd``)
+    :param mcap: also write the node's outputs to this ROS 2 MCAP (``.mcap``)
     :param source_options: passed to :func:`l3rocc_core.sources.open_source`
     :raises SourceError: unreadable input
     :raises ReplayError: nothing processed, grid changes
+    :raises ViewerUnavailable: ``rerun`` without rerun-sdk
     """
     t0 = time.perf_counter()
     for name in (OCCUPANCY_FILE, TIMING_FILE, DEPTH_FILE, CAMERAS_FILE, TRAJECTORY_FILE):
@@ -483,13 +559,22 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
     transport = source_options.pop('image_transport', config.input.image_transport)
     source = open_source(source_path, intrinsics=intrinsics, image_transport=transport,
                          want_depth=config.depth.depth_source == 'topic', **source_options)
+    viewers = (ViewerOutputs(config, rerun, mcap, os.path.basename(str(source_path)))
+               if rerun or mcap else None)
     try:
-        rep = Replayer(config, pipeline, intrinsics, max_frames, save_depth)
-        result = rep.run(source, progress)
-    finally:
-        source.close()
-    result.wall_s = time.perf_counter() - t0
-    rep.write(out_dir)
+        try:
+            rep = Replayer(config, pipeline, intrinsics, max_frames, save_depth, viewers)
+            result = rep.run(source, progress)
+        finally:
+            source.close()
+        result.wall_s = time.perf_counter() - t0
+        rep.write(out_dir)
+        if viewers is not None:
+            viewers.close()
+    except BaseException:
+        if viewers is not None:
+            viewers.abort()
+        raise
     return result
 
 
@@ -547,6 +632,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--save-depth', action='store_true',
                         help="also write depth.npz: every frame's estimated depth (for render)")
+    parser.add_argument('--rerun', metavar='FILE.rrd',
+                        help='also write a Rerun recording: picture, depth, occupied voxels, '
+                        'camera and trajectory of every frame (open with: rerun FILE.rrd)')
+    parser.add_argument('--mcap', metavar='FILE.mcap',
+                        help="also write the node's output topics of every frame (points, "
+                        'markers, /tf, picture, CameraInfo) as a ROS 2 MCAP for Foxglove or RViz')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -559,6 +650,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         print('l3rocc replay: --max-frames must be >= 1', file=sys.stderr)
         return 2
+    try:   # before the run: a long replay must not end in an unwritable file
+        for path, suffix in ((args.rerun, '.rrd'), (args.mcap, '.mcap')):
+            if path:
+                check_output_file(path, suffix)
+        if args.rerun:
+            import_rerun()
+    except (OSError, ValueError, ViewerUnavailable) as exc:
+        cli.report_error('replay', exc)
+        return 2
     try:
         result = replay(args.source, args.out, config, args.max_frames, not args.no_progress,
                         intrinsics=args.intrinsics, poses=args.poses, fps=args.fps,
@@ -566,7 +666,7 @@ def run(args: argparse.Namespace) -> int:
                         odom_topic=args.odom_topic, depth_topic=args.depth_topic,
                         tf_topic=args.tf_topic,
                         tf_static_topic=args.tf_static_topic, frame_id=args.frame_id,
-                        save_depth=args.save_depth)
+                        save_depth=args.save_depth, rerun=args.rerun, mcap=args.mcap)
     except (SourceError, ReplayError, OSError) as exc:
         cli.report_error('replay', exc)
         return 1
@@ -575,6 +675,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(f'replay: {result.frames} frames in {result.wall_s:.2f} s ({result.fps:.2f} fps) -> '
           f'{os.path.join(args.out, OCCUPANCY_FILE)}')
+    for path in (args.rerun, args.mcap):
+        if path:
+            print(f'replay: wrote {path}')
     if result.skipped:
         print('skipped: ' + ', '.join(f'{k} x{n}' for k, n in result.skipped.items()),
               file=sys.stderr)
