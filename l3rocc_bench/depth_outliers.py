@@ -17,8 +17,8 @@ synthetic sequence with ``refiner: network``. Each run is scored as ``l3rocc eva
 ``DIR/results.json`` and prints the markdown table of ``docs/depth_outliers.md``.
 
 The consistency filter runs between the depth stage and fusion through
-:class:`~l3rocc_core.depth.consistency.FilteredDepthSource` (where the pipeline does not wire
-it in itself).
+:class:`~l3rocc_core.depth.consistency.FilteredDepthSource`, as the pipeline wires it in; the
+ground-truth runs pass their depth through a filter of their own.
 """
 
 import argparse
@@ -36,7 +36,7 @@ from l3rocc_core.depth.truth import DepthTruth
 from l3rocc_bench.suite import Case, prepare, TEST_SEED_BASE
 from l3rocc_core import metrics as M
 from l3rocc_core.config import PipelineConfig
-from l3rocc_core.depth.consistency import ConsistencyFilter, FilteredDepthSource
+from l3rocc_core.depth.consistency import ConsistencyFilter
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 from l3rocc_core.occupancy import Occupancy4D, load_sequence
@@ -66,20 +66,6 @@ SOURCES = ('plane_sweep', 'topic', 'gt_single_view')
 SYNTH_SEEDS = (TEST_SEED_BASE, TEST_SEED_BASE + 10, TEST_SEED_BASE + 20)
 TOLERANCE_NS = 20_000_000
 SCORES = ('iou', 'precision', 'recall', 'dynamic_recall')
-
-
-class FilteredPipeline(OccupancyPipeline):
-    """The pipeline with the consistency filter between its depth stage and fusion."""
-
-    @property
-    def depth_estimator(self) -> Any:
-        """The depth stage wrapped in :class:`FilteredDepthSource` (once)."""
-        source = super().depth_estimator
-        if not isinstance(source, FilteredDepthSource):
-            source = FilteredDepthSource(source, ConsistencyFilter(self.config.depth,
-                                                                   self.device))
-            self._depth = source
-        return source
 
 
 class GivenDepthPipeline(OccupancyPipeline):
@@ -160,7 +146,7 @@ def run(out: str, cache: str, network: bool, sources: Sequence[str] = SOURCES,
             cfg = base.with_values({**values, 'depth_source': kind, 'refiner': refiner,
                                     'device': 'cpu'})
             pipe = (GivenDepthPipeline(cfg, DepthTruth.from_synth(prep.depth))
-                    if source == 'gt_single_view' else FilteredPipeline(cfg))
+                    if source == 'gt_single_view' else OccupancyPipeline(cfg))
             with tempfile.TemporaryDirectory() as tmp:
                 replay(bag, tmp, cfg, progress=False, pipeline=pipe)
                 scores = _score(os.path.join(tmp, 'occupancy.npz'), truths, name, prep)

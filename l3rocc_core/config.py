@@ -127,6 +127,28 @@ class DepthConfig:
     depth_consistency_penalty: float = param(
         0.1, 'confidence factor of unconfirmed depth samples; those that fall below '
         'min_confidence become invalid (0 = every unconfirmed sample is invalid)', 0.0, 1.0)
+    foreground_depth: bool = param(
+        True, 'while the camera stays put (a fixed mount: pose_source static, or a TF pose that '
+        'does not move), pixels that differ from the median colour of the last frames at that '
+        'pose are moving objects; each blob becomes an upright surface standing where its '
+        'lowest pixels meet the ground plane z = 0 of world_frame, over the depth source '
+        'there (not for depth_source topic, whose depth is measured)', read_only=True)
+    foreground_threshold: float = param(
+        0.1, 'mean absolute RGB difference (0..1) from the background above which a pixel '
+        'shows a moving object (pixels that flicker more than this in the background frames '
+        'need more)', 0.01, 1.0)
+    foreground_min_frames: int = param(
+        4, 'frames at the same pose before the background is used (the first frames of a '
+        'fixed camera give no foreground)', 2, 64)
+    foreground_history: int = param(
+        16, 'frames whose per-pixel median colour is the background (pixels that showed a '
+        'moving object are left out of it)', 2, 64, read_only=True)
+    foreground_absorb_frames: int = param(
+        300, 'a pixel that shows a moving object for more than this many frames in a row '
+        'becomes background (a cart parked for good, or what a departed object uncovered); '
+        'until then a person who stops stays an object', 1, 100000)
+    foreground_min_area: float = param(
+        0.002, 'moving blobs smaller than this share of the depth map are noise', 0.0, 1.0)
     depth_consistency_scope: str = param(
         'multi_view', 'which depth sources the consistency check applies to: multi_view = only '
         'where every sample comes from matching window frames (plane_sweep), which assumes a '
@@ -423,6 +445,9 @@ class PipelineConfig:
         if self.depth.depth_source == 'model' and not self.depth.depth_model:
             reasons.append('depth_source model needs depth_model (path of an ONNX or '
                            'TorchScript file)')
+        if self.depth.foreground_min_frames > self.depth.foreground_history:
+            reasons.append(f'foreground_min_frames {self.depth.foreground_min_frames} must be '
+                           f'<= foreground_history {self.depth.foreground_history}')
         if self.fusion.logodds_min >= self.fusion.logodds_max:
             reasons.append('logodds_min must be < logodds_max')
         f = self.fusion

@@ -28,6 +28,7 @@ from l3rocc_core.config import OutputConfig, PipelineConfig
 from l3rocc_core.device import resolve_device
 from l3rocc_core.depth.base import DepthSource, make_depth_source
 from l3rocc_core.depth.consistency import ConsistencyFilter, FilteredDepthSource
+from l3rocc_core.depth.foreground import ForegroundDepth, ForegroundDepthSource
 from l3rocc_core.frame import Frame
 from l3rocc_core.fusion import EvidenceFusion
 from l3rocc_core.grid import VoxelGrid
@@ -142,9 +143,15 @@ class OccupancyPipeline:
     def depth_estimator(self) -> DepthSource:
         """The depth stage (``depth_source``), built on first use."""
         if self._depth is None:
+            cfg = self.config.depth
             # outlier control between depth and fusion (depth_consistency_views; 0 = off)
-            self._depth = FilteredDepthSource(make_depth_source(self.config.depth, self.device),
-                                              ConsistencyFilter(self.config.depth, self.device))
+            depth: DepthSource = FilteredDepthSource(make_depth_source(cfg, self.device),
+                                                     ConsistencyFilter(cfg, self.device))
+            # moving objects before a still camera, outside the consistency check (a moving
+            # object is never consistent across time); a measured depth needs no such guess
+            if cfg.foreground_depth and cfg.depth_source != 'topic':
+                depth = ForegroundDepthSource(depth, ForegroundDepth(cfg), cfg)
+            self._depth = depth
         return self._depth
 
     @property
@@ -157,7 +164,7 @@ class OccupancyPipeline:
         self.window.reset()
         self.fusion.reset()
         if self._depth is not None:
-            self._depth.consistency.reset()
+            self._depth.reset()
         self._camera = None
         self._last_stamp = None
         self._scene_depth = None
@@ -188,7 +195,7 @@ class OccupancyPipeline:
             if sources or not estimator.requires_sources:
                 depth = estimator.estimate(frame, sources)
                 self.last_depth = depth
-            else:
+            if depth is None:
                 self.stats['no_depth_source'] += 1
         return self._fuse(frame, depth, start)
 

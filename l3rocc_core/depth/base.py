@@ -37,6 +37,9 @@ class DepthSource(abc.ABC):
     #: whatever sources there are, possibly none (fixed camera, first frame).
     requires_sources = False
 
+    def reset(self) -> None:
+        """Forget what earlier frames left (a reset window); sources without state keep none."""
+
     @abc.abstractmethod
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
         """Depth of ``frame``.

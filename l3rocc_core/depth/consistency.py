@@ -247,6 +247,11 @@ class FilteredDepthSource(DepthSource):
         self.uses_sources = source.uses_sources
         self.requires_sources = source.requires_sources
 
+    def reset(self) -> None:
+        """Forget the filter's reference maps and reset the wrapped source."""
+        self.consistency.reset()
+        self.source.reset()
+
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
         """Return the wrapped source's depth of ``frame``, through the filter.
 

@@ -5,18 +5,23 @@ import pytest
 from l3rocc_bench import depth_outliers as D
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.depth.consistency import FilteredDepthSource
+from l3rocc_core.pipeline import OccupancyPipeline
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-def test_filtered_pipeline_wraps_its_depth_stage_once() -> None:
+def test_pipeline_depth_stage_passes_one_active_consistency_filter() -> None:
     cfg = PipelineConfig().with_values({'refiner': 'none', 'device': 'cpu',
                                         **D.SETTINGS['consistency']})
-    pipe = D.FilteredPipeline(cfg)
-    stage = pipe.depth_estimator
-    assert isinstance(stage, FilteredDepthSource) and stage.consistency.active
-    assert pipe.depth_estimator is stage                  # not wrapped a second time
-    assert stage.uses_sources and stage.requires_sources  # the plane sweep's flags
+    pipe = OccupancyPipeline(cfg)
+    stage, filters = pipe.depth_estimator, []
+    while stage is not None:                              # the wrappers, outermost first
+        if isinstance(stage, FilteredDepthSource):
+            filters.append(stage)
+        stage = getattr(stage, 'source', None)
+    assert len(filters) == 1 and filters[0].consistency.active
+    assert pipe.depth_estimator is pipe.depth_estimator   # built once
+    assert filters[0].uses_sources and filters[0].requires_sources  # the plane sweep's flags
 
 
 def test_table_lists_every_setting_per_sequence_source_and_refiner() -> None:

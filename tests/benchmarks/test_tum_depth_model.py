@@ -11,7 +11,7 @@ TOPIC, ORACLE = 'topic', 'oracle tum (bench --depth gt)'
 
 @pytest.fixture(scope='module')
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The topic source and the bench's oracle on the first 16 frames, against both GTs."""
+    """Run the topic source and the bench's oracle on the first 16 frames, against both GTs."""
     out = tmp_path_factory.mktemp('tum_depth_model')
     return {r['row']: r for r in T.run(str(out), [TOPIC, ORACLE], max_frames=16,
                                        progress=False)}
