@@ -145,9 +145,9 @@ def _meta(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         cmd += ' --set ' + ' '.join(args.sets)
     if args.depth != 'estimated':
         cmd += f' --depth {args.depth}'
-    for name in ('batch_bags', 'batch_frames', 'batch_rounds'):
-        if getattr(args, name, None) not in (None, BATCH_DEFAULTS.get(name)):
-            cmd += f' --{name.replace("_", "-")} {getattr(args, name)}'
+    for option, default in BATCH_DEFAULTS.items():
+        if getattr(args, option, None) not in (None, default):
+            cmd += f' --{option.replace("_", "-")} {getattr(args, option)}'
     return {'command': cmd, 'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'commit': _commit(), 'cpu_cores': cpu_count(), 'cpu_model': _cpu_model(),
             'device': device, 'device_name': name, 'torch': torch.__version__,

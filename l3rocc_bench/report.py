@@ -386,7 +386,7 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
              "`summary.json`'s `wall_s`, the batch itself); medians over the rounds. One after "
              'another = `--workers 1` (one task at a time with all the torch threads); pool = '
              'the default workers; Ray = `--ray`, a local instance started by the batch. Peak '
-             "RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran."
+             'RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran.'
              + _load_text(batch.get('load_average'), batch.get('cpu_cores')), '']
     wall = batch.get('wall_s') or {}
     ratio = batch.get('ratio') or {}
