@@ -99,6 +99,23 @@ def worker_peaks(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     return out
 
 
+def worker_growth(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
+    """Return how much each worker's task peak RSS grew from its first task to its last (MiB).
+
+    Rows are in source order, the order the tasks were handed out, so a worker's rows are in
+    the order it ran them; workers with one task are left out. Growth is what a task's peak
+    holds of the tasks before it in the same process (memory a long batch would accumulate).
+
+    :param rows: ``summary.json`` rows (``pid``, ``peak_rss_mb``)
+    :return: pid (as text) -> last task's peak minus first task's peak (MiB)
+    """
+    seen: Dict[str, List[float]] = {}
+    for r in rows:
+        if r.get('peak_rss_mb') is not None and r.get('pid') is not None:
+            seen.setdefault(str(r['pid']), []).append(float(r['peak_rss_mb']))
+    return {pid: p[-1] - p[0] for pid, p in seen.items() if len(p) > 1}
+
+
 def run_once(source_list: str, out_dir: str, mode: str, progress: bool = False,
              timeout_s: float = 1800.0) -> Dict[str, Any]:
     """Run ``l3rocc batch`` once in a subprocess with ``mode``'s executor; return its figures.
@@ -109,7 +126,8 @@ def run_once(source_list: str, out_dir: str, mode: str, progress: bool = False,
     :param progress: show the batch's progress bar (stderr)
     :return: ``mode``, ``command``, ``rc``, ``wall_s`` (the process), ``batch_wall_s``
         (``summary.json``), ``workers``, ``threads_per_task``, ``ok``, ``failed``,
-        ``worker_peak_rss_mb`` (pid -> MiB), ``task_peak_rss_mb`` (per source, in list order),
+        ``worker_peak_rss_mb`` (pid -> MiB), ``worker_growth_mb`` (:func:`worker_growth`),
+        ``task_peak_rss_mb`` (per source, in list order),
         ``load_average_start``/``_end``; ``error`` when the batch did not run every source
     """
     cmd = [sys.executable, '-m', 'l3rocc_core.cli', 'batch', source_list, '--out', out_dir,
@@ -133,6 +151,7 @@ def run_once(source_list: str, out_dir: str, mode: str, progress: bool = False,
     out.update(batch_wall_s=summary.get('wall_s'), workers=summary.get('workers'),
                threads_per_task=summary.get('threads_per_task'), ok=summary.get('ok'),
                failed=summary.get('failed'), worker_peak_rss_mb=worker_peaks(rows),
+               worker_growth_mb=worker_growth(rows),
                task_peak_rss_mb=[r.get('peak_rss_mb') for r in rows])
     if summary.get('failed') or run['rc']:
         bad = [f'{r["name"]}: [{r.get("kind")}] {r.get("error")}' for r in rows
@@ -158,7 +177,8 @@ def summarise(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
     A run with an ``error`` does not count. Ratios are of the medians: ``ratio[m]`` =
     ``wall_s[m] / wall_s['sequential']``; ``ray_overhead_pct`` = ``(wall_s['ray'] /
     wall_s['pool'] - 1) * 100``. Peak RSS per worker: the largest over every round and worker
-    of a mode (and the median of the workers' peaks).
+    of a mode, the median of the workers' peaks, and the largest growth from a worker's first
+    task to its last (``growth_max``).
 
     :param runs: mode -> the runs of :func:`run_once`, one per round
     """
@@ -170,7 +190,9 @@ def summarise(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
         wall[mode] = _median([r['wall_s'] for r in good])
         batch_wall[mode] = _median([r.get('batch_wall_s') for r in good])
         peaks = [p for r in good for p in (r.get('worker_peak_rss_mb') or {}).values()]
+        growth = [g for r in good for g in (r.get('worker_growth_mb') or {}).values()]
         peak[mode] = {'max': max(peaks) if peaks else None, 'median': _median(peaks),
+                      'growth_max': max(growth) if growth else None,
                       'workers': max((len(r.get('worker_peak_rss_mb') or {}) for r in good),
                                      default=0)}
     seq = wall.get('sequential')
@@ -264,7 +286,8 @@ def batch_targets(batch: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
     limit = SPEED_TARGETS['peak_rss_gb']
     rows.append(_row('peak RSS per batch worker (largest)', f'<= {limit:g} GB (as the node)',
                      gb, _ok(gb, lambda v: v <= limit), 'GB',
-                     ', '.join(f'{m} {_mib(p.get("max"))}' for m, p in peaks.items())))
+                     ', '.join(f'{m} {_mib(p.get("max"))} (+{_mib(p.get("growth_max"))} first '
+                               'to last task)' for m, p in peaks.items())))
     return rows
 
 

@@ -386,7 +386,8 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
              "`summary.json`'s `wall_s`, the batch itself); medians over the rounds. One after "
              'another = `--workers 1` (one task at a time with all the torch threads); pool = '
              'the default workers; Ray = `--ray`, a local instance started by the batch. Peak '
-             'RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran.'
+             'RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran; '
+             "growth = the largest rise of a worker's task peak from its first task to its last."
              + _load_text(batch.get('load_average'), batch.get('cpu_cores')), '']
     wall = batch.get('wall_s') or {}
     ratio = batch.get('ratio') or {}
@@ -403,15 +404,15 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
                      '1.00x' if mode == 'sequential' else (
                          f'{ratio[mode]:.2f}x' if ratio.get(mode) is not None else '–'),
                      f'{fmt(p.get("max"), 0)} / {fmt(p.get("median"), 0)}',
-                     '; '.join(' -> '.join('/'.join(f'{v:.2f}' for v in la) for la in (
-                         r.get('load_average_start'), r.get('load_average_end')) if la)
+                     fmt(p.get('growth_max'), 0),
+                     ', '.join(fmt((r.get('load_average_start') or [None])[0], 2)
                                for r in runs),
                      '; '.join(errors)])
     for mode, why in (batch.get('not_run') or {}).items():
-        rows.append([mode, '–', '–', '–', '–', '–', '–', '–', why])
+        rows.append([mode] + ['–'] * 8 + [why])
     lines += table(['executor', 'workers x threads', 'wall s per round', 'wall s', 'summary s',
                     '/ one after another', 'peak RSS per worker MiB (max / median)',
-                    'load average', 'error'], rows)
+                    'growth first -> last task MiB', 'load 1 min per round', 'error'], rows)
     over = batch.get('ray_overhead_pct')
     if over is not None:
         lines += ['', f'Ray against the pool: {over:+.1f} % wall time.']

@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-from l3rocc_bench.batch import batch_cases, batch_targets, summarise, worker_peaks
+from l3rocc_bench.batch import (batch_cases, batch_targets, summarise, worker_growth,
+                                worker_peaks)
 
 
 def _run(mode: str, wall: float, peaks: dict, error: str = '') -> dict:
-    r = {'mode': mode, 'wall_s': wall, 'batch_wall_s': wall - 1.0, 'worker_peak_rss_mb': peaks}
+    r = {'mode': mode, 'wall_s': wall, 'batch_wall_s': wall - 1.0, 'worker_peak_rss_mb': peaks,
+         'worker_growth_mb': {pid: p / 10.0 for pid, p in peaks.items()}}
     if error:
         r['error'] = error
     return r
@@ -31,7 +33,8 @@ def test_medians_ratios_and_overhead_come_from_the_runs() -> None:
     assert s['batch_wall_s'] == {'sequential': 43.0, 'pool': 24.0, 'ray': 26.0}
     assert s['ratio'] == {'pool': pytest.approx(25.0 / 44.0), 'ray': pytest.approx(27.0 / 44.0)}
     assert s['ray_overhead_pct'] == pytest.approx(8.0)
-    assert s['worker_peak_rss_mb']['pool'] == {'max': 720.0, 'median': 675.0, 'workers': 2}
+    assert s['worker_peak_rss_mb']['pool'] == {'max': 720.0, 'median': 675.0,
+                                               'growth_max': 72.0, 'workers': 2}
     rows = {r['name']: r for r in batch_targets(dict(s, bags=8, not_run={}))}
     pool = rows['l3rocc batch, pool / one after another (wall time)']
     assert pool['measured'] == pytest.approx(25.0 / 44.0) and pool['status'] == 'PASS'
@@ -51,9 +54,10 @@ def test_ray_that_is_not_installed_is_a_row_that_says_so() -> None:
                  'Ray overhead against the pool'):
         assert rows[name]['status'] == 'n/a' and rows[name]['note'] == why
     assert rows['l3rocc batch, pool / one after another (wall time)']['status'] == 'MISS'
-    rows = [{'pid': 7, 'peak_rss_mb': 300.0}, {'pid': 7, 'peak_rss_mb': 350.0},
-            {'pid': 8, 'peak_rss_mb': 320.0}, {'pid': 9}]
-    assert worker_peaks(rows) == {'7': 350.0, '8': 320.0}
+    rows = [{'pid': 7, 'peak_rss_mb': 300.0}, {'pid': 8, 'peak_rss_mb': 320.0},
+            {'pid': 7, 'peak_rss_mb': 380.0}, {'pid': 7, 'peak_rss_mb': 350.0}, {'pid': 9}]
+    assert worker_peaks(rows) == {'7': 380.0, '8': 320.0}
+    assert worker_growth(rows) == {'7': 50.0}      # last task minus first; pid 8 ran one
 
 
 @pytest.mark.slow
@@ -83,6 +87,7 @@ def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Pat
         peaks = run['worker_peak_rss_mb']
         assert set(peaks) == {str(r['pid']) for r in summary['rows']}
         assert max(peaks.values()) == max(r['peak_rss_mb'] for r in summary['rows']) > 100
+        assert set(run['worker_growth_mb']) <= set(peaks)
     assert b['runs']['sequential'][0]['workers'] == 1
     assert b['runs']['pool'][0]['workers'] == b['cpu_cores']
     wall = b['wall_s']
@@ -104,6 +109,7 @@ def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Pat
     for mode in ('sequential', 'pool', 'ray'):
         assert f'\n| {mode} | ' in md
     assert f'{b["ratio"]["pool"]:.2f}x' in md and 'peak RSS per worker' in md
+    assert 'growth first -> last task MiB' in md
     # The cases of the step are the suite's cached synthetic sequences, gt.npz beside each bag.
     for case in batch_cases(2, 4):
         assert (cache / case.folder / 'sequence.mcap').is_file()
