@@ -25,6 +25,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from l3rocc_bench.resources import cpu_count, load_average, run_monitored
+from l3rocc_bench.speed import _ok, _row, _set_args, TARGETS as SPEED_TARGETS
 from l3rocc_bench.suite import Case, Prepared, TEST_SEED_BASE
 
 #: The executors timed, in the order of the first round.
@@ -56,14 +57,6 @@ def batch_cases(bags: int = 8, frames: int = 12, width: int = 160) -> List[Case]
     return out
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return 'true' if v else 'false'
-    if isinstance(v, (list, tuple)):
-        return '[' + ','.join(repr(float(x)) for x in v) + ']'
-    return str(v)
-
-
 def write_source_list(preps: Sequence[Prepared], path: str, sets: Dict[str, Any]) -> None:
     """Write an ``l3rocc batch`` source list: one bag a line with its parameters, then ``sets``.
 
@@ -78,7 +71,7 @@ def write_source_list(preps: Sequence[Prepared], path: str, sets: Dict[str, Any]
         values.update(sets)
         words = [os.path.abspath(prep.bag)]
         if values:
-            words += ['--set'] + [f'{k}={_value(v)}' for k, v in values.items()]
+            words += ['--set'] + _set_args(values)
         lines.append(' '.join(shlex.quote(w) for w in words))
     with open(path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
@@ -103,8 +96,9 @@ def worker_growth(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     """Return how much each worker's task peak RSS grew from its first task to its last (MiB).
 
     Rows are in source order, the order the tasks were handed out, so a worker's rows are in
-    the order it ran them; workers with one task are left out. Growth is what a task's peak
-    holds of the tasks before it in the same process (memory a long batch would accumulate).
+    the order it ran them; workers with one task are left out. The growth holds both what a
+    task's peak keeps of the tasks before it in the same process (memory a long batch would
+    accumulate) and the difference between the recordings themselves.
 
     :param rows: ``summary.json`` rows (``pid``, ``peak_rss_mb``)
     :return: pid (as text) -> last task's peak minus first task's peak (MiB)
@@ -247,7 +241,8 @@ def batch_bench(preps: Sequence[Prepared], out_dir: str, sets: Dict[str, Any],
     out: Dict[str, Any] = {
         'bags': len(preps), 'frames': case.frames if case else None,
         'resolution': f'{case.width}x{case.width * 3 // 4}' if case else None,
-        'parameters': {k: _value(v) for k, v in sets.items()}, 'rounds': max(1, int(rounds)),
+        'parameters': dict(a.split('=', 1) for a in _set_args(sets)),
+        'rounds': max(1, int(rounds)),
         'cpu_cores': cpu_count(), 'runs': runs, 'not_run': not_run,
         'load_average': [load, load_average()]}
     out.update(summarise(runs))
@@ -259,7 +254,6 @@ def batch_targets(batch: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
     :param batch: :func:`batch_bench`'s result, or None (every row n/a)
     """
-    from l3rocc_bench.speed import _ok, _row, TARGETS as SPEED_TARGETS
     b = batch or {}
     wall = b.get('wall_s') or {}
     ratio = b.get('ratio') or {}

@@ -387,7 +387,8 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
              'another = `--workers 1` (one task at a time with all the torch threads); pool = '
              'the default workers; Ray = `--ray`, a local instance started by the batch. Peak '
              'RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran; '
-             "growth = the largest rise of a worker's task peak from its first task to its last."
+             "growth = the largest rise of a worker's task peak from its first task to its last "
+             "(what the tasks before keep, and the recordings' own differences)."
              + _load_text(batch.get('load_average'), batch.get('cpu_cores')), '']
     wall = batch.get('wall_s') or {}
     ratio = batch.get('ratio') or {}
