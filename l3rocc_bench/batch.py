@@ -36,7 +36,7 @@ MODE_OPTIONS = {'sequential': ['--workers', '1'], 'pool': [], 'ray': ['--ray']}
 TARGETS = {'batch_ratio': 0.6, 'ray_overhead_pct': 10.0}
 #: Synthetic family and camera of the bags, in turn: moving cameras (plane sweep needs
 #: parallax), the industrial family only (its grid, 96x96x48 voxels, is a quarter of a driving
-#: scene's, whose tasks take 2-3 times as long and peak at 2.1-2.4 GiB each on a 2-core machine).
+#: scene's, whose tasks take 2-3 times as long and peak at 2.0-2.3 GiB each on a 2-core machine).
 KINDS = (('industrial', 'handheld'), ('industrial', 'orbit'))
 #: Seeds of the batch bags start here, apart from the accuracy sequences' (test split).
 SEED_OFFSET = 100

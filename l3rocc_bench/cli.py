@@ -41,7 +41,7 @@ STEPS = ('accuracy', 'replay', 'node', 'octomap', 'compile', 'batch')
 DEFAULT_OUT = os.path.join('out', 'bench')
 #: The sequence cache, shared by every ``--out`` (the published folder gets no cache).
 DEFAULT_CACHE = os.path.join(DEFAULT_OUT, 'cache')
-#: The batch step's size: 8 bags of 12 frames at 160x120, one round (about 2-3 min on 2 cores).
+#: The batch step's size: 8 bags of 12 frames at 160x120, one round (about 3 min, 2 cores).
 BATCH_DEFAULTS = {'batch_bags': 8, 'batch_frames': 12, 'batch_rounds': 1}
 
 
