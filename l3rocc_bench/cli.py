@@ -18,7 +18,10 @@ Steps of a benchmark run (each can be skipped with ``--skip``):
 3. ``node``: ``l3rocc_node`` under a 30 Hz 640x480 camera (``l3rocc_bench.node``);
 4. ``octomap``: fusion throughput against OctoMap on the same depth maps;
 5. ``compile``: the network's whole-window pass eagerly and through ``torch.compile``
-   (``network_compile``) on the TUM and the replay sequence's grids.
+   (``network_compile``) on the TUM and the replay sequence's grids;
+6. ``batch``: ``l3rocc batch`` of small synthetic bags one after another (``--workers 1``), on
+   the process pool and on Ray, against the fleet targets (:mod:`l3rocc_bench.batch`); left out
+   of ``--quick`` unless ``--batch-bags`` is given.
 
 Timings are medians, reported beside the speed targets (PASS/MISS); nothing is asserted.
 """
@@ -33,11 +36,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-STEPS = ('accuracy', 'replay', 'node', 'octomap', 'compile')
+STEPS = ('accuracy', 'replay', 'node', 'octomap', 'compile', 'batch')
 #: Where a run writes unless told otherwise: git-ignored, so a run leaves the checkout clean.
 DEFAULT_OUT = os.path.join('out', 'bench')
 #: The sequence cache, shared by every ``--out`` (the published folder gets no cache).
 DEFAULT_CACHE = os.path.join(DEFAULT_OUT, 'cache')
+#: The batch step's size: 8 bags of 12 frames at 160x120, one round (about 3 min, 2 cores).
+BATCH_DEFAULTS = {'batch_bags': 8, 'batch_frames': 12, 'batch_rounds': 1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'num_depth_planes=96')
     parser.add_argument('--octomap-frames', type=int, default=None,
                         help='TUM frames of the OctoMap comparison (default 20, quick 8)')
+    parser.add_argument('--batch-bags', type=int, default=None, metavar='N',
+                        help='synthetic bags of the batch step (default 8; --quick: the step '
+                        'is left out unless this is given)')
+    parser.add_argument('--batch-frames', type=int, default=12, metavar='N',
+                        help='frames of each batch bag (default %(default)s, 160x120)')
+    parser.add_argument('--batch-rounds', type=int, default=1, metavar='N',
+                        help='runs of each executor in the batch step; figures are medians '
+                        '(default %(default)s)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
@@ -132,6 +145,9 @@ def _meta(args: argparse.Namespace, device: str) -> Dict[str, Any]:
         cmd += ' --set ' + ' '.join(args.sets)
     if args.depth != 'estimated':
         cmd += f' --depth {args.depth}'
+    for option, default in BATCH_DEFAULTS.items():
+        if getattr(args, option, None) not in (None, default):
+            cmd += f' --{option.replace("_", "-")} {getattr(args, option)}'
     return {'command': cmd, 'date': datetime.datetime.now().isoformat(timespec='seconds'),
             'commit': _commit(), 'cpu_cores': cpu_count(), 'cpu_model': _cpu_model(),
             'device': device, 'device_name': name, 'torch': torch.__version__,
@@ -282,6 +298,21 @@ def _run_soak(args: argparse.Namespace, device: str, refiner: str) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace, bags: int, cache: str, runs_dir: str, progress: bool,
+           step: _Steps, sets: Dict[str, Any]) -> Dict[str, Any]:
+    """Make the batch step's bags (once) and time ``l3rocc batch`` on them."""
+    from l3rocc_bench import suite
+    from l3rocc_bench.batch import batch_bench, batch_cases
+    cases = batch_cases(bags, args.batch_frames)
+    c = cases[0]
+    step(f'speed: l3rocc batch of {bags} synthetic bags ({c.frames} frames, {c.width}x'
+         f'{c.width * 3 // 4}, refiner {sets["refiner"]}) one after another, on the pool and '
+         f'on Ray, {args.batch_rounds} round(s)')
+    preps = [suite.prepare(case, cache, progress) for case in cases]
+    return batch_bench(preps, os.path.join(runs_dir, 'batch'), sets, args.batch_rounds,
+                       progress=progress, say=lambda m: print(f'    {m}', file=sys.stderr))
+
+
 def _run(args: argparse.Namespace) -> int:
     from l3rocc_bench import suite
     from l3rocc_bench.accuracy import network_available
@@ -303,6 +334,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f'l3rocc bench: --device {args.device}: {exc}', file=sys.stderr)
         return 2
     progress = not args.no_progress
+    if args.batch_rounds < 1 or args.batch_frames < 2 or (args.batch_bags or 0) < 0:
+        print('l3rocc bench: --batch-rounds must be >= 1, --batch-frames >= 2 and '
+              '--batch-bags >= 0', file=sys.stderr)
+        return 2
     cache = args.cache
     runs_dir = os.path.join(cache, 'runs')
     os.makedirs(runs_dir, exist_ok=True)
@@ -318,9 +353,12 @@ def _run(args: argparse.Namespace) -> int:
         return _run_soak(args, device, default_refiner)
 
     n_runs = sum(len(_refiners_of(c, refiners, args.quick)) for c in cases)
+    batch_bags = args.batch_bags if args.batch_bags is not None else (
+        0 if args.quick else BATCH_DEFAULTS['batch_bags'])
     n_steps = (len(cases) + n_runs * ('accuracy' not in skip)
                + ('replay' not in skip) + ('node' not in skip) + ('octomap' not in skip)
-               + ('compile' not in skip and not pending))
+               + ('compile' not in skip and not pending)
+               + ('batch' not in skip and batch_bags > 0))
     step = _Steps(n_steps)
     previous = _load_previous(os.path.join(args.out, 'results.json'))
     results: Dict[str, Any] = {'meta': _meta(args, device)}
@@ -400,8 +438,14 @@ def _run(args: argparse.Namespace) -> int:
         step("speed: the network's window pass, eager and with network_compile (torch.compile)")
         speed['window_pass'] = window_pass_timing(
             grids, device, progress=lambda m: print(f'    {m}', file=sys.stderr), extra=extra)
+    if 'batch' not in skip and batch_bags > 0:
+        results['batch'] = _batch(args, batch_bags, cache, runs_dir, progress, step,
+                                  dict(extra, refiner=default_refiner, device=device))
     speed['targets'] = speed_targets(speed.get('replay'), speed.get('node'),
                                      results.get('octomap'))
+    if results.get('batch'):
+        from l3rocc_bench.batch import batch_targets
+        speed['targets'] += batch_targets(results['batch'])
     if default_refiner != 'none' and (speed.get('replay_' + default_refiner)
                                       or speed.get('node_' + default_refiner)):
         speed['targets_' + default_refiner] = speed_targets(

@@ -113,7 +113,9 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
         lines += ['## Speed targets', '',
                   'On 2 CPU cores, 640x480 input, default grid: the node under a 30 Hz camera '
                   '(TUM fr1/xyz images, `config/tum.yaml`), and `l3rocc replay` of a 640x480 '
-                  '10 fps bag.', '']
+                  '10 fps bag.'
+                  + (' The `l3rocc batch` rows: small synthetic bags, see '
+                     '[Batch](#batch-l3rocc-batch) below.' if results.get('batch') else ''), '']
         lines += table(['target', 'goal', 'measured', 'status', 'note'],
                        [[t['name'], t['target'], f'{fmt(t["measured"], 2)} {t["unit"]}',
                          t['status'], t.get('note', '')] for t in speed['targets']])
@@ -229,6 +231,8 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                          fmt(node.get('dropped_queue_full'), 0), fmt(node.get('peak_rss_mb'), 0),
                          fmt(node.get('threads_max'), 0), fmt(node.get('shutdown_s'), 2)]])
         lines.append('')
+    if results.get('batch'):
+        lines += _batch_lines(results['batch'])
     octo = results.get('octomap')
     if octo and 'error' not in octo:
         lines += _octomap_lines(octo)
@@ -367,6 +371,52 @@ def _window_pass_lines(timing: Optional[Dict[str, Any]]) -> List[str]:
                      fmt(r.get('max_abs_diff_1e6'), 2)])
     lines += table(['grid of', 'device', 'grid', 'voxels', 'eager ms', 'compiled ms',
                     'speed-up', 'compile s (status)', 'max abs Δp (1e-6)'], rows)
+    return lines + ['']
+
+
+def _batch_lines(batch: Dict[str, Any]) -> List[str]:
+    """Return the ``l3rocc batch`` section: one row per executor, medians over the rounds."""
+    params = ', '.join(f'{k}={v}' for k, v in (batch.get('parameters') or {}).items())
+    lines = ['## Batch (`l3rocc batch`)', '',
+             f'{batch.get("bags")} synthetic bags (`l3rocc synth` test-split seeds, '
+             f'{batch.get("frames")} frames at {batch.get("resolution")}, with ground truth: '
+             f'replay + eval per bag; {params}) through `l3rocc batch` in a subprocess, '
+             f'{batch.get("rounds")} round(s) of the three executors (order rotated per round); '
+             'wall = the whole command, interpreter start and imports included (`summary` = '
+             "`summary.json`'s `wall_s`, the batch itself); medians over the rounds. One after "
+             'another = `--workers 1` (one task at a time with all the torch threads); pool = '
+             'the default workers; Ray = `--ray`, a local instance started by the batch. Peak '
+             'RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran; '
+             "growth = the largest rise of a worker's task peak from its first task to its last "
+             "(what the tasks before keep, and the recordings' own differences)."
+             + _load_text(batch.get('load_average'), batch.get('cpu_cores')), '']
+    wall = batch.get('wall_s') or {}
+    ratio = batch.get('ratio') or {}
+    summary_wall = batch.get('batch_wall_s') or {}
+    peaks = batch.get('worker_peak_rss_mb') or {}
+    rows = []
+    for mode, runs in (batch.get('runs') or {}).items():
+        r0 = runs[0] if runs else {}
+        p = peaks.get(mode) or {}
+        errors = [r['error'] for r in runs if 'error' in r]
+        rows.append([mode, f'{fmt(r0.get("workers"))} x {fmt(r0.get("threads_per_task"))}',
+                     ', '.join(fmt(r['wall_s'], 1) for r in runs), fmt(wall.get(mode), 1),
+                     fmt(summary_wall.get(mode), 1),
+                     '1.00x' if mode == 'sequential' else (
+                         f'{ratio[mode]:.2f}x' if ratio.get(mode) is not None else '–'),
+                     f'{fmt(p.get("max"), 0)} / {fmt(p.get("median"), 0)}',
+                     fmt(p.get('growth_max'), 0),
+                     ', '.join(fmt((r.get('load_average_start') or [None])[0], 2)
+                               for r in runs),
+                     '; '.join(errors)])
+    for mode, why in (batch.get('not_run') or {}).items():
+        rows.append([mode] + ['–'] * 8 + [why])
+    lines += table(['executor', 'workers x threads', 'wall s per round', 'wall s', 'summary s',
+                    '/ one after another', 'peak RSS per worker MiB (max / median)',
+                    'growth first -> last task MiB', 'load 1 min per round', 'error'], rows)
+    over = batch.get('ray_overhead_pct')
+    if over is not None:
+        lines += ['', f'Ray against the pool: {over:+.1f} % wall time.']
     return lines + ['']
 
 
