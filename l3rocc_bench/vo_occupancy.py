@@ -144,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f'subset of {[c.name for c in CASES]} (default: all)')
     parser.add_argument('--refiners', nargs='+', choices=('none', 'network'), default=['none'])
     parser.add_argument('--depth-source', choices=('default', 'topic'), default='default',
-                        help='topic: the recording\'s measured depth (TUM only)')
+                        help="topic: the recording's measured depth (TUM only)")
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
     import torch

@@ -1,4 +1,4 @@
-"""Occupancy with VO poses against TF poses (:mod:`l3rocc_bench.vo_occupancy`) on a short sequence."""
+"""VO poses against TF poses for occupancy (:mod:`l3rocc_bench.vo_occupancy`), a short sequence."""
 
 import json
 import math
@@ -24,8 +24,8 @@ def test_mean_iou_is_taken_over_the_given_stamps_only() -> None:
     assert math.isnan(_mean_iou(rows, {3}))
 
 
-def test_compare_replays_with_both_pose_sources_and_gives_the_ratio(short_case: Prepared,
-                                                                     tmp_path: Path) -> None:
+def test_compare_replays_with_both_pose_sources_and_gives_the_ratio(
+        short_case: Prepared, tmp_path: Path) -> None:
     extra = {'working_width': 160, 'num_depth_planes': 24}
     row = compare(short_case, 'none', str(tmp_path), extra=extra)
     json.dumps(row, allow_nan=False)
