@@ -474,7 +474,7 @@ class VisualOdometry:
         if good.sum() < cfg.vo_min_inliers or np.median(parallax[good]) < INIT_PARALLAX_DEG:
             return None
         # The two-view map with a unit baseline, refined by the bundle adjustment; then its
-        # scale (and for a guessed start its pitch and roll) from depth or the ground.
+        # scale from depth or the ground.
         saved = (replace(self._tracks, anchor=self._tracks.anchor.copy(),
                          anchor_uv=self._tracks.anchor_uv.copy()), self._ref, self._next_id)
         T_ref_world = invert(self.T_world_anchor)

@@ -12,8 +12,8 @@ from l3rocc_bench.vo_occupancy import _mean_iou, compare, table
 
 @pytest.fixture(scope='module')
 def short_case(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
-    """Return a 12-frame 160x120 handheld synthetic sequence (enough parallax for VO to start)."""
-    case = Case('vo_short', 'synth', 'industrial', 'handheld', 200_123, 12, 10.0, 160)
+    """Return a 20-frame 160x120 handheld synthetic sequence (VO starts after about 12)."""
+    case = Case('vo_short', 'synth', 'industrial', 'handheld', 200_123, 20, 10.0, 160)
     return prepare(case, str(tmp_path_factory.mktemp('vo_cache')), progress=False)
 
 
@@ -31,7 +31,7 @@ def test_compare_replays_with_both_pose_sources_and_gives_the_ratio(
     json.dumps(row, allow_nan=False)
     # TF poses every frame; VO waits for parallax, then poses every frame it tracks and writes
     # its trajectory (one line per posed frame).
-    assert row['frames_tf'] == 12 and 0 < row['frames_vo'] < 12
+    assert row['frames_tf'] == 20 and 0 < row['frames_vo'] < 20
     assert row['posed'] == row['frames_vo']
     lines = (tmp_path / 'visual_odometry' / 'trajectory.tum').read_text().splitlines()
     assert len(lines) == 1 + row['frames_vo']
@@ -43,5 +43,5 @@ def test_compare_replays_with_both_pose_sources_and_gives_the_ratio(
     assert 0.0 < row['ate_none_m'] < 0.3 and 0.0 < row['ate_sim3_m'] <= row['ate_none_m']
     assert 0.3 < row['size'] < 3.0
     text = table([row])
-    assert f"| vo_short | none | default | {row['frames_vo']} / 12 |" in text
+    assert f"| vo_short | none | default | {row['frames_vo']} / 20 |" in text
     assert f"| {row['ratio']:.2f} |" in text
