@@ -474,7 +474,7 @@ class VisualOdometry:
         if good.sum() < cfg.vo_min_inliers or np.median(parallax[good]) < INIT_PARALLAX_DEG:
             return None
         # The two-view map with a unit baseline, refined by the bundle adjustment; then its
-        # scale (and for a guessed start its pitch and roll) from depth or the ground.
+        # scale from depth or the ground.
         saved = (replace(self._tracks, anchor=self._tracks.anchor.copy(),
                          anchor_uv=self._tracks.anchor_uv.copy()), self._ref, self._next_id)
         T_ref_world = invert(self.T_world_anchor)
@@ -525,8 +525,10 @@ class VisualOdometry:
 
         The ground's parallax measures the scale
         only when the ground is at most ``MAX_GROUND_BASELINES`` baselines below (the map has
-        a unit baseline here); a start with less baseline is refused (False) unless the map
-        has waited ``MAX_WAIT_FOR_GROUND_FRAMES`` frames already.
+        a unit baseline here); a start with less baseline, or where neither the images nor the
+        landmarks measure the ground yet, is refused (False) unless the map has waited
+        ``MAX_WAIT_FOR_GROUND_FRAMES`` frames already (a map scaled to no units, median depth
+        1, would never get the ground's scale later).
         """
         kf0 = self._keyframes[0]
         centre = camera_centre(kf0.T_cam_world)
@@ -548,6 +550,8 @@ class VisualOdometry:
                 return False     # the images and the landmarks disagree: a later frame
             if below is None and plane is not None:
                 below = plane.height
+            if below is None and may_wait:
+                return False     # no ground measured yet: a later frame may see it
             if below is not None and below > MAX_GROUND_BASELINES and may_wait:
                 return False
             if below is not None:

@@ -6,7 +6,8 @@ when the camera model changes, and keeps the estimated trajectory.
 
 The first pose, in order: TF at the first image (the caller looks it up and passes it as the
 frame's pose), else the ``camera_pose`` parameter, else the camera ``camera_height_m`` above the
-ground, level (pitch and roll then come from the ground plane when the map starts).
+ground, level (kept as guessed: a camera pitched down then measures the ground tilted and
+the scale wrong; give ``camera_pose`` with the pitch).
 """
 
 from collections import Counter
