@@ -7,11 +7,13 @@ checkpoint (:mod:`.checkpoint`).
 """
 
 import logging
+import math
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from l3rocc_core.device import resolve_device
 from l3rocc_core.refiner.attention import exclude_attention_from_compile
@@ -38,13 +40,17 @@ class NetworkRefiner(Refiner):
         ``torch.compile`` (static shapes; other lengths, such as a stream's first frames, run
         eagerly); 0 = never. A compile that fails falls back to eager for good, with a warning
         and :attr:`compile_status` saying why.
+    :param align_ground: present the layer of the grid that holds z = 0 at an odd index
+        (``network_align_ground``; see :func:`ground_pad`)
     """
 
     def __init__(self, model: TemporalOccupancyNet, device: torch.device,
                  metadata: Optional[Dict[str, Any]] = None, head_chunk: int = 4,
                  support_voxels: int = 2, update: str = 'window',
-                 compile_window: int = 0, revisit_age: int = 0) -> None:
+                 compile_window: int = 0, revisit_age: int = 0,
+                 align_ground: bool = False) -> None:
         """Prepare the model for inference."""
+        self.align_ground = bool(align_ground)
         self.support_voxels = int(support_voxels)
         self.revisit_age = int(revisit_age)
         #: whether the last :meth:`plan` chose a newest pass (else a window pass)
@@ -102,11 +108,21 @@ class NetworkRefiner(Refiner):
         :return: p(occupied) [K, X, Y, Z] and observed [K, X, Y, Z] of ``todo``
         """
         slots, todo = [int(s) for s in slots], [int(s) for s in todo]
+        pad = ground_pad(evidence.grid) if self.align_ground else 0
+
+        def below(x: torch.Tensor) -> torch.Tensor:
+            # ``pad`` unobserved layers (all features 0, as in training's z shifts) below z.
+            return F.pad(x, (pad, 0)) if pad else x
+
         if not self._newest_pass:
             observed = evidence.observed()
-            return self.refine(evidence.features(), evidence.logodds(), observed), observed
+            prob = self.refine(below(evidence.features()), below(evidence.logodds()),
+                               below(observed))
+            return prob[..., pad:], observed
         _, observed = evidence.slots(todo)
-        return self.refine_newest(slots, evidence.slot_features, observed, todo[:-1]), observed
+        prob = self.refine_newest(slots, lambda need: below(evidence.slot_features(need)),
+                                  below(observed), todo[:-1])
+        return prob[..., pad:], observed
 
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop the cached keys of ``slot`` (rewritten), or of every slot (None)."""
@@ -315,6 +331,22 @@ class NetworkRefiner(Refiner):
         return time.perf_counter() - start
 
 
+def ground_pad(grid: Any) -> int:
+    """Return the unobserved layers (0 or 1) to add below ``grid`` for the network.
+
+    The network's encoder pairs z layers (2 x 2 x 2, stride 2), so it sees a floor differently
+    in an even and an odd layer. The shipped network was trained on grids whose ground layer
+    (the layer just below z = 0 of ``world_frame``, where ground truth puts the floor) had an
+    odd index (grid_min z = -0.1 m, 5 cm voxels: layer 1), and is far worse with the ground in
+    the other phase. One layer added below moves an even index to an odd one.
+
+    :param grid: the evidence grid (``origin``, ``voxel_size``)
+    :return: 1 when the ground layer has an even index (within the grid or not), else 0
+    """
+    k0 = math.floor((-1e-6 - float(grid.origin[2])) / float(grid.voxel_size))
+    return 1 if k0 % 2 == 0 else 0
+
+
 #: ``network_update`` values: ``window`` re-estimates every slice each frame, ``newest`` only
 #: the newest slice (older ones keep the estimate they got when they were newest), ``auto``
 #: picks ``window`` on CUDA and ``newest`` on the CPU.
@@ -369,7 +401,9 @@ def load_refiner(refiner_config: Any, device: Any = 'auto',
         compile_window = max(int(window_size), 0)
     return NetworkRefiner(model, dev, meta, support_voxels=support, update=update,
                           compile_window=compile_window,
-                          revisit_age=int(getattr(refiner_config, 'network_revisit_age', 0)))
+                          revisit_age=int(getattr(refiner_config, 'network_revisit_age', 0)),
+                          align_ground=bool(getattr(refiner_config, 'network_align_ground',
+                                                    False)))
 
 
 def _fusion_feature_names() -> Optional[Tuple[str, ...]]:
