@@ -133,6 +133,12 @@ class DepthConfig:
         'pose are moving objects; each blob becomes an upright surface standing where its '
         'lowest pixels meet the ground plane z = 0 of world_frame, over the depth source '
         'there (not for depth_source topic, whose depth is measured)', read_only=True)
+    foreground_still_m: float = param(
+        0.01, 'the camera counts as still while it stays within this distance (metres) of the '
+        'pose the background started at; beyond it the background starts again (raise it for '
+        'a TF pose that jitters)', 0.0, 10.0)
+    foreground_still_deg: float = param(
+        0.5, 'and within this rotation (degrees) of it', 0.0, 180.0)
     foreground_threshold: float = param(
         0.1, 'mean absolute RGB difference (0..1) from the background above which a pixel '
         'shows a moving object (pixels that flicker more than this in the background frames '
@@ -232,13 +238,13 @@ class RefinerConfig:
     checkpoint: str = param('', 'refiner checkpoint (.pt); empty = the bundled one',
                             read_only=True)
     network_align_ground: bool = param(
-        True, 'present the ground (z = 0 of world_frame) to the network in the layer phase it '
-        'was trained with: its stride-2 encoder pairs z layers, and the training grids had the '
-        'layer just below z = 0 at an odd index; where the grid has it at an even one, the '
-        'network sees one unobserved layer added below the grid (the output grid is '
-        'unchanged). Off: the grid '
-        'as it is (measured with exact depth on an independent sequence: IoU 0.19 in the '
-        'other phase, 0.37 in the trained one)', read_only=True)
+        True, 'present the ground (z = 0 of world_frame) to the network in the z-layer phase it '
+        'does best in: its stride-2 encoder pairs z layers, and measured with the shipped '
+        'checkpoint it is far better with the layer just below z = 0 at an odd index (as on '
+        'its training grids) than at an even one; a grid with that layer at an even index is '
+        'given to the network with one unobserved layer added below it (the output grid is '
+        'unchanged). Off: the grid as it is (exact depth, an independent sequence: IoU 0.19 '
+        'in the other phase, 0.37 aligned)', read_only=True)
     network_support_voxels: int = param(
         2, 'the network may mark voxels occupied only within this many voxels of space observed '
         'in the window (-1 = anywhere): it completes what the camera saw, it does not invent '

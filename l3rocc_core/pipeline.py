@@ -101,6 +101,9 @@ class OccupancyPipeline:
         self.refiner = self._make_refiner()
         self.refiner_name = self.refiner.name
         self.timings_ms: Dict[str, float] = {}
+        # no_depth_source: processed frames that got no depth (no window sources for a
+        # source that needs them, or a source that gave none, e.g. a still camera's first
+        # frames before its background)
         self.stats: Dict[str, int] = {
             'frames': 0, 'processed': 0, 'no_pose': 0, 'duplicate_stamp': 0,
             'reset_camera_changed': 0, 'reset_time_backwards': 0, 'failed': 0,

@@ -23,7 +23,7 @@ the threshold become upright surfaces too; an object that stays for
 from collections import deque
 import warnings
 from dataclasses import dataclass
-from typing import Deque, Optional, Sequence
+from typing import Deque, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,9 +39,9 @@ from l3rocc_core.frame import Frame
 #: the confidence given to ground-contact depth (a geometric guess: the plane sweep's matches
 #: have 0.5-1, the network's are its estimated chance of being within 10 %)
 FOREGROUND_CONFIDENCE = 0.6
-#: a pose that moved more than this (metres, or radians of rotation) starts a new background
-_STILL_TRANSLATION_M = 0.01
-_STILL_ROTATION_RAD = np.radians(0.5)
+#: the background (two medians over the kept frames, the costly part: about 50 ms at 160x120
+#: on one core) is recomputed every this many frames and reused in between
+_BACKGROUND_EVERY = 4
 #: per-pixel noise (median absolute deviation of the background frames) times this also
 #: counts as no change, so flickering pixels (leaves, screens, sensor noise) stay background
 _NOISE_FACTOR = 4.0
@@ -88,15 +88,15 @@ class ForegroundDepth:
         self._images: Deque[np.ndarray] = deque(maxlen=config.foreground_history)
         self._background: Optional[np.ndarray] = None
         self._run: Optional[np.ndarray] = None
+        self._noise: Optional[np.ndarray] = None
+        self._age = 0            # frames since the background was computed
         self._T_world_cam: Optional[np.ndarray] = None
-        #: frames that had a background to compare with, and those with placed objects
-        self.compared = 0
-        self.with_objects = 0
 
     def reset(self) -> None:
         """Forget the background (a new camera, a reset window)."""
         self._images.clear()
         self._background = None
+        self._noise = None
         self._run = None
         self._T_world_cam = None
 
@@ -124,8 +124,6 @@ class ForegroundDepth:
             moving = self._moving(image)
             depth = ground_contact_depth(moving, camera, T_world_cam, self.config)
             found = Foreground(depth, depth > 0, moving, camera)
-            self.compared += 1
-            self.with_objects += int(found.placed.any())
             # What moves stays out of the background until it has been there for
             # foreground_absorb_frames (then it is part of the scene: a parked cart, or the
             # uncovered background where something stood when the camera started).
@@ -136,21 +134,13 @@ class ForegroundDepth:
         self._images.append(stored)
         return found
 
-    def _still(self, T_world_cam: np.ndarray) -> bool:
-        """Return whether the pose is that of the background's frames."""
-        if self._T_world_cam is None:
-            return True
-        ref = self._T_world_cam
-        moved = np.linalg.norm(T_world_cam[:3, 3] - ref[:3, 3])
-        cos = (np.trace(ref[:3, :3].T @ T_world_cam[:3, :3]) - 1.0) / 2.0
-        return bool(moved <= _STILL_TRANSLATION_M
-                    and np.arccos(np.clip(cos, -1.0, 1.0)) <= _STILL_ROTATION_RAD)
+    def _median_background(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-pixel median colour of the kept frames, and their flicker around it.
 
-    def _moving(self, image: np.ndarray) -> np.ndarray:
-        """Pixels of ``image`` that differ from the background, as cleaned blobs.
-
-        :param image: float32 [H, W, 3] in [0, 1]
-        :return: bool [H, W]
+        :param image: float32 [H, W, 3], the colours used where every kept frame saw an
+            object and no earlier background is known
+        :return: (background float32 [H, W, 3], noise float32 [H, W]: the median absolute
+            deviation of the kept frames' mean RGB difference)
         """
         stack = np.stack(self._images)                                 # [N, H, W, 3]
         with warnings.catch_warnings():
@@ -162,7 +152,30 @@ class ForegroundDepth:
                 fallback = self._background if self._background is not None else image
                 background[unseen] = fallback[unseen]
             noise = np.nan_to_num(np.nanmedian(np.abs(stack - background).mean(-1), axis=0))
-        self._background = background
+        return background.astype(np.float32), noise.astype(np.float32)
+
+    def _still(self, T_world_cam: np.ndarray) -> bool:
+        """Return whether the pose is that of the background's frames."""
+        if self._T_world_cam is None:
+            return True
+        ref = self._T_world_cam
+        moved = np.linalg.norm(T_world_cam[:3, 3] - ref[:3, 3])
+        cos = (np.trace(ref[:3, :3].T @ T_world_cam[:3, :3]) - 1.0) / 2.0
+        return bool(moved <= self.config.foreground_still_m
+                    and np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+                    <= self.config.foreground_still_deg)
+
+    def _moving(self, image: np.ndarray) -> np.ndarray:
+        """Pixels of ``image`` that differ from the background, as cleaned blobs.
+
+        :param image: float32 [H, W, 3] in [0, 1]
+        :return: bool [H, W]
+        """
+        if self._background is None or self._noise is None or self._age >= _BACKGROUND_EVERY:
+            self._background, self._noise = self._median_background(image)
+            self._age = 0
+        self._age += 1
+        background, noise = self._background, self._noise
         diff = np.abs(image - background).mean(-1)
         moving = diff > np.maximum(self.config.foreground_threshold, _NOISE_FACTOR * noise)
         moving &= ~cast_shadow(image, background)

@@ -559,10 +559,11 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
     transport = source_options.pop('image_transport', config.input.image_transport)
     source = open_source(source_path, intrinsics=intrinsics, image_transport=transport,
                          want_depth=config.depth.depth_source == 'topic', **source_options)
-    viewers = (ViewerOutputs(config, rerun, mcap, os.path.basename(str(source_path)))
-               if rerun or mcap else None)
+    viewers = None
     try:
         try:
+            if rerun or mcap:
+                viewers = ViewerOutputs(config, rerun, mcap, os.path.basename(str(source_path)))
             rep = Replayer(config, pipeline, intrinsics, max_frames, save_depth, viewers)
             result = rep.run(source, progress)
         finally:

@@ -70,7 +70,7 @@ def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Pat
          '--skip', 'accuracy', 'replay', 'node', 'octomap', 'compile', '--batch-bags', '2',
          '--batch-frames', '4', '--out', str(out), '--cache', str(cache), '--no-progress',
          '--set', 'grid_min=[-1.2,-1.2,0.0]', 'grid_max=[1.2,1.2,1.2]', 'num_depth_planes=16'],
-        env=env, capture_output=True, text=True, timeout=240)
+        env=env, capture_output=True, text=True, timeout=480)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / 'results.json').read_text())
     b = results['batch']

@@ -33,6 +33,12 @@ def test_ground_pad_makes_the_ground_layer_odd(origin_z: float, pad: int) -> Non
     assert k0 % 2 == 1
 
 
+def test_a_grid_far_from_the_ground_is_left_as_it_is() -> None:
+    # The ground's layer would be 58 (even), but the 20-layer grid is nowhere near it.
+    grid = VoxelGrid.from_bounds([0.0, 0.0, -2.95], [1.0, 1.0, -1.95], 0.05)
+    assert ground_pad(grid) == 0
+
+
 def _floor_frames(n: int):
     """Frames of a camera 1.2 m up, looking 40 degrees down at the floor z = 0 (exact depth)."""
     pitch = np.radians(40.0)
