@@ -222,8 +222,8 @@ def _network_targets(runs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any
     Like for like: geometry over the sequences the network scored. With hysteresis on, rows
     comparing the flicker before it (``occupancy_no_hysteresis``) are added. Static-camera
     sequences are left out of the groups: the multi-view geometry gets no parallax there, so
-    neither refiner has evidence to work on (both score 0; they are in the per-sequence table),
-    and averaging their zeros in would only shrink both sides.
+    only moving objects get depth (``foreground_depth``) and both refiners score near 0 (they
+    are in the per-sequence table); averaging those in would only shrink both sides.
     """
     from l3rocc_bench.report import mean_figures
     from l3rocc_bench.speed import network_targets

@@ -177,8 +177,9 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                       'Means over the sequences of each group, both refiners with the same '
                       'parameters (`occupancy_hysteresis` included); the `h=0` rows compare the '
                       'probabilities before hysteresis. Static-camera sequences are not in the '
-                      'groups: without parallax the multi-view geometry gives neither refiner '
-                      'any evidence there (both score 0, see the table above).', '']
+                      'groups: without parallax the plane sweep gives no depth there, only the '
+                      'moving objects get some (foreground_depth), so both refiners score near '
+                      '0 (see the table above).', '']
             lines += table(['sequences', 'target', 'goal', 'measured', 'status'],
                            [[group, t['name'], t['target'], fmt(t['measured']), t['status']]
                             for group, rows in targets.items() for t in rows])
