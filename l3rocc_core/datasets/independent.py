@@ -44,6 +44,7 @@ from l3rocc_core.datasets.indep_render import PosedScene, SceneRenderer, actor_n
 from l3rocc_core.datasets.indep_scene import IndependentScene
 from l3rocc_core.datasets.sequence_files import SequenceFiles, WORLD_FRAME
 from l3rocc_core.grid import VoxelGrid
+from l3rocc_core.synth.sequence import SyntheticFrame
 
 STAMP_BASE_NS = 1_750_000_000 * 10 ** 9
 #: Grid height (metres) above its bottom, which lies half a voxel below a whole number of voxels
@@ -101,34 +102,6 @@ class IndependentSpec:
     def name(self) -> str:
         """Return the sequence's folder name."""
         return f'{self.rig}_{self.actors}_{self.seed}'
-
-
-@dataclass
-class IndependentFrame:
-    """One rendered frame with its ground truth.
-
-    :param index: frame number
-    :param stamp_ns: header stamp
-    :param t: scene time (seconds)
-    :param image: uint8 [H, W, 3] RGB
-    :param depth: float32 [H, W] z (metres), 0 = sky
-    :param T_world_cam: float64 [4, 4] optical frame to ``odom``
-    :param moving: bool [H, W] pixels that see a moving actor
-    :param occupied: bool [X, Y, Z] or None
-    :param dynamic: bool [X, Y, Z] voxels of moving actors, or None
-    :param observed: bool [X, Y, Z] or None
-    """
-
-    index: int
-    stamp_ns: int
-    t: float
-    image: np.ndarray
-    depth: np.ndarray
-    T_world_cam: np.ndarray
-    moving: np.ndarray
-    occupied: Optional[np.ndarray] = None
-    dynamic: Optional[np.ndarray] = None
-    observed: Optional[np.ndarray] = None
 
 
 def draw_camera(seed: int, width: int, height: int, hfov_deg: Optional[float] = None
@@ -248,14 +221,14 @@ class IndependentSequence:
         """Header stamp of frame ``index``."""
         return STAMP_BASE_NS + int(round(self.times[index] * 1e9))
 
-    def frame(self, index: int) -> IndependentFrame:
+    def frame(self, index: int) -> SyntheticFrame:
         """Render frame ``index`` and its ground truth."""
         from l3rocc_core.raycast import observed_and_hits
 
         t = float(self.times[index])
         T = self.poses[index]
         r = self.renderer.render(t, T, index)
-        out = IndependentFrame(index, self.stamp_ns(index), t, r.image, r.depth, T, r.moving)
+        out = SyntheticFrame(index, self.stamp_ns(index), t, r.image, r.depth, T, moving=r.moving)
         if self.truth is not None:
             out.occupied, out.dynamic = self.truth.occupancy(t)
             out.observed, _ = observed_and_hits(self.grid, r.depth, self.camera, T,
@@ -263,7 +236,7 @@ class IndependentSequence:
                                                 clear_no_return=True)
         return out
 
-    def __iter__(self) -> Iterator[IndependentFrame]:
+    def __iter__(self) -> Iterator[SyntheticFrame]:
         """Yield every frame in order."""
         for i in range(self.spec.frames):
             yield self.frame(i)
