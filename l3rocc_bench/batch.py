@@ -2,18 +2,23 @@
 
 The step makes a few small synthetic bags once (:func:`batch_cases`, through the suite's cache,
 each with its ground truth, so every task replays and scores), writes them into one source list
-(each line with its sequence's own parameters, then the benchmark's), and times the whole
-``l3rocc batch`` command in a subprocess in three ways:
+(each line with its sequence's own parameters, then the benchmark's), and times four ways
+of getting the same results, each from the start of its first process to the end of its last:
 
-- ``sequential``: ``--workers 1``, one recording after another (one task at a time with all the
-  CPUs' torch threads; the fork server imports torch and the pipeline once);
+- ``loop``: one recording after another the way a user does it without ``l3rocc batch``: for
+  each line, ``l3rocc replay`` and then ``l3rocc eval`` as commands of their own (each process
+  imports torch and builds the pipeline again). This is what the fleet target compares with;
+- ``sequential``: ``l3rocc batch --workers 1``, one recording after another in one worker (one
+  task at a time with all the CPUs' torch threads; the fork server imports torch and the pipeline
+  once): what is left of the batch's gain once start-up costs are shared;
 - ``pool``: the default process pool (as many workers as CPUs, one torch thread each);
 - ``ray``: ``--ray``, a local Ray instance with as many CPUs (its start included).
 
-Wall time = the ``l3rocc batch`` process from start to exit (interpreter and imports included,
-the same for the three); ``summary.json``'s own ``wall_s`` is kept beside it. Each round runs the
-three once, their order rotated from round to round; figures are medians over the rounds. Peak
-RSS per worker = the largest ``peak_rss_mb`` of the tasks one worker process (``pid``) ran.
+Wall time = the ``l3rocc batch`` process from start to exit (interpreter and imports included);
+for ``loop`` the sum of its commands'. ``summary.json``'s own ``wall_s`` is kept beside it.
+Each round runs the four once, their order rotated from round to round; figures are medians
+over the rounds. Peak RSS per worker = the largest ``peak_rss_mb`` of the tasks one worker
+process (``pid``) ran.
 """
 
 import importlib.util
@@ -28,12 +33,17 @@ from l3rocc_bench.resources import cpu_count, load_average, run_monitored
 from l3rocc_bench.speed import _ok, _row, _set_args, TARGETS as SPEED_TARGETS
 from l3rocc_bench.suite import Case, Prepared, TEST_SEED_BASE
 
-#: The executors timed, in the order of the first round.
-MODES = ('sequential', 'pool', 'ray')
+#: The ways timed, in the order of the first round (module doc).
+MODES = ('loop', 'sequential', 'pool', 'ray')
+#: What the batch's wall time is compared with for the fleet target.
+BASELINE = 'loop'
 #: ``l3rocc batch`` options of each executor (the rest at their defaults).
 MODE_OPTIONS = {'sequential': ['--workers', '1'], 'pool': [], 'ray': ['--ray']}
 #: The fleet's targets (2 CPU cores): batch wall time / one after another, Ray against the pool.
 TARGETS = {'batch_ratio': 0.6, 'ray_overhead_pct': 10.0}
+#: Frames of each batch bag: a 3.2 s recording at 10 fps (the fleet's recordings are longer;
+#: shorter bags measure start-up more than work).
+DEFAULT_FRAMES = 32
 #: Synthetic family and camera of the bags, in turn: moving cameras (plane sweep needs
 #: parallax), the industrial family only (its grid, 96x96x48 voxels, is a quarter of a driving
 #: scene's, whose tasks take 2-3 times as long and peak at 2.0-2.3 GiB each on a 2-core machine).
@@ -42,7 +52,7 @@ KINDS = (('industrial', 'handheld'), ('industrial', 'orbit'))
 SEED_OFFSET = 100
 
 
-def batch_cases(bags: int = 8, frames: int = 12, width: int = 160) -> List[Case]:
+def batch_cases(bags: int = 8, frames: int = DEFAULT_FRAMES, width: int = 160) -> List[Case]:
     """Return the batch step's synthetic sequences (test-split seeds, height 3/4 of the width).
 
     :param bags: how many recordings
@@ -110,6 +120,58 @@ def worker_growth(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     return {pid: p[-1] - p[0] for pid, p in seen.items() if len(p) > 1}
 
 
+def read_source_list(path: str) -> List[List[str]]:
+    """Return the words of each line of a source list (blank lines and ``#`` comments left out)."""
+    with open(path, 'r', encoding='utf-8') as f:
+        return [shlex.split(line) for line in f if line.strip() and not line.lstrip()
+                .startswith('#')]
+
+
+def run_loop(source_list: str, out_dir: str, timeout_s: float = 1800.0) -> Dict[str, Any]:
+    """Run ``l3rocc replay`` then ``l3rocc eval`` per line, as commands one after another.
+
+    The ground truth is the ``gt.npz`` beside each bag (as ``l3rocc batch`` finds it).
+
+    :param source_list: the source list file (a bag, then its ``--set`` words, per line)
+    :param out_dir: one output folder per line (``000``, ``001``, ...)
+    :return: ``mode`` 'loop', ``command`` (the first line's two), ``rc`` (the first non-zero),
+        ``wall_s`` (the sum of the commands'), ``ok`` / ``failed`` (lines),
+        ``worker_peak_rss_mb`` (one entry per command process), ``load_average_start``/``_end``;
+        ``error`` when a command failed
+    """
+    load = load_average()
+    cli = [sys.executable, '-m', 'l3rocc_core.cli']
+    sources = read_source_list(source_list)
+    wall, ok, rc, peaks, commands = 0.0, 0, 0, {}, []
+    for i, words in enumerate(sources):
+        bag, options = words[0], words[1:]
+        out = os.path.join(out_dir, f'{i:03d}')
+        steps = [['replay', bag, '--out', out, '--no-progress'] + options,
+                 ['eval', os.path.join(out, 'occupancy.npz'), '--gt',
+                  os.path.join(os.path.dirname(os.path.abspath(bag)), 'gt.npz'), '--out', out,
+                  '--quiet']]
+        if i == 0:
+            commands = ['l3rocc ' + ' '.join(shlex.quote(w) for w in step) for step in steps]
+        for k, step in enumerate(steps):
+            with open(os.devnull, 'wb') as devnull:
+                run = run_monitored(cli + step, timeout_s=timeout_s, stdout=devnull)
+            wall += run['wall_s']
+            peaks[f'{i}.{k}'] = run['peak_rss_mb']
+            if run['rc']:
+                rc = rc or run['rc']
+                break
+        else:
+            ok += 1
+    out: Dict[str, Any] = {'mode': 'loop', 'command': '; '.join(commands), 'rc': rc,
+                           'wall_s': round(wall, 3), 'ok': ok, 'failed': len(sources) - ok,
+                           'workers': 1, 'worker_peak_rss_mb': peaks,
+                           'load_average_start': load, 'load_average_end': load_average()}
+    if ok < len(sources):
+        out['error'] = (f'{len(sources) - ok} of {len(sources)} sources failed (first exit '
+                        f'status {rc})')
+    return out
+
+
 def run_once(source_list: str, out_dir: str, mode: str, progress: bool = False,
              timeout_s: float = 1800.0) -> Dict[str, Any]:
     """Run ``l3rocc batch`` once in a subprocess with ``mode``'s executor; return its figures.
@@ -124,6 +186,8 @@ def run_once(source_list: str, out_dir: str, mode: str, progress: bool = False,
         ``task_peak_rss_mb`` (per source, in list order),
         ``load_average_start``/``_end``; ``error`` when the batch did not run every source
     """
+    if mode == 'loop':
+        return run_loop(source_list, out_dir, timeout_s)
     cmd = [sys.executable, '-m', 'l3rocc_core.cli', 'batch', source_list, '--out', out_dir,
            '--force'] + MODE_OPTIONS[mode] + ([] if progress else ['--no-progress'])
     summary_path = os.path.join(out_dir, 'summary.json')
@@ -166,13 +230,15 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
 
 
 def summarise(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
-    """Return the medians over rounds, the ratios to ``sequential`` and Ray's overhead.
+    """Return the medians over rounds, the ratios to the baseline and Ray's overhead.
 
     A run with an ``error`` does not count. Ratios are of the medians: ``ratio[m]`` =
-    ``wall_s[m] / wall_s['sequential']``; ``ray_overhead_pct`` = ``(wall_s['ray'] /
-    wall_s['pool'] - 1) * 100``. Peak RSS per worker: the largest over every round and worker
-    of a mode, the median of the workers' peaks, and the largest growth from a worker's first
-    task to its last (``growth_max``).
+    ``wall_s[m] / wall_s[baseline]`` for each batch executor, where ``baseline`` is
+    :data:`BASELINE` when it was timed, else ``sequential``; ``ratio_sequential[m]`` =
+    ``wall_s[m] / wall_s['sequential']`` (pool and Ray against ``--workers 1``);
+    ``ray_overhead_pct`` = ``(wall_s['ray'] / wall_s['pool'] - 1) * 100``. Peak RSS per
+    worker: the largest over every round and worker of a mode, the median of the workers'
+    peaks, and the largest growth from a worker's first task to its last (``growth_max``).
 
     :param runs: mode -> the runs of :func:`run_once`, one per round
     """
@@ -189,12 +255,18 @@ def summarise(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
                       'growth_max': max(growth) if growth else None,
                       'workers': max((len(r.get('worker_peak_rss_mb') or {}) for r in good),
                                      default=0)}
-    seq = wall.get('sequential')
-    ratio = {m: (wall[m] / seq if seq and wall.get(m) is not None else None)
-             for m in wall if m != 'sequential'}
+    baseline = BASELINE if BASELINE in wall else 'sequential'
+
+    def ratios(base: str) -> Dict[str, Optional[float]]:
+        b = wall.get(base)
+        return {m: (wall[m] / b if b and wall.get(m) is not None else None)
+                for m in wall if m not in (base, BASELINE)}
+
     pool, ray = wall.get('pool'), wall.get('ray')
     overhead = (ray / pool - 1.0) * 100.0 if pool and ray is not None else None
-    return {'wall_s': wall, 'batch_wall_s': batch_wall, 'ratio': ratio,
+    return {'wall_s': wall, 'batch_wall_s': batch_wall, 'baseline': baseline,
+            'ratio': ratios(baseline),
+            'ratio_sequential': {m: v for m, v in ratios('sequential').items()},
             'ray_overhead_pct': overhead, 'worker_peak_rss_mb': peak}
 
 
@@ -258,14 +330,21 @@ def batch_targets(batch: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
     wall = b.get('wall_s') or {}
     ratio = b.get('ratio') or {}
     not_run = b.get('not_run') or {}
-    seq = wall.get('sequential')
+    baseline = b.get('baseline', 'sequential')
+    base = wall.get(baseline)
+    seq_ratio = b.get('ratio_sequential') or {}
     limit = TARGETS['batch_ratio']
     rows = []
     for mode, name in (('pool', 'l3rocc batch, pool'), ('ray', 'l3rocc batch --ray')):
         r = ratio.get(mode)
+        against = (f'{_s(base)} one after another (replay + eval per bag, each a command)'
+                   if baseline == 'loop' else f'{_s(base)} one after another (--workers 1)')
+        if baseline == 'loop' and seq_ratio.get(mode) is not None:
+            against += (f'; {seq_ratio[mode]:.2f}x of {_s(wall.get("sequential"))} with '
+                        '--workers 1')
         note = (not_run[mode] if mode in not_run else
-                f'{b.get("bags")} bags: {_s(wall.get(mode))} against {_s(seq)} one after '
-                f'another (--workers 1)' if b else 'not measured')
+                f'{b.get("bags")} bags: {_s(wall.get(mode))} against {against}' if b
+                else 'not measured')
         rows.append(_row(f'{name} / one after another (wall time)', f'<= {limit:g}x', r,
                          _ok(r, lambda v: v <= limit), 'x', note))
     over = b.get('ray_overhead_pct')
@@ -274,7 +353,7 @@ def batch_targets(batch: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
                      _ok(over, lambda v: v <= limit), '%',
                      not_run.get('ray', f'{_s(wall.get("ray"))} against {_s(wall.get("pool"))}'
                                  if b else 'not measured')))
-    peaks = b.get('worker_peak_rss_mb') or {}
+    peaks = {m: p for m, p in (b.get('worker_peak_rss_mb') or {}).items() if m != BASELINE}
     most = max((p['max'] for p in peaks.values() if p.get('max') is not None), default=None)
     gb = most / 1024.0 if most is not None else None
     limit = SPEED_TARGETS['peak_rss_gb']

@@ -19,8 +19,9 @@ Steps of a benchmark run (each can be skipped with ``--skip``):
 4. ``octomap``: fusion throughput against OctoMap on the same depth maps;
 5. ``compile``: the network's whole-window pass eagerly and through ``torch.compile``
    (``network_compile``) on the TUM and the replay sequence's grids;
-6. ``batch``: ``l3rocc batch`` of small synthetic bags one after another (``--workers 1``), on
-   the process pool and on Ray, against the fleet targets (:mod:`l3rocc_bench.batch`); left out
+6. ``batch``: small synthetic bags one after another (``l3rocc replay`` + ``l3rocc eval`` per
+   bag, and ``l3rocc batch --workers 1``), on the process pool and on Ray, against the fleet
+   targets (:mod:`l3rocc_bench.batch`); left out
    of ``--quick`` unless ``--batch-bags`` is given.
 
 Timings are medians, reported beside the speed targets (PASS/MISS); nothing is asserted.
@@ -41,8 +42,8 @@ STEPS = ('accuracy', 'replay', 'node', 'octomap', 'compile', 'batch')
 DEFAULT_OUT = os.path.join('out', 'bench')
 #: The sequence cache, shared by every ``--out`` (the published folder gets no cache).
 DEFAULT_CACHE = os.path.join(DEFAULT_OUT, 'cache')
-#: The batch step's size: 8 bags of 12 frames at 160x120, one round (about 3 min, 2 cores).
-BATCH_DEFAULTS = {'batch_bags': 8, 'batch_frames': 12, 'batch_rounds': 1}
+#: The batch step's size: 8 bags of 32 frames at 160x120, one round (about 6 min, 2 cores).
+BATCH_DEFAULTS = {'batch_bags': 8, 'batch_frames': 32, 'batch_rounds': 1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batch-bags', type=int, default=None, metavar='N',
                         help='synthetic bags of the batch step (default 8; --quick: the step '
                         'is left out unless this is given)')
-    parser.add_argument('--batch-frames', type=int, default=12, metavar='N',
+    parser.add_argument('--batch-frames', type=int, default=BATCH_DEFAULTS['batch_frames'],
+                        metavar='N',
                         help='frames of each batch bag (default %(default)s, 160x120)')
     parser.add_argument('--batch-rounds', type=int, default=1, metavar='N',
                         help='runs of each executor in the batch step; figures are medians '

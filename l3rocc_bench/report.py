@@ -381,18 +381,23 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
     lines = ['## Batch (`l3rocc batch`)', '',
              f'{batch.get("bags")} synthetic bags (`l3rocc synth` test-split seeds, '
              f'{batch.get("frames")} frames at {batch.get("resolution")}, with ground truth: '
-             f'replay + eval per bag; {params}) through `l3rocc batch` in a subprocess, '
-             f'{batch.get("rounds")} round(s) of the three executors (order rotated per round); '
-             'wall = the whole command, interpreter start and imports included (`summary` = '
-             "`summary.json`'s `wall_s`, the batch itself); medians over the rounds. One after "
-             'another = `--workers 1` (one task at a time with all the torch threads); pool = '
-             'the default workers; Ray = `--ray`, a local instance started by the batch. Peak '
-             'RSS per worker = the largest `peak_rss_mb` of the tasks a worker process ran; '
-             "growth = the largest rise of a worker's task peak from its first task to its last "
-             "(what the tasks before keep, and the recordings' own differences)."
+             f'replay + eval per bag; {params}), {batch.get("rounds")} round(s) of each way '
+             '(order rotated per round); medians over the rounds. `loop` = one bag after '
+             'another the way a user does it without the batch: `l3rocc replay` and then '
+             "`l3rocc eval` per bag, each a command of its own (wall = the sum of the commands'); "
+             'the batch rows time the whole `l3rocc batch` command in a subprocess, '
+             "interpreter start and imports included (`summary` = `summary.json`'s `wall_s`, "
+             'the batch itself): `sequential` = `--workers 1` (one task at a time with all the '
+             'torch threads, imports once), pool = the default workers, Ray = `--ray`, a local '
+             'instance started by the batch. Peak RSS per worker = the largest `peak_rss_mb` of '
+             'the tasks a worker process ran (for `loop`, of each command); growth = the largest '
+             "rise of a worker's task peak from its first task to its last (what the tasks "
+             "before keep, and the recordings' own differences)."
              + _load_text(batch.get('load_average'), batch.get('cpu_cores')), '']
     wall = batch.get('wall_s') or {}
-    ratio = batch.get('ratio') or {}
+    baseline = batch.get('baseline', 'sequential')
+    base = wall.get(baseline)
+    ratio = {m: (w / base if base and w is not None else None) for m, w in wall.items()}
     summary_wall = batch.get('batch_wall_s') or {}
     peaks = batch.get('worker_peak_rss_mb') or {}
     rows = []
@@ -403,8 +408,7 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
         rows.append([mode, f'{fmt(r0.get("workers"))} x {fmt(r0.get("threads_per_task"))}',
                      ', '.join(fmt(r['wall_s'], 1) for r in runs), fmt(wall.get(mode), 1),
                      fmt(summary_wall.get(mode), 1),
-                     '1.00x' if mode == 'sequential' else (
-                         f'{ratio[mode]:.2f}x' if ratio.get(mode) is not None else '–'),
+                     f'{ratio[mode]:.2f}x' if ratio.get(mode) is not None else '–',
                      f'{fmt(p.get("max"), 0)} / {fmt(p.get("median"), 0)}',
                      fmt(p.get('growth_max'), 0),
                      ', '.join(fmt((r.get('load_average_start') or [None])[0], 2)
@@ -413,7 +417,7 @@ def _batch_lines(batch: Dict[str, Any]) -> List[str]:
     for mode, why in (batch.get('not_run') or {}).items():
         rows.append([mode] + ['–'] * 8 + [why])
     lines += table(['executor', 'workers x threads', 'wall s per round', 'wall s', 'summary s',
-                    '/ one after another', 'peak RSS per worker MiB (max / median)',
+                    f'/ {baseline}', 'peak RSS per worker MiB (max / median)',
                     'growth first -> last task MiB', 'load 1 min per round', 'error'], rows)
     over = batch.get('ray_overhead_pct')
     if over is not None:

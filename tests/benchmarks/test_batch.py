@@ -45,6 +45,27 @@ def test_medians_ratios_and_overhead_come_from_the_runs() -> None:
     assert rss['measured'] == pytest.approx(1000.0 / 1024.0) and rss['status'] == 'PASS'
 
 
+def test_the_target_compares_with_the_loop_of_commands_when_it_was_timed() -> None:
+    runs = {'loop': [_run('loop', 80.0, {'0.0': 700.0, '0.1': 300.0})],
+            'sequential': [_run('sequential', 50.0, {'1': 800.0})],
+            'pool': [_run('pool', 30.0, {'2': 900.0})],
+            'ray': [_run('ray', 33.0, {'3': 950.0})]}
+    s = summarise(runs)
+    assert s['baseline'] == 'loop'
+    assert s['ratio'] == {'sequential': pytest.approx(50.0 / 80.0),
+                          'pool': pytest.approx(30.0 / 80.0), 'ray': pytest.approx(33.0 / 80.0)}
+    assert s['ratio_sequential'] == {'pool': pytest.approx(0.6), 'ray': pytest.approx(0.66)}
+    rows = {r['name']: r for r in batch_targets(dict(s, bags=8, not_run={}))}
+    pool = rows['l3rocc batch, pool / one after another (wall time)']
+    assert pool['measured'] == pytest.approx(30.0 / 80.0) and pool['status'] == 'PASS'
+    assert 'replay + eval per bag' in pool['note'] and '0.60x of 50.0 s' in pool['note']
+    # The loop's processes are no batch workers: the memory row leaves them out.
+    runs['loop'][0]['worker_peak_rss_mb']['0.0'] = 5000.0
+    rows = {r['name']: r for r in batch_targets(dict(summarise(runs), bags=8, not_run={}))}
+    assert rows['peak RSS per batch worker (largest)']['measured'] == pytest.approx(
+        950.0 / 1024.0)
+
+
 def test_ray_that_is_not_installed_is_a_row_that_says_so() -> None:
     s = summarise({'sequential': [_run('sequential', 10.0, {'1': 500.0})],
                    'pool': [_run('pool', 7.0, {'2': 400.0})]})
@@ -61,7 +82,7 @@ def test_ray_that_is_not_installed_is_a_row_that_says_so() -> None:
 
 
 @pytest.mark.slow
-def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Path) -> None:
+def test_bench_batch_step_times_the_loop_and_the_three_executors(tmp_path: Path, tum_dir: Path) -> None:
     """``l3rocc bench`` with only the batch step, on 2 bags of 4 frames: JSON, targets, table."""
     out, cache = tmp_path / 'b', tmp_path / 'cache'
     env = dict(os.environ, L3ROCC_TUM_DIR=str(tum_dir))
@@ -77,6 +98,14 @@ def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Pat
     assert b['bags'] == 2 and b['frames'] == 4 and b['resolution'] == '160x120'
     assert b['not_run'] == {} and b['rounds'] == 1
     assert b['parameters']['grid_max'] == '[1.2,1.2,1.2]'
+    (loop,) = b['runs']['loop']
+    assert 'error' not in loop and loop['ok'] == 2 and loop['failed'] == 0, loop
+    assert len(loop['worker_peak_rss_mb']) == 4           # replay and eval of each bag
+    assert loop['command'].startswith('l3rocc replay ') and '; l3rocc eval ' in loop['command']
+    for i in range(2):   # the loop's own outputs: a scored replay per bag
+        metrics = json.loads((cache / 'runs' / 'batch' / 'loop' / f'{i:03d}' /
+                              'metrics.json').read_text())
+        assert 0.0 <= metrics['iou'] <= 1.0
     for mode in ('sequential', 'pool', 'ray'):
         (run,) = b['runs'][mode]
         assert 'error' not in run and run['ok'] == 2 and run['failed'] == 0, run
@@ -91,8 +120,11 @@ def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Pat
     assert b['runs']['sequential'][0]['workers'] == 1
     assert b['runs']['pool'][0]['workers'] == b['cpu_cores']
     wall = b['wall_s']
-    assert b['ratio']['pool'] == pytest.approx(wall['pool'] / wall['sequential'], rel=1e-5)
-    assert b['ratio']['ray'] == pytest.approx(wall['ray'] / wall['sequential'], rel=1e-5)
+    assert b['baseline'] == 'loop'
+    for mode in ('sequential', 'pool', 'ray'):
+        assert b['ratio'][mode] == pytest.approx(wall[mode] / wall['loop'], rel=1e-5)
+    assert b['ratio_sequential']['pool'] == pytest.approx(wall['pool'] / wall['sequential'],
+                                                          rel=1e-5)
     assert b['ray_overhead_pct'] == pytest.approx((wall['ray'] / wall['pool'] - 1) * 100,
                                                   rel=1e-5)
     targets = {t['name']: t for t in results['speed']['targets']}
@@ -106,7 +138,7 @@ def test_bench_batch_step_times_the_three_executors(tmp_path: Path, tum_dir: Pat
         assert t['status'] == ('PASS' if value <= limit else 'MISS')
         assert f'| {name} | {t["target"]} | {value:.2f} {t["unit"]} | {t["status"]} |' in md
     assert '## Batch (`l3rocc batch`)' in md
-    for mode in ('sequential', 'pool', 'ray'):
+    for mode in ('loop', 'sequential', 'pool', 'ray'):
         assert f'\n| {mode} | ' in md
     assert f'{b["ratio"]["pool"]:.2f}x' in md and 'peak RSS per worker' in md
     assert 'growth first -> last task MiB' in md
