@@ -1,4 +1,4 @@
-"""Rerun recordings (``.rrd``) of occupancy sequences: ``l3rocc replay/export --rerun``.
+"""Rerun recordings (``.rrd``) of occupancy sequences: ``l3rocc replay/export/batch --rerun``.
 
 The recording is written to a file (no viewer is started, no network); open it with
 ``rerun FILE.rrd``. Every row is logged on two timelines: ``stamp`` (the frame's stamp, a
