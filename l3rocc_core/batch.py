@@ -6,11 +6,12 @@ The task function :func:`run_task` is the same under both executors: a local pro
 ``ray.wait`` as they finish). A task never raises: a source that cannot be processed is a row with
 ``status`` 'failed', its ``kind`` and its ``error``, and the others go on.
 
-Results go to ``OUT/<name>/`` (what ``l3rocc replay``, ``eval`` and ``render`` write there) plus
-``OUT/<name>/batch.json`` (the row and the task's fingerprint), written last: a source whose
-``timing.json`` and ``batch.json`` exist, with the same fingerprint (parameters, source options,
-ground truth, render), is done and is not run again unless forced. ``OUT/summary.json``,
-``summary.csv``, ``summary.md`` and ``summary.png`` describe the whole batch.
+Results go to ``OUT/<name>/`` (what ``l3rocc replay``, ``eval`` and ``render`` write there; the
+Rerun recording ``recording.rrd`` when asked) plus ``OUT/<name>/batch.json`` (the row and the
+task's fingerprint), written last: a source whose ``timing.json`` and ``batch.json`` exist, with
+the same fingerprint (parameters, source options, ground truth, render, rerun), is done and is
+not run again unless forced. ``OUT/summary.json``, ``summary.csv``, ``summary.md`` and
+``summary.png`` describe the whole batch.
 """
 
 import argparse
@@ -41,6 +42,8 @@ SUMMARY_CSV = 'summary.csv'
 SUMMARY_MD = 'summary.md'
 SUMMARY_PNG = 'summary.png'
 RESULT_FILE = 'batch.json'
+#: The task's Rerun recording (``--rerun``), named after the task in the viewer.
+RERUN_FILE = 'recording.rrd'
 #: What the forkserver imports once for all workers (torch, the pipeline).
 PRELOAD = ['l3rocc_core.batch', 'l3rocc_core.tools.replay']
 METRICS_FILE = 'metrics.json'
@@ -259,6 +262,8 @@ class Task:
     :param render: write previews (``l3rocc render``)
     :param threads: torch threads of the task
     :param fingerprint: what makes a stored result this task's (see :func:`fingerprint`)
+    :param rerun: also write the Rerun recording ``OUT/<name>/recording.rrd`` (as
+        ``l3rocc replay --rerun``)
     """
 
     name: str
@@ -269,6 +274,7 @@ class Task:
     render: bool = False
     threads: int = 1
     fingerprint: Dict[str, Any] = field(default_factory=dict)
+    rerun: bool = False
 
 
 def fingerprint(task: Task, config_values: Dict[str, Any]) -> Dict[str, Any]:
@@ -280,7 +286,8 @@ def fingerprint(task: Task, config_values: Dict[str, Any]) -> Dict[str, Any]:
     return json.loads(json.dumps({
         'parameters': config_values, 'source': os.path.abspath(task.source),
         'intrinsics': r.intrinsics, 'poses': r.poses, 'fps': r.fps, 'max_frames': r.max_frames,
-        'gt': os.path.abspath(task.gt) if task.gt else None, 'render': task.render},
+        'gt': os.path.abspath(task.gt) if task.gt else None, 'render': task.render,
+        'rerun': task.rerun},
         sort_keys=True, default=str))
 
 
@@ -357,16 +364,22 @@ def run_task(task: Task) -> Dict[str, Any]:
                            'source': task.source, 'gt': task.gt, 'out': task.out_dir,
                            'resumed': False}
     try:
-        done = os.path.join(task.out_dir, RESULT_FILE)
-        if os.path.exists(done):
-            os.remove(done)   # a task that fails from here on leaves no finished result behind
+        for stale in (RESULT_FILE, RERUN_FILE):   # a task that fails from here on leaves no
+            path = os.path.join(task.out_dir, stale)   # finished result (or an older one) behind
+            if os.path.exists(path):
+                os.remove(path)
         import torch
         torch.set_num_threads(max(1, int(task.threads)))
         from l3rocc_core.tools.replay import load_config, OCCUPANCY_FILE, replay
         r = task.replay
         config = load_config(r.params_file, r.sets)
+        rerun = None
+        if task.rerun:   # (makes OUT/<name>, which the recorder writes into from the start)
+            from l3rocc_core.viewers import check_output_file
+            rerun = check_output_file(os.path.join(task.out_dir, RERUN_FILE), '.rrd')
         result = replay(task.source, task.out_dir, config, r.max_frames, progress=False,
-                        intrinsics=r.intrinsics, poses=r.poses, fps=r.fps)
+                        intrinsics=r.intrinsics, poses=r.poses, fps=r.fps, rerun=rerun,
+                        recording_name=task.name)
         occupancy = os.path.join(task.out_dir, OCCUPANCY_FILE)
         row.update(frames=result.frames, fps=round(result.fps, 3),
                    skipped_frames=int(sum(result.skipped.values())),
@@ -546,6 +559,7 @@ class BatchOptions:
     ray_timeout_s: float = 5.0
     force: bool = False
     progress: bool = True
+    rerun: bool = False
 
 
 def cpu_count() -> int:
@@ -571,6 +585,13 @@ def plan(opts: BatchOptions) -> Tuple[List[Task], List[Dict[str, Any]], List[str
         load_config(opts.replay.params_file, opts.replay.sets)
     except (OSError, ValueError) as exc:
         raise BatchError('bad_parameters', f'bad parameters: {exc}')
+    if opts.rerun:
+        from l3rocc_core.viewers import ViewerUnavailable
+        from l3rocc_core.viewers.rerun_log import import_rerun
+        try:
+            import_rerun()
+        except ViewerUnavailable as exc:
+            raise BatchError(exc.kind, str(exc))
     try:
         os.makedirs(opts.out, exist_ok=True)
         probe = os.path.join(opts.out, '.write-test')
@@ -586,7 +607,7 @@ def plan(opts: BatchOptions) -> Tuple[List[Task], List[Dict[str, Any]], List[str
     for spec, name in zip(specs, names):
         task = Task(name, spec.path, os.path.join(opts.out, name),
                     opts.replay.for_source(spec), find_ground_truth(spec, name, opts.gt_dir),
-                    opts.render, threads)
+                    opts.render, threads, rerun=opts.rerun)
         if not os.path.exists(spec.path):
             failed.append(failed_row(task, 'missing_source', f'{spec.path} does not exist'))
             continue

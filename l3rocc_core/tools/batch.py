@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'DIR/<name>.npz (else a gt.npz beside the source) is scored with eval')
     parser.add_argument('--render', action='store_true',
                         help='also write previews (preview.png, preview.mp4) per source')
+    parser.add_argument('--rerun', action='store_true',
+                        help='also write a Rerun recording per source: DIR/<source '
+                        'name>/recording.rrd (as replay --rerun; needs rerun-sdk)')
     parser.add_argument('--export', choices=('lerobot',),
                         help='lerobot: every ok source one episode of the dataset DIR/lerobot')
     parser.add_argument('--workers', type=int, metavar='N',
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                            args.max_frames)
     opts = BatchOptions(args.sources, args.out, replay, args.gt_dir, args.render, args.export,
                         args.workers, args.threads, args.ray, args.ray_timeout, args.force,
-                        not args.no_progress)
+                        not args.no_progress, args.rerun)
     try:
         summary = run_batch(opts)
     except BatchError as exc:

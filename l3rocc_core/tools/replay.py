@@ -535,7 +535,8 @@ def load_config(params_file: Optional[str], sets: Optional[List[str]]) -> Pipeli
 def replay(source_path: str, out_dir: str, config: PipelineConfig,
            max_frames: Optional[int] = None, progress: bool = True, pipeline: Any = None,
            intrinsics: Any = None, save_depth: bool = False, rerun: Optional[str] = None,
-           mcap: Optional[str] = None, **source_options: Any) -> ReplayResult:
+           mcap: Optional[str] = None, recording_name: Optional[str] = None,
+           **source_options: Any) -> ReplayResult:
     """Replay ``source_path`` into ``out_dir`` (the ``l3rocc replay`` job as a function).
 
     Stale ``occupancy.npz``/``timing.json`` in ``out_dir`` are removed first, so a failed run
@@ -544,6 +545,8 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
     :param save_depth: also write ``depth.npz`` (see :func:`write_depth_file`)
     :param rerun: also write this Rerun recording (``.rrd``)
     :param mcap: also write the node's outputs to this ROS 2 MCAP (``.mcap``)
+    :param recording_name: the Rerun recording's name in the viewer (default: the source's file
+        or folder name)
     :param source_options: passed to :func:`l3rocc_core.sources.open_source`
     :raises SourceError: unreadable input
     :raises ReplayError: nothing processed, grid changes
@@ -563,7 +566,8 @@ def replay(source_path: str, out_dir: str, config: PipelineConfig,
     try:
         try:
             if rerun or mcap:
-                viewers = ViewerOutputs(config, rerun, mcap, os.path.basename(str(source_path)))
+                viewers = ViewerOutputs(config, rerun, mcap, recording_name
+                                        or os.path.basename(str(source_path)))
             rep = Replayer(config, pipeline, intrinsics, max_frames, save_depth, viewers)
             result = rep.run(source, progress)
         finally:

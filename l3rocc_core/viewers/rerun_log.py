@@ -1,4 +1,4 @@
-"""Rerun recordings (``.rrd``) of occupancy sequences: ``l3rocc replay/export --rerun``.
+"""Rerun recordings (``.rrd``) of occupancy sequences: ``l3rocc replay/export/batch --rerun``.
 
 The recording is written to a file (no viewer is started, no network); open it with
 ``rerun FILE.rrd``. Every row is logged on two timelines: ``stamp`` (the frame's stamp, a
@@ -13,12 +13,15 @@ timestamp in seconds) and ``frame`` (the row index). Entities (:data:`ENTITIES`)
   (metres, resampled to the picture's pixels) when known;
 - ``world/trajectory``: every camera position as one ``LineStrips3D`` (static, at the end).
 
+The file also holds a default layout (:func:`make_blueprint`): the 3D scene on the left, the
+picture and the depth map stacked on the right, the side panels collapsed.
+
 rerun-sdk is imported here only, when a recorder is made; without it, :class:`RerunRecorder`
 raises :class:`~l3rocc_core.viewers.ViewerUnavailable` with the install line.
 """
 
 import os
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -53,6 +56,37 @@ def import_rerun() -> Any:
     return rerun
 
 
+def make_blueprint(play_state: Optional[str] = None,
+                   eye: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Any:
+    """Return the viewer layout of the recordings (a ``rerun.blueprint.Blueprint``).
+
+    Left, two thirds of the width: ``world`` in 3D (voxels, camera frustum with the picture,
+    trajectory; the depth map is left out there, it would be drawn as a point cloud over the
+    voxels). Right: the picture above the depth map. The blueprint and selection panels are
+    collapsed, the time panel shows the ``frame`` timeline.
+
+    :param play_state: 'paused', 'playing' or 'following' (the newest frame), or None for the
+        viewer's default
+    :param eye: (position, look-at point) of the 3D view's orbiting eye, metres in the world
+        frame, or None for the viewer's (looking at the middle of the scene)
+    :raises ViewerUnavailable: rerun-sdk is not installed
+    """
+    rrb = import_rerun().blueprint
+    eye_controls = None if eye is None else rrb.EyeControls3D(
+        position=[float(v) for v in eye[0]], look_target=[float(v) for v in eye[1]])
+    scene = rrb.Spatial3DView(origin=WORLD, contents=['$origin/**', f'- /{DEPTH}'],
+                              name='occupancy (turbo: probability 0 blue ... 1 red)',
+                              eye_controls=eye_controls)
+    picture = rrb.Spatial2DView(origin=PINHOLE, contents=f'/{RGB}', name='picture')
+    depth = rrb.Spatial2DView(origin=PINHOLE, contents=f'/{DEPTH}', name='depth (m)')
+    time_panel = {'state': 'collapsed', 'timeline': TIMELINE_FRAME}
+    if play_state is not None:
+        time_panel['play_state'] = play_state
+    return rrb.Blueprint(rrb.Horizontal(scene, rrb.Vertical(picture, depth), column_shares=[2, 1]),
+                         rrb.BlueprintPanel(state='collapsed'),
+                         rrb.SelectionPanel(state='collapsed'), rrb.TimePanel(**time_panel))
+
+
 def probability_colours(prob: np.ndarray) -> np.ndarray:
     """uint8 [n, 3] RGB of probabilities [n] in [0, 1] ('turbo': blue 0, red 1)."""
     from l3rocc_core.preview import colormap_lut
@@ -78,7 +112,7 @@ class RerunRecorder:
         self._tmp = os.path.join(os.path.dirname(os.path.abspath(self.path)),
                                  '.partial.' + os.path.basename(self.path))
         self.rec = self.rr.RecordingStream(APPLICATION_ID)
-        self.rec.save(self._tmp)
+        self.rec.save(self._tmp, default_blueprint=make_blueprint())
         if name:
             self.rec.send_recording_name(name)
         self.rec.log(WORLD, self.rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)

@@ -26,6 +26,7 @@ import pytest
 
 from l3rocc_core import batch
 from l3rocc_core.cli import main as cli_main
+from l3rocc_core.viewers import rerun_log
 
 # Small and fast: a coarse grid, 160-pixel working images, geometry only.
 PARAMS = """/**:
@@ -40,6 +41,9 @@ PARAMS = """/**:
 VIDEO_LINE = ('{video} --intrinsics hfov=60 --set pose_source=static '
               '"camera_pose=[0,0,1.5,0,0.3,0]" depth_source=plane_sweep')
 V21_DATA_PATH = 'data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet'
+#: rerun-sdk installed: the batches below also write Rerun recordings (--rerun).
+HAS_RERUN = importlib.util.find_spec('rerun') is not None
+RERUN = ['--rerun'] if HAS_RERUN else []
 V21_VIDEO_PATH = 'videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4'
 
 
@@ -74,11 +78,11 @@ def _rows(out: Path) -> Dict[str, Dict[str, Any]]:
 
 @pytest.fixture(scope='module')
 def pool_run(fleet, tmp_path_factory) -> Path:
-    """Two good bags and a broken one through the pool, with eval, render and the export."""
+    """Two good bags and a broken one through the pool: eval, render, export, Rerun recordings."""
     out = tmp_path_factory.mktemp('pool') / 'out'
     assert cli_main(['batch', str(fleet.a), str(fleet.b), str(fleet.broken), '--out', str(out),
                      '--params-file', str(fleet.params), '--workers', '2', '--render',
-                     '--export', 'lerobot', '--no-progress']) == 0
+                     '--export', 'lerobot', '--no-progress', *RERUN]) == 0
     return out
 
 
@@ -97,6 +101,30 @@ def _check_good_and_broken(rows: Dict[str, Dict[str, Any]], good: List[str]) -> 
         out = Path(r['out'])
         assert (out / 'occupancy.npz').is_file() and (out / 'timing.json').is_file()
         assert (out / 'cameras.npz').is_file()
+
+
+def _check_recordings(rows: Dict[str, Dict[str, Any]], good: List[str]) -> None:
+    """Each good source's recording.rrd, read with rerun's reader: every frame, its name."""
+    import rerun as rr
+    for name, row in rows.items():
+        path = Path(row['out']) / batch.RERUN_FILE
+        if name not in good:   # (a failed replay leaves no recording)
+            assert not path.exists() and not list(Path(row['out']).glob('.partial.*'))
+            continue
+        reader = rr.chunk.RrdReader(str(path))
+        assert [s.application_id for s in reader.recordings()] == [rerun_log.APPLICATION_ID]
+        frames: Dict[str, List[int]] = {}
+        names = []
+        for chunk in reader.stream().to_chunks():
+            columns = chunk.to_record_batch()   # (not to_pydict: ns timestamps)
+            if 'RecordingInfo:name' in columns.schema.names:
+                names += columns.column('RecordingInfo:name').to_pylist()
+            if rerun_log.TIMELINE_FRAME in columns.schema.names:
+                frames.setdefault(chunk.entity_path, []).extend(
+                    columns.column(rerun_log.TIMELINE_FRAME).to_pylist())
+        assert names == [[name]]   # the task's name, not the source file's
+        for entity in (rerun_log.OCCUPANCY, rerun_log.CAMERA, rerun_log.PINHOLE, rerun_log.RGB):
+            assert sorted(frames['/' + entity]) == list(range(row['frames'])), (name, entity)
 
 
 def test_pool_runs_every_source_and_reports_the_broken_one(pool_run: Path, fleet) -> None:
@@ -123,6 +151,29 @@ def test_pool_runs_every_source_and_reports_the_broken_one(pool_run: Path, fleet
     assert (pool_run / 'summary.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+def test_pool_writes_a_rerun_recording_per_source(pool_run: Path, fleet) -> None:
+    if not HAS_RERUN:
+        pytest.skip('rerun-sdk is not installed')
+    _check_recordings(_rows(pool_run), ['a-sequence', 'b-sequence'])
+    # A stored result is reused only by a batch that asks for the recording too.
+    for rerun, reused in ((True, 2), (False, 0)):
+        opts = batch.BatchOptions([str(fleet.a), str(fleet.b), str(fleet.broken)],
+                                  str(pool_run), batch.ReplayOptions(str(fleet.params)),
+                                  render=True, rerun=rerun)
+        tasks = batch.plan(opts)[0]
+        assert sum(batch.stored_row(t) is not None for t in tasks) == reused, rerun
+
+
+def test_batch_rerun_without_rerun_sdk_stops_before_the_run(fleet, tmp_path: Path, capsys,
+                                                            monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, 'rerun', None)   # as if rerun-sdk were not installed
+    out = tmp_path / 'out'
+    assert cli_main(['batch', str(fleet.a), '--out', str(out), '--params-file',
+                     str(fleet.params), '--rerun', '--no-progress']) == 2
+    assert 'requirements/viewers.txt' in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_ray_runs_every_source_and_reports_the_broken_one(fleet, tmp_path: Path) -> None:
     import ray
     listing = tmp_path / 'fleet.txt'
@@ -134,7 +185,8 @@ def test_ray_runs_every_source_and_reports_the_broken_one(fleet, tmp_path: Path)
              logging_level='WARNING')
     try:
         code = cli_main(['batch', str(listing), '--out', str(out), '--params-file',
-                         str(fleet.params), '--max-frames', '12', '--no-progress', '--ray'])
+                         str(fleet.params), '--max-frames', '12', '--no-progress', *RERUN,
+                         '--ray'])
         node = ray.get_runtime_context().get_node_id()
     finally:
         ray.shutdown()
@@ -148,6 +200,8 @@ def test_ray_runs_every_source_and_reports_the_broken_one(fleet, tmp_path: Path)
     assert rows['intel_car_detection_2s']['occupied_mean'] >= 0
     assert rows['intel_car_detection_2s'].get('iou') is None   # no ground truth for it
     assert rows['sequence']['iou'] is not None
+    if HAS_RERUN:
+        _check_recordings(rows, ['sequence', 'intel_car_detection_2s'])
 
 
 def test_pool_retries_alone_the_tasks_of_a_dead_worker(tmp_path: Path, monkeypatch) -> None:

@@ -122,6 +122,29 @@ def test_replay_rerun_recording_holds_every_frame(replayed: Path):
     assert not list(replayed.glob('.partial.*'))
 
 
+def test_replay_rerun_recording_carries_its_layout(replayed: Path):
+    """The blueprint store of the file: 3D world without the depth, picture and depth in 2D."""
+    reader = rr.chunk.RrdReader(str(replayed / 'run.rrd'))
+    (store,) = reader.blueprints()
+    assert store.application_id == rerun_log.APPLICATION_ID
+    fields: Dict[str, Dict[str, list]] = {}
+    for chunk in reader.stream(store=store).to_chunks():
+        batch = chunk.to_record_batch()
+        fields.setdefault(chunk.entity_path, {}).update(
+            {n: batch.column(n).to_pylist()[-1] for n in batch.schema.names if ':' in n})
+    views = {}
+    for path, f in fields.items():
+        if 'ViewBlueprint:class_identifier' in f:
+            views[f['ViewBlueprint:display_name'][0]] = (
+                f['ViewBlueprint:class_identifier'][0], f['ViewBlueprint:space_origin'][0],
+                fields[path + '/ViewContents']['ViewContents:query'])
+    assert sorted(views.values()) == [
+        ('2D', rerun_log.PINHOLE, ['/' + rerun_log.DEPTH]),
+        ('2D', rerun_log.PINHOLE, ['/' + rerun_log.RGB]),
+        ('3D', rerun_log.WORLD, ['$origin/**', '- /' + rerun_log.DEPTH])]
+    assert fields['/time_panel']['TimePanelBlueprint:timeline'] == [rerun_log.TIMELINE_FRAME]
+
+
 def test_replay_mcap_holds_the_node_outputs(replayed: Path):
     seq = load_sequence(str(replayed / 'run' / 'occupancy.npz'))
     cams = load_cameras(str(replayed / 'run' / 'cameras.npz'))
