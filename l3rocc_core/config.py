@@ -64,13 +64,15 @@ class DepthConfig:
     """The depth stage: where each frame's depth comes from, and the plane sweep's parameters."""
 
     depth_source: str = param(
-        'plane_sweep', "where each frame's metric depth and confidence come from: plane_sweep = "
+        'auto', "where each frame's metric depth and confidence come from: auto = plane_sweep "
+        'while the camera moves, network once it has held its pose (foreground_still_m/deg) for '
+        'foreground_min_frames frames; plane_sweep = '
         'multi-view matching against window frames (needs camera motion); network = the bundled '
         'learned depth network (image, the plane sweep where it matched, the ground plane seen '
         'from the camera pose: depth for fixed cameras and moving parts too); topic = a '
         'registered depth image on the input depth (16UC1 mm or 32FC1 m, paired with the image '
         'by stamp); model = the ONNX or TorchScript file depth_model',
-        choices=('network', 'plane_sweep', 'topic', 'model'), read_only=True)
+        choices=('auto', 'network', 'plane_sweep', 'topic', 'model'), read_only=True)
     depth_model: str = param(
         '', 'depth_source model: path of an ONNX (.onnx) or TorchScript (.pt, .ts) depth model',
         read_only=True)

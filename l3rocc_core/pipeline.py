@@ -26,6 +26,7 @@ import torch
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import OutputConfig, PipelineConfig
 from l3rocc_core.device import resolve_device
+from l3rocc_core.depth.auto import AutoDepth
 from l3rocc_core.depth.base import DepthSource, make_depth_source
 from l3rocc_core.depth.consistency import ConsistencyFilter, FilteredDepthSource
 from l3rocc_core.depth.foreground import ForegroundDepth, ForegroundDepthSource
@@ -148,8 +149,13 @@ class OccupancyPipeline:
         if self._depth is None:
             cfg = self.config.depth
             # outlier control between depth and fusion (depth_consistency_views; 0 = off)
-            depth: DepthSource = FilteredDepthSource(make_depth_source(cfg, self.device),
-                                                     ConsistencyFilter(cfg, self.device))
+            depth: DepthSource = make_depth_source(cfg, self.device)
+            if isinstance(depth, AutoDepth) and cfg.depth_consistency_scope == 'multi_view':
+                # the check of multi-view depth: the sweep's maps, not the still camera's
+                depth.sweep = FilteredDepthSource(depth.sweep, ConsistencyFilter(
+                    replace(cfg, depth_source=depth.sweep.name), self.device))
+            else:
+                depth = FilteredDepthSource(depth, ConsistencyFilter(cfg, self.device))
             # moving objects before a still camera, outside the consistency check (a moving
             # object is never consistent across time); a measured depth needs no such guess
             if cfg.foreground_depth and cfg.depth_source != 'topic':

@@ -17,7 +17,7 @@ from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 
 #: ``depth_source`` values, as the parameter offers them.
-DEPTH_SOURCES = ('network', 'plane_sweep', 'topic', 'model')
+DEPTH_SOURCES = ('auto', 'network', 'plane_sweep', 'topic', 'model')
 
 
 class DepthSource(abc.ABC):
@@ -75,4 +75,10 @@ def make_depth_source(config: DepthConfig, device: Any) -> DepthSource:
     if name == 'network':
         from l3rocc_core.depth.network import NetworkDepth
         return NetworkDepth(config, device)
+    if name == 'auto':
+        from l3rocc_core.depth.auto import AutoDepth
+        from l3rocc_core.depth.network import NetworkDepth
+        from l3rocc_core.depth.plane_sweep import PlaneSweepDepth
+        return AutoDepth(PlaneSweepDepth(config, device), lambda: NetworkDepth(config, device),
+                         config)
     raise ValueError(f'depth_source must be one of {list(DEPTH_SOURCES)}, got {name!r}')

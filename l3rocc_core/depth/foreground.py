@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
+from l3rocc_core.depth.auto import within_still_limits
 from l3rocc_core.depth.base import DepthSource
 from l3rocc_core.depth.network import area_downsample
 from l3rocc_core.depth.result import DepthResult
@@ -156,14 +157,8 @@ class ForegroundDepth:
 
     def _still(self, T_world_cam: np.ndarray) -> bool:
         """Return whether the pose is that of the background's frames."""
-        if self._T_world_cam is None:
-            return True
-        ref = self._T_world_cam
-        moved = np.linalg.norm(T_world_cam[:3, 3] - ref[:3, 3])
-        cos = (np.trace(ref[:3, :3].T @ T_world_cam[:3, :3]) - 1.0) / 2.0
-        return bool(moved <= self.config.foreground_still_m
-                    and np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-                    <= self.config.foreground_still_deg)
+        return self._T_world_cam is None or within_still_limits(self._T_world_cam, T_world_cam,
+                                                                self.config)
 
     def _moving(self, image: np.ndarray) -> np.ndarray:
         """Pixels of ``image`` that differ from the background, as cleaned blobs.

@@ -1,0 +1,111 @@
+"""``depth_source: auto``: the plane sweep while the camera moves, the network while it stands.
+
+The plane sweep is the most accurate source where it matches, but it needs parallax: a camera on
+a pole, a parked vehicle or a robot waiting at a door gets no depth from it at all. The learned
+network gives depth for every pixel of a frame with a pose, from the image and the ground plane
+seen from the camera, with or without window sources. :class:`AutoDepth` asks the sweep for
+every frame of a moving camera (so a moving camera gets exactly the ``plane_sweep`` result), and
+the network once the camera has held its pose (within ``foreground_still_m`` and
+``foreground_still_deg``) for ``foreground_min_frames`` earlier frames. The network is built on
+the first still frame, so a moving camera never loads it.
+"""
+
+import logging
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from l3rocc_core.config import DepthConfig
+from l3rocc_core.depth.base import DepthSource
+from l3rocc_core.depth.result import DepthResult
+from l3rocc_core.frame import Frame
+
+LOG = logging.getLogger(__name__)
+
+
+def within_still_limits(T_world_ref: np.ndarray, T_world_cam: np.ndarray,
+                        config: DepthConfig) -> bool:
+    """Return whether ``T_world_cam`` is within the still-camera limits of ``T_world_ref``.
+
+    :param T_world_ref: float [4, 4] the pose the camera is held at
+    :param T_world_cam: float [4, 4] the new pose
+    :param config: ``foreground_still_m`` (metres) and ``foreground_still_deg`` (degrees)
+    """
+    moved_m = np.linalg.norm(T_world_cam[:3, 3] - T_world_ref[:3, 3])
+    cos = (np.trace(T_world_ref[:3, :3].T @ T_world_cam[:3, :3]) - 1.0) / 2.0
+    return bool(moved_m <= config.foreground_still_m
+                and np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) <= config.foreground_still_deg)
+
+
+class AutoDepth(DepthSource):
+    """The plane sweep for a moving camera, the learned network for a still one (module doc).
+
+    :param sweep: the multi-view source (the plane sweep, with its consistency filter)
+    :param make_network: builds the network source when the camera first stands still
+    :param config: the still-camera limits (``foreground_still_m``, ``foreground_still_deg``,
+        ``foreground_min_frames``)
+    """
+
+    name = 'auto'
+    uses_sources = True
+    #: a still camera's frames get depth without window sources
+    requires_sources = False
+
+    def __init__(self, sweep: DepthSource, make_network: Callable[[], DepthSource],
+                 config: DepthConfig):
+        """Start with no pose history and no network."""
+        self.sweep = sweep
+        self._make_network = make_network
+        self.network: Optional[DepthSource] = None
+        self.config = config
+        self._T_world_ref: Optional[np.ndarray] = None
+        self._still_frames = 0       # frames at the reference pose before the newest one
+        #: the source that gave the newest frame's depth: 'plane_sweep', 'network' or ''
+        self.active = ''
+        #: frames given to each source since construction (diagnostics)
+        self.frames = {'plane_sweep': 0, 'network': 0}
+
+    @property
+    def still(self) -> bool:
+        """Whether the camera has held its pose for ``foreground_min_frames`` earlier frames."""
+        return self._still_frames >= self.config.foreground_min_frames
+
+    def reset(self) -> None:
+        """Forget the pose history and reset both sources."""
+        self.sweep.reset()
+        if self.network is not None:
+            self.network.reset()
+        self._T_world_ref = None
+        self._still_frames = 0
+        self.active = ''
+
+    def _update_pose(self, T_world_cam: Optional[np.ndarray]) -> None:
+        if T_world_cam is not None and self._T_world_ref is not None and within_still_limits(
+                self._T_world_ref, T_world_cam, self.config):
+            self._still_frames += 1
+            return
+        self._T_world_ref = T_world_cam
+        self._still_frames = 0
+
+    def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
+        """Return the network's depth for a still camera, else the sweep's (None without sources).
+
+        :raises DepthInputError: as the source asked
+        """
+        was_still = self.still
+        self._update_pose(frame.T_world_cam)
+        if self.still:
+            if self.network is None:
+                self.network = self._make_network()
+            if not was_still:
+                LOG.info('depth_source auto: the camera has held its pose for %d frames; the '
+                         'learned network gives its depth until it moves',
+                         self._still_frames)
+            self.active = 'network'
+            self.frames['network'] += 1
+            return self.network.estimate(frame, sources)
+        if was_still:
+            LOG.info('depth_source auto: the camera moves; the plane sweep gives its depth')
+        self.active = 'plane_sweep'
+        self.frames['plane_sweep'] += 1
+        return self.sweep.estimate(frame, sources) if sources else None
