@@ -164,6 +164,20 @@ class OccupancyPipeline:
         return self._depth
 
     @property
+    def depth_active(self) -> str:
+        """The depth source of the newest frame: ``depth_source``; with ``auto``, also which.
+
+        E.g. ``'plane_sweep'``, or ``'auto: network'`` for a still camera under ``auto``
+        (``'auto'`` before its first frame).
+        """
+        depth = self._depth
+        while depth is not None and not isinstance(depth, AutoDepth):
+            depth = getattr(depth, 'source', None)
+        if depth is None:
+            return self.config.depth.depth_source
+        return f'auto: {depth.active}' if depth.active else 'auto'
+
+    @property
     def grid(self) -> VoxelGrid:
         """The grid of the newest slice (it follows the camera with ``grid_anchor: camera``)."""
         return self.fusion.grid

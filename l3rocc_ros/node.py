@@ -658,10 +658,11 @@ class L3roccNode(Node):
         self.stats.published((now_ns - occ.newest_stamp_ns) / 1e9 if now_ns > 0 else None)
 
     def diagnostics_extra(self) -> Dict[str, Any]:
-        """Node-specific diagnostic values: device, refiner, inputs, stage timings."""
+        """Node-specific diagnostic values: device, refiner, depth, inputs, stage timings."""
         cfg = self.config
         extra: Dict[str, Any] = {
             'device': str(self._pipeline.device), 'refiner': self._refiner_name(),
+            'depth_source': self._pipeline.depth_active,
             'pose_source': cfg.input.pose_source, 'world_frame': cfg.grid.world_frame,
             'image_topic': self.image_topic,
             'camera_info': 'received' if self._camera_info is not None else 'missing',

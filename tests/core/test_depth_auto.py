@@ -89,9 +89,11 @@ def test_pipeline_fixed_camera_sees_the_floor_with_auto_only(source: str) -> Non
         'refiner': 'none', 'device': 'cpu', 'max_depth': 8.0, 'depth_source': source,
         'foreground_min_frames': 3}))
     T = _pose()
+    assert pipe.depth_active == source
     for n in range(8):
         out = pipe.push(_frame(n, T))
     idx, _ = out.occupied()
+    assert pipe.depth_active == {'auto': 'auto: network', 'plane_sweep': 'plane_sweep'}[source]
     if source == 'plane_sweep':
         assert len(idx) == 0          # no parallax, nothing moves: no depth at all
         return

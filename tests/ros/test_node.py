@@ -110,9 +110,12 @@ def test_diagnostics_report(running, outputs, wall) -> None:
     values = wall.diagnostic_values(msg, hw)
     for key in ('input_rate_hz', 'processed_rate_hz', 'frames_received', 'frames_processed',
                 'dropped_frames', 'latency_p50_ms', 'latency_p95_ms', 'errors_total',
-                'device', 'refiner'):
+                'device', 'refiner', 'depth_source'):
         assert key in values, f'{key} missing from {sorted(values)}'
     assert values['device'] == 'cpu' and values['refiner'] != ''
+    # the depth source that gave the newest frame's depth (a moving camera: the sweep)
+    assert values['depth_source'] == running.node._pipeline.depth_active
+    assert values['depth_source'] in ('plane_sweep', 'auto: plane_sweep'), values['depth_source']
     assert 0.0 < float(values['latency_p50_ms']) <= float(values['latency_p95_ms']) < 60_000
 
 
