@@ -340,6 +340,16 @@ def test_ground_fit_prefers_the_floor_to_a_table_top() -> None:
     assert plane is not None and abs(plane.height - 1.5) < 0.01
     assert plane.inliers[:150].mean() > 0.95 and not plane.inliers[150:].any()
     assert fit_ground(wall, np.array([0.0, 0.0, 1.0]), rng) is None
+    # Seen by a camera guessed level that looks down: the same scene turned about the camera,
+    # the plane's normal free to tilt from the guess; the wall ahead (the camera is in front
+    # of it, not above it) and the table top (the floor has half its support, lower down and
+    # parallel) are not the ground. (Only points below the guess's horizon count.)
+    for pitch_deg, floor_share in ((10.0, 0.5), (35.0, 0.1)):
+        pitch = so3_exp(np.array([0.0, np.radians(pitch_deg), 0.0]))      # x forward, z up
+        plane = fit_ground(points @ pitch, np.array([0.0, 0.0, 1.0]), rng, max_tilt_deg=60.0)
+        assert plane is not None and abs(plane.height - 1.5) < 0.02, (pitch_deg, plane)
+        assert np.degrees(np.arccos(plane.normal @ pitch[2])) < 1.0, (pitch_deg, plane)
+        assert plane.inliers[:150].mean() > floor_share and not plane.inliers[150:].any()
 
 
 def test_trajectory_metrics_on_a_known_similarity() -> None:
