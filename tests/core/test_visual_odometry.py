@@ -384,6 +384,7 @@ def test_source_starts_from_camera_pose_and_restarts_on_a_new_camera() -> None:
     for k, img in enumerate(frames):
         result = source.estimate(Frame(img, (k + 1) * 66_666_667, CAMERA))
     np.testing.assert_allclose(source.trajectory[0][1], sideways(0), atol=1e-9)
+    assert source.start_summary() == {'vo_start': 'camera_pose'}
     assert result.state == 'tracking' and source.states['tracking'] >= 6
     assert np.linalg.norm(result.T_world_cam[:3, 3] - sideways(11)[:3, 3]) < 0.03
     small = cv2.resize(frames[0], (80, 60))
@@ -402,7 +403,8 @@ def _replay(repo_root: Path, source: Path, out: Path, *extra: str) -> subprocess
     return subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
 
 
-def _check_trajectory(out: Path, frames: int, fps: float, tolerance: float) -> None:
+def _check_trajectory(out: Path, frames: int, fps: float, tolerance: float) -> dict:
+    """Check the replay's trajectory against the sideways walk; return timing.json."""
     stamps, poses = load_tum_trajectory(str(out / 'trajectory.tum'))
     timing = json.loads((out / 'timing.json').read_text())
     assert len(stamps) == timing['frames'] >= frames // 2
@@ -419,6 +421,7 @@ def _check_trajectory(out: Path, frames: int, fps: float, tolerance: float) -> N
     walked = np.linalg.norm(poses[-1][:3, 3] - poses[0][:3, 3])
     true = np.linalg.norm(sideways(index[-1])[:3, 3] - sideways(index[0])[:3, 3])
     assert abs(walked / true - 1.0) < tolerance, (walked, true)
+    return timing
 
 
 def test_replay_of_a_video_without_poses_writes_trajectory(repo_root: Path,
@@ -434,7 +437,9 @@ def test_replay_of_a_video_without_poses_writes_trajectory(repo_root: Path,
     assert run.returncode == 0, run.stderr
     # No pose at all: camera_height_m, levelled on the ground (the camera looks 15 degrees
     # down); frame 0 has no pose, the map starts later.
-    _check_trajectory(out, len(frames), 15.0, 0.1)
+    start = _check_trajectory(out, len(frames), 15.0, 0.1)['visual_odometry']
+    assert start['vo_start'] == 'camera_height_m' and start['vo_start_levelled'] == 'yes'
+    assert abs(start['vo_start_pitch_deg'] - 15.0) < 2.0 and abs(start['vo_start_roll_deg']) < 2.0
 
 
 def test_replay_of_an_image_folder_from_camera_pose_writes_trajectory(
@@ -449,4 +454,5 @@ def test_replay_of_an_image_folder_from_camera_pose_writes_trajectory(
     run = _replay(repo_root, folder, out, '--intrinsics', f'fov={fov:.6f}', '--set',
                   f'camera_pose=[0.0,0.0,1.5,0.0,{np.radians(15.0):.9f},0.0]')
     assert run.returncode == 0, run.stderr
-    _check_trajectory(out, len(frames), 1.0, 0.1)    # named 0000.png: 1 s apart; metric
+    timing = _check_trajectory(out, len(frames), 1.0, 0.1)   # 0000.png...: 1 s apart; metric
+    assert timing['visual_odometry'] == {'vo_start': 'camera_pose'}
