@@ -130,8 +130,8 @@ LEVEL_MAX_GROUND_BASELINES = 8.0
 #: ground's normal within this angle (degrees) of each other.
 LEVEL_REPEAT_DEG = 2.0
 #: The first map is levelled again at each keyframe while it keeps its first keyframe (a longer
-#: baseline, a better map: the first levelling was up to 20 degrees off, the last within 3), by
-#: at most this much each time (degrees).
+#: baseline, a better map: on the analytic scenes the first levelling was up to 10 degrees off,
+#: the last within 1.5), by at most this much each time (degrees).
 RELEVEL_MAX_TILT_DEG = 5.0
 
 
