@@ -188,13 +188,10 @@ def level_start_table(rows: Sequence[Dict[str, Any]]) -> str:
         levelled = ('level (not levelled)' if 'vo_start_levelled' not in start else
                     f"{start['vo_start_pitch_deg']:.1f}° / {start['vo_start_roll_deg']:.1f}°"
                     if start['vo_start_levelled'] == 'yes' else start['vo_start_levelled'])
-        ate_placed = None if r['ate_placed_m'] is None else 100 * r['ate_placed_m']
-        ate_sim3 = None if r['ate_sim3_m'] is None else 100 * r['ate_sim3_m']
         lines.append(
             f"| {r['sequence']} | {r['height_m']:.2f} | {r['posed']} / {r['frames']} | "
             f"{r['true_pitch_deg']:.1f}° / {r['true_roll_deg']:.1f}° | {levelled} | "
-            f"{_cell(ate_placed, '.1f')} cm | {_cell(ate_sim3, '.1f')} cm | "
-            f"{_cell(r['size'], '.2f')} |")
+            f"{_cm(r['ate_placed_m'])} | {_cm(r['ate_sim3_m'])} | {_cell(r['size'], '.2f')} |")
     return '\n'.join(lines)
 
 
@@ -211,20 +208,22 @@ def _cell(v: Optional[float], fmt: str) -> str:
     return '—' if v is None else format(v, fmt)
 
 
+def _cm(metres: Optional[float]) -> str:
+    return _cell(None if metres is None else 100 * metres, '.1f') + ' cm'
+
+
 def table(rows: Sequence[Dict[str, Any]]) -> str:
     """Return the markdown table of :func:`compare` rows."""
     lines = ['| sequence | refiner | depth | frames VO / TF | IoU TF (all frames) | IoU TF | '
              'IoU VO | ratio | ATE no alignment | ATE Sim(3) | size |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
-        ate_none = None if r['ate_none_m'] is None else 100 * r['ate_none_m']
-        ate_sim3 = None if r['ate_sim3_m'] is None else 100 * r['ate_sim3_m']
         lines.append(
             f"| {r['sequence']} | {r['refiner']} | {r['depth_source']} | "
             f"{r['frames_vo']} / {r['frames_tf']} | {_cell(r['iou_tf_all'], '.3f')} | "
             f"{_cell(r['iou_tf'], '.3f')} | {_cell(r['iou_vo'], '.3f')} | "
-            f"{_cell(r['ratio'], '.2f')} | {_cell(ate_none, '.1f')} cm | "
-            f"{_cell(ate_sim3, '.1f')} cm | {_cell(r['size'], '.2f')} |")
+            f"{_cell(r['ratio'], '.2f')} | {_cm(r['ate_none_m'])} | {_cm(r['ate_sim3_m'])} | "
+            f"{_cell(r['size'], '.2f')} |")
     return '\n'.join(lines)
 
 

@@ -639,7 +639,7 @@ class VisualOdometry:
         return Levelling(roll, pitch, int(plane.inliers.sum()))
 
     def _started(self, levelling: Optional[Levelling]) -> bool:
-        """The new map is accepted: its first keyframe is where the world starts."""
+        """Accept the new map: its first keyframe is where the world starts; return True."""
         self.T_world_anchor = invert(self._keyframes[0].T_cam_world)
         if self.level_guess:
             self.level_guess = False
