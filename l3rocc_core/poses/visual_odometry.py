@@ -348,7 +348,8 @@ class VisualOdometry:
         self._init_frames = 0
         self._scale_history: List[float] = []
         self._relevel = False                            # the first map levels itself again
-        self._level_previous = None                      # the last levelling attempt's normal
+        # the ground's normal seen from the reference camera at the last levelling attempt
+        self._level_previous: Optional[np.ndarray] = None
 
     def _lose(self, message: str, inliers: int = 0, error: float = float('nan')) -> VOResult:
         """Tracking failed: restart the map from the last tracked pose."""
@@ -488,7 +489,7 @@ class VisualOdometry:
         self._tracks = _Tracks().extend(ids, uv, -1)
         self._ref = {'uv': uv.astype(np.float64), 'depth': depth, 'gray': gray}
         self._init_frames = 0
-        self._level_previous: Optional[np.ndarray] = None
+        self._level_previous = None
 
     def _bootstrap(self, gray: np.ndarray, depth: Optional[np.ndarray]) -> Optional[VOResult]:
         """Start the map from the reference frame and this one (essential matrix)."""
@@ -571,7 +572,9 @@ class VisualOdometry:
         landmarks measure the ground yet, is refused (False) unless the map has waited
         ``MAX_WAIT_FOR_GROUND_FRAMES`` frames already (a map scaled to no units, median depth
         1, would never get the ground's scale later). A start guessed level is levelled first
-        (:meth:`_level`), and waits likewise for a ground to level it on.
+        (:meth:`_level`) and waits likewise for a ground to level it on, found alike (within
+        ``LEVEL_REPEAT_DEG``) by two attempts in a row, and for the ground to be at most
+        ``LEVEL_MAX_GROUND_BASELINES`` away.
         """
         may_wait = self._init_frames <= MAX_WAIT_FOR_GROUND_FRAMES
         levelling = self._level(LEVEL_MAX_TILT_DEG) if self.level_guess else None
