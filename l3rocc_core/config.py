@@ -321,8 +321,9 @@ class InputConfig:
         'no check)', 0.0, 1e6)
     camera_height_m: float = param(
         1.5, 'pose_source visual_odometry without TF at the first image and without '
-        'camera_pose: the first pose is this far above the ground (z = 0 of world_frame), level '
-        '(metres); it also sets the metric scale from the ground plane', 0.0, 100.0,
+        'camera_pose: the first pose is this far above the ground (z = 0 of world_frame), its '
+        'pitch and roll measured on the ground the first map sees (metres); it also sets the '
+        'metric scale from the ground plane', 0.0, 100.0,
         read_only=True)
 
 

@@ -674,6 +674,7 @@ class L3roccNode(Node):
             extra.update({'vo_state': vo.state, 'vo_inliers': vo.inliers,
                           'vo_reprojection_error_px': float(vo.reprojection_error_px),
                           'vo_scale_source': vo.scale_source})
+            extra.update(self._vo.start_summary())
         compiled = getattr(self._pipeline.refiner, 'compile_status', 'off')
         if compiled != 'off':
             extra['network_compile'] = compiled

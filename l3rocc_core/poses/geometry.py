@@ -141,3 +141,20 @@ def triangulate(K: np.ndarray, T_a: np.ndarray, uv_a: np.ndarray, T_b: np.ndarra
 def camera_centre(T_cam_world: np.ndarray) -> np.ndarray:
     """Return the camera position [3] in the world of a ``T_cam_world`` [4, 4]."""
     return -T_cam_world[:3, :3].T @ T_cam_world[:3, 3]
+
+
+def roll_pitch_deg(R_world_optical: np.ndarray) -> Tuple[float, float]:
+    """Return (roll, pitch) in degrees of a camera's optical frame in a z-up world.
+
+    The angles of ``camera_pose`` (:func:`l3rocc_core.stream.pose_from_xyz_rpy`): those of the
+    camera's body frame (x forward, y left, z up); pitch > 0 looks down, roll > 0 turns the
+    image clockwise as seen from behind (the right side down).
+
+    :param R_world_optical: [3, 3] rotation of the optical frame (z forward, x right, y down)
+    """
+    # The body axes in the world: forward = optical z, left = -optical x, up = -optical y.
+    R = np.asarray(R_world_optical, np.float64)
+    forward, left, up = R[:, 2], -R[:, 0], -R[:, 1]
+    pitch = np.degrees(np.arcsin(np.clip(-forward[2], -1.0, 1.0)))
+    roll = np.degrees(np.arctan2(left[2], up[2]))
+    return float(roll), float(pitch)

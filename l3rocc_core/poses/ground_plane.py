@@ -21,8 +21,11 @@ MIN_INLIERS = 12
 #: Plane hypotheses drawn.
 ITERATIONS = 200
 #: A plane this much lower than the best supported one, with at least half its support, is
-#: the ground instead (a table top has texture too, the floor lies below it).
+#: the ground instead (a table top has texture too, the floor lies below it) ...
 LOWER_PLANE_RATIO = 1.15
+#: ... when tilted no more than it from ``up`` (``up`` is gravity), or, with a tilted normal
+#: allowed (``up`` a guess), parallel to it within this angle (degrees) through other points.
+PARALLEL_DEG = 5.0
 
 
 @dataclass
@@ -46,8 +49,10 @@ def fit_ground(p_rel: np.ndarray, up: np.ndarray, rng: np.random.Generator,
     RANSAC over the points below the horizon. With ``max_tilt_deg`` 0 the plane is
     perpendicular to ``up`` (gravity is known: one point makes a hypothesis, and the noise of
     far points cannot tilt the plane); otherwise three points make a hypothesis whose normal
-    may tilt that far, refined by weighted total least squares (weights fall with the squared
-    distance, like the precision of triangulated points).
+    may tilt that far (``up`` is a guess: a camera guessed level), refined by weighted total
+    least squares (weights fall with the squared distance, like the precision of triangulated
+    points). Either way the camera is above the plane, and the ground is the best supported
+    plane or one lower down that has half its support (see ``LOWER_PLANE_RATIO``).
 
     :param p_rel: [N, 3] point positions minus the camera centre (any consistent units)
     :param up: [3] unit vector against gravity, in the frame of ``p_rel``
@@ -78,14 +83,23 @@ def fit_ground(p_rel: np.ndarray, up: np.ndarray, rng: np.random.Generator,
         n, h = n[keep], h[keep]
     if len(n) == 0:
         return None
-    support = (np.abs(P @ n.T + h) < band[:, None]).sum(0)
+    on = np.abs(P @ n.T + h) < band[:, None]            # [points, hypotheses]
+    support = on.sum(0)
     best = int(np.argmax(support))
     if support[best] < MIN_INLIERS:
         return None
     vertical = h / (n @ up)
+    if max_tilt_deg <= 0:
+        alike = n @ up >= n[best] @ up - 1e-9               # no lower by tilting alone
+    else:
+        # Parallel to the best plane (refined: three points give a rough normal), and another
+        # surface: most of its points are not on the best plane (a plane tilted through the
+        # same points can be farther from the camera).
+        alike = ((n @ _refine(P[on[:, best]], weight[on[:, best]], n[best])[0]
+                  >= np.cos(np.radians(PARALLEL_DEG)))
+                 & ((on & ~on[:, best:best + 1]).sum(0) * 2 > support))
     lower = np.flatnonzero((support >= support[best] // 2)
-                           & (vertical > LOWER_PLANE_RATIO * vertical[best])
-                           & (n @ up >= n[best] @ up - 1e-9))   # no lower by tilting alone
+                           & (vertical > LOWER_PLANE_RATIO * vertical[best]) & alike)
     k = lower[np.argmax(support[lower])] if len(lower) else best
     normal, height = n[k], float(h[k])
     for _ in range(2):

@@ -12,7 +12,11 @@ The state machine is explicit::
     initializing --(enough parallax: essential matrix, triangulated map)--> tracking
     tracking --(too few inliers, implausible jump)--> lost --(next frame)--> initializing
 
-Where the world starts: the caller gives the first pose (``T_world_start``). Metric scale,
+Where the world starts: the caller gives the first pose (``T_world_start``), or none: then the
+camera is ``camera_height_m`` above the origin, facing +x, and its pitch and roll come from the
+images: the first map is turned about the camera so that the ground plane it sees (fitted with
+its tilt free) becomes z = 0, the camera's heading (its optical axis on the ground) staying +x
+(:attr:`VisualOdometry.start_levelling`). Frames before that have no pose. Metric scale,
 in order of preference: measured depth (``scale_source: depth``); the ground plane z = 0 of
 the world below the camera, whose distance must equal the camera height at the start
 (``ground``); else none (``none``: the map is scaled so that the median landmark depth at the
@@ -33,8 +37,8 @@ import numpy as np
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.poses.bundle_adjustment import BAProblem, bundle_adjust
-from l3rocc_core.poses.geometry import (camera_centre, project, so3_log, transform_points,
-                                        triangulate)
+from l3rocc_core.poses.geometry import (camera_centre, project, roll_pitch_deg, so3_log,
+                                        transform_points, triangulate)
 from l3rocc_core.poses.ground_plane import fit_ground, photometric_ground_height
 from l3rocc_core.transforms import invert, rotation_angle_deg
 
@@ -114,6 +118,21 @@ PHOTO_SEARCH = 1.6
 PHOTO_HALF_WIDTH = 320
 #: Frames in initialization without a map before the reference frame is renewed.
 MAX_INIT_FRAMES = 60
+#: A start guessed level is turned onto the ground of the first map, whose normal may tilt this
+#: far from the guess's up (degrees): a camera pitched down up to this far. (A wall ahead has
+#: the camera in front of it, not above: only a camera pitched up could take it for ground.)
+LEVEL_MAX_TILT_DEG = 60.0
+#: ... and that map starts only once the ground is at most this many baselines below (not
+#: ``MAX_GROUND_BASELINES``): with less baseline a small error of the two-view rotation tilts
+#: the ground by degrees (measured: up to 26 degrees at 15 baselines, on the analytic scenes).
+LEVEL_MAX_GROUND_BASELINES = 8.0
+#: ... and once two attempts in a row (two frames against the same reference) find the
+#: ground's normal within this angle (degrees) of each other.
+LEVEL_REPEAT_DEG = 2.0
+#: The first map is levelled again at each keyframe while it keeps its first keyframe (a longer
+#: baseline, a better map: on the analytic scenes the first levelling was up to 10 degrees off,
+#: the last within 1.5), by at most this much each time (degrees).
+RELEVEL_MAX_TILT_DEG = 5.0
 
 
 @dataclass
@@ -138,6 +157,21 @@ class VOResult:
     scale_source: str = 'none'
     keyframe: bool = False
     message: str = ''
+
+
+@dataclass
+class Levelling:
+    """How a start guessed level was turned onto the ground the first map sees.
+
+    :param roll_deg: the start camera's roll (``camera_pose`` convention: > 0 the right side
+        down), degrees
+    :param pitch_deg: its pitch (> 0 looks down), degrees
+    :param ground_landmarks: landmarks on the fitted ground plane
+    """
+
+    roll_deg: float
+    pitch_deg: float
+    ground_landmarks: int
 
 
 @dataclass
@@ -232,7 +266,7 @@ class VisualOdometry:
     :param config: the pipeline configuration (``vo_*`` parameters, ``camera_height_m``)
     :param camera: the undistorted pinhole camera of the images that :meth:`track` receives
     :param T_world_start: float64 [4, 4] pose of the first frame (default: ``camera_height_m``
-        above the world origin, level, facing +x)
+        above the world origin facing +x, pitch and roll from the ground the first map sees)
     :param seed: random seed of the ground-plane RANSAC
     """
 
@@ -248,6 +282,10 @@ class VisualOdometry:
         if start.shape != (4, 4) or not np.all(np.isfinite(start)):
             raise ValueError('T_world_start must be a finite 4x4 matrix')
         self.T_world_anchor = start
+        #: the start is a level guess until the first map levels it on the ground
+        self.level_guess = T_world_start is None
+        #: how the first map levelled that guess (None: a start pose was given, or not yet)
+        self.start_levelling: Optional[Levelling] = None
         self.state = 'initializing'
         self.scale_source = 'none'
         self._rng = np.random.default_rng(seed)
@@ -309,6 +347,9 @@ class VisualOdometry:
         self._frames = 0
         self._init_frames = 0
         self._scale_history: List[float] = []
+        self._relevel = False                            # the first map levels itself again
+        # the ground's normal seen from the reference camera at the last levelling attempt
+        self._level_previous: Optional[np.ndarray] = None
 
     def _lose(self, message: str, inliers: int = 0, error: float = float('nan')) -> VOResult:
         """Tracking failed: restart the map from the last tracked pose."""
@@ -417,8 +458,9 @@ class VisualOdometry:
         first = self._first_frame
         self._first_frame = False
         self.state = 'initializing'
-        # The start pose is known for the first frame only; later reference frames guess it.
-        T_first = self.T_world_anchor.copy() if first else None
+        # The start pose is known for the first frame only (a level guess is not known: the
+        # map turns it); later reference frames guess it.
+        T_first = self.T_world_anchor.copy() if first and not self.level_guess else None
         need = self.cfg.vo_min_inliers
         if self._ref is not None and self._prev_gray is not None:
             uv, ok = self._flow(self._prev_gray, gray, self._tracks.uv)
@@ -447,6 +489,7 @@ class VisualOdometry:
         self._tracks = _Tracks().extend(ids, uv, -1)
         self._ref = {'uv': uv.astype(np.float64), 'depth': depth, 'gray': gray}
         self._init_frames = 0
+        self._level_previous = None
 
     def _bootstrap(self, gray: np.ndarray, depth: Optional[np.ndarray]) -> Optional[VOResult]:
         """Start the map from the reference frame and this one (essential matrix)."""
@@ -528,8 +571,22 @@ class VisualOdometry:
         a unit baseline here); a start with less baseline, or where neither the images nor the
         landmarks measure the ground yet, is refused (False) unless the map has waited
         ``MAX_WAIT_FOR_GROUND_FRAMES`` frames already (a map scaled to no units, median depth
-        1, would never get the ground's scale later).
+        1, would never get the ground's scale later). A start guessed level is levelled first
+        (:meth:`_level`) and waits likewise for a ground to level it on, found alike (within
+        ``LEVEL_REPEAT_DEG``) by two attempts in a row, and for the ground to be at most
+        ``LEVEL_MAX_GROUND_BASELINES`` away.
         """
+        may_wait = self._init_frames <= MAX_WAIT_FOR_GROUND_FRAMES
+        levelling = self._level(LEVEL_MAX_TILT_DEG) if self.level_guess else None
+        if self.level_guess and levelling is None and may_wait:
+            return False         # no ground below the camera yet: a later frame may see it
+        if levelling is not None:
+            # The ground's normal seen from the reference camera, against the last attempt's.
+            normal = self._keyframes[0].T_cam_world[:3, :3] @ UP
+            previous, self._level_previous = self._level_previous, normal
+            if may_wait and (previous is None or np.degrees(np.arccos(np.clip(
+                    normal @ previous, -1.0, 1.0))) > LEVEL_REPEAT_DEG):
+                return False
         kf0 = self._keyframes[0]
         centre = camera_centre(kf0.T_cam_world)
         row, found = self._landmarks.lookup(kf0.ids)
@@ -539,12 +596,11 @@ class VisualOdometry:
         if usable.sum() >= MIN_DEPTH_SAMPLES:
             self._transform_map(np.eye(3), float(np.median(d[usable] / z[usable])), centre)
             self.scale_source = 'depth'
-            return True
+            return self._started(levelling)
         height = float(centre[2])
         if height > MIN_CAMERA_HEIGHT_M:
             plane = fit_ground(self._landmarks.xyz - centre, UP, self._rng)
             below = self._ground_height(kf0, self._keyframes[-1], None)
-            may_wait = self._init_frames <= MAX_WAIT_FOR_GROUND_FRAMES
             if below is not None and plane is not None and may_wait and not (
                     1.0 / START_AGREEMENT < below / plane.height < START_AGREEMENT):
                 return False     # the images and the landmarks disagree: a later frame
@@ -552,14 +608,54 @@ class VisualOdometry:
                 below = plane.height
             if below is None and may_wait:
                 return False     # no ground measured yet: a later frame may see it
-            if below is not None and below > MAX_GROUND_BASELINES and may_wait:
+            limit = LEVEL_MAX_GROUND_BASELINES if levelling is not None else MAX_GROUND_BASELINES
+            if below is not None and below > limit and may_wait:
                 return False
             if below is not None:
                 self._transform_map(np.eye(3), height / below, centre)
-                self.T_world_anchor = invert(self._keyframes[0].T_cam_world)
                 self.scale_source = 'ground'
-                return True
+                return self._started(levelling)
         self._transform_map(np.eye(3), 1.0 / float(np.median(z[z > 0])), centre)
+        return self._started(levelling)
+
+    def _level(self, max_tilt_deg: float) -> Optional[Levelling]:
+        """Turn the map about its first camera so that the ground it sees is horizontal.
+
+        The ground is the plane through the landmarks below the camera with the camera above
+        it, its normal free to tilt up to ``max_tilt_deg`` from the map's up
+        (:func:`~l3rocc_core.poses.ground_plane.fit_ground`: the best supported such plane,
+        or a parallel one lower down with half its support, the floor under a table). The
+        turn takes its normal to +z and keeps the camera's heading (the optical axis on the
+        ground) at +x; the camera stays where it is.
+
+        :return: the first keyframe's roll and pitch, or None (no ground found; the map is
+            unchanged)
+        """
+        kf0 = self._keyframes[0]
+        centre = camera_centre(kf0.T_cam_world)
+        plane = fit_ground(self._landmarks.xyz - centre, UP, self._rng, max_tilt_deg)
+        if plane is None:
+            return None
+        self._transform_map(_levelling_rotation(plane.normal, kf0.T_cam_world[2, :3]), 1.0,
+                            centre)
+        roll, pitch = roll_pitch_deg(kf0.T_cam_world[:3, :3].T)
+        return Levelling(roll, pitch, int(plane.inliers.sum()))
+
+    def _started(self, levelling: Optional[Levelling]) -> bool:
+        """Accept the new map: its first keyframe is where the world starts; return True."""
+        self.T_world_anchor = invert(self._keyframes[0].T_cam_world)
+        if self.level_guess:
+            self.level_guess = False
+            self.start_levelling = levelling
+            self._relevel = levelling is not None
+            if levelling is None:
+                LOG.warning('visual odometry: no ground below the camera in %d frames to level '
+                            'the start on: it stays level (pitch and roll 0; give camera_pose)',
+                            self._init_frames)
+            else:
+                LOG.info('visual odometry: start levelled on the ground it sees: pitch %.1f deg '
+                         '(> 0 down), roll %.1f deg, %d landmarks on the ground',
+                         levelling.pitch_deg, levelling.roll_deg, levelling.ground_landmarks)
         return True
 
     # ------------------------------------------------------------------ tracking
@@ -681,6 +777,13 @@ class VisualOdometry:
         limit = self.cfg.vo_window_keyframes + EXTRA_KEYFRAMES
         self._keyframes = self._keyframes[-limit:]
         self._adjust_window()
+        if self._relevel and self._keyframes[0].serial == 0:
+            levelling = self._level(RELEVEL_MAX_TILT_DEG)
+            if levelling is not None:
+                self.start_levelling = levelling
+                self.T_world_anchor = invert(self._keyframes[0].T_cam_world)
+                LOG.debug('visual odometry: start levelled again at keyframe %d: %s', serial,
+                          levelling)
         if self.scale_source == 'ground':
             self._correct_scale()
         self._prune()
@@ -840,6 +943,18 @@ class VisualOdometry:
         """Drop landmarks neither tracked nor observed by a kept keyframe."""
         seen = np.concatenate([self._tracks.ids] + [kf.ids for kf in self._keyframes])
         self._landmarks.keep(np.isin(self._landmarks.ids, seen))
+
+
+def _levelling_rotation(normal: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """Rotation [3, 3] taking ``normal`` [3] to +z and ``forward`` [3], on that plane, to +x.
+
+    ``forward`` must not be parallel to ``normal`` (a camera's optical axis is at least 30
+    degrees off the ground's normal within ``LEVEL_MAX_TILT_DEG``).
+    """
+    z = normal / np.linalg.norm(normal)
+    x = forward - (forward @ z) * z
+    x /= np.linalg.norm(x)
+    return np.stack([x, np.cross(z, x), z])
 
 
 def _similar_pose(T_cam_world: np.ndarray, R: np.ndarray, factor: float,

@@ -6,20 +6,22 @@ when the camera model changes, and keeps the estimated trajectory.
 
 The first pose, in order: TF at the first image (the caller looks it up and passes it as the
 frame's pose), else the ``camera_pose`` parameter, else the camera ``camera_height_m`` above the
-ground, level (kept as guessed: a camera pitched down then measures the ground tilted and
-the scale wrong; give ``camera_pose`` with the pitch).
+ground facing +x: its pitch and roll are then measured on the ground that the first map sees
+(the map is levelled, see :mod:`~l3rocc_core.poses.visual_odometry`), and frames before that have
+no pose. :meth:`VisualOdometrySource.start_summary` says which start was taken and how it was
+levelled (the node's /diagnostics ``vo_start*`` values, ``timing.json`` of ``l3rocc replay``).
 """
 
 from collections import Counter
 from dataclasses import replace
 import os
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from l3rocc_core.config import PipelineConfig
 from l3rocc_core.frame import Frame
-from l3rocc_core.poses.visual_odometry import VisualOdometry, VOResult
+from l3rocc_core.poses.visual_odometry import Levelling, VisualOdometry, VOResult
 from l3rocc_core.tf_tree import TransformUnavailable
 from l3rocc_core.transforms import matrix_to_quat
 
@@ -42,6 +44,10 @@ class VisualOdometrySource:
         #: frames per state (``initializing``, ``tracking``, ``lost``)
         self.states: Counter = Counter()
         self.last: Optional[VOResult] = None
+        #: where the first pose came from: ``tf``, ``camera_pose`` or ``camera_height_m``
+        self.start_source: Optional[str] = None
+        #: how a ``camera_height_m`` start was levelled on the ground (None: not, or not yet)
+        self.levelling: Optional[Levelling] = None
         self._last_pose: Optional[np.ndarray] = None
 
     @property
@@ -77,21 +83,48 @@ class VisualOdometrySource:
         :return: the estimate; ``T_world_cam`` None while initializing or lost
         """
         if self.vo is None:
-            start = frame.T_world_cam
+            start, self.start_source = frame.T_world_cam, 'tf'
             if start is None and len(self.config.input.camera_pose) == 6:
                 from l3rocc_core.stream import pose_from_xyz_rpy
                 start = pose_from_xyz_rpy(self.config.input.camera_pose)
+                self.start_source = 'camera_pose'
+            elif start is None:
+                self.start_source = 'camera_height_m'
             self.vo = VisualOdometry(self.config, frame.camera, start)
         elif frame.camera != self.vo.camera:
             start = self._last_pose if self._last_pose is not None else self.vo.T_world_anchor
             self.vo = VisualOdometry(self.config, frame.camera, start)
         result = self.vo.track(frame.image, frame.stamp_ns, frame.depth)
+        if self.vo.start_levelling is not None:
+            self.levelling = self.vo.start_levelling
         self.states[result.state] += 1
         self.last = result
         if result.T_world_cam is not None:
             self._last_pose = result.T_world_cam
             self.trajectory.append((int(frame.stamp_ns), result.T_world_cam))
         return result
+
+    def start_summary(self) -> Dict[str, Any]:
+        """How the world started, as /diagnostics values (empty before the first frame).
+
+        :return: ``vo_start`` (``tf``, ``camera_pose`` or ``camera_height_m``); for
+            ``camera_height_m`` also ``vo_start_levelled`` (``yes``; ``waiting``: no map yet;
+            ``no``: no ground was found, the start stayed level) and, once levelled,
+            ``vo_start_pitch_deg`` (> 0 looks down) and ``vo_start_roll_deg`` of the first
+            pose as measured on the ground
+        """
+        if self.start_source is None:
+            return {}
+        out: Dict[str, Any] = {'vo_start': self.start_source}
+        if self.start_source == 'camera_height_m':
+            if self.levelling is not None:
+                out.update(vo_start_levelled='yes',
+                           vo_start_pitch_deg=round(self.levelling.pitch_deg, 2),
+                           vo_start_roll_deg=round(self.levelling.roll_deg, 2))
+            else:
+                waiting = self.vo is not None and self.vo.level_guess
+                out['vo_start_levelled'] = 'waiting' if waiting else 'no'
+        return out
 
     def posed(self, frame: Frame, result: VOResult) -> Optional[Frame]:
         """Return ``frame`` with the estimated pose, or None when there is none."""

@@ -87,6 +87,8 @@ class ReplayResult:
     ignored: Dict[str, int] = field(default_factory=dict)
     device: str = ''
     source: str = ''
+    #: pose_source visual_odometry: how the world started (``vo_start*`` values)
+    visual_odometry: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -95,11 +97,14 @@ class ReplayResult:
 
     def timing(self) -> Dict[str, Any]:
         """Return the content of ``timing.json``."""
-        return {'frames': self.frames, 'wall_s': round(self.wall_s, 4),
-                'fps': round(self.fps, 4), 'stages_ms': self.stages_ms,
-                'frames_in': self.frames_in, 'skipped': self.skipped,
-                'skip_reasons': self.messages, 'ignored_messages': self.ignored,
-                'device': self.device, 'source': self.source}
+        out = {'frames': self.frames, 'wall_s': round(self.wall_s, 4),
+               'fps': round(self.fps, 4), 'stages_ms': self.stages_ms,
+               'frames_in': self.frames_in, 'skipped': self.skipped,
+               'skip_reasons': self.messages, 'ignored_messages': self.ignored,
+               'device': self.device, 'source': self.source}
+        if self.visual_odometry:
+            out['visual_odometry'] = self.visual_odometry
+        return out
 
 
 class Replayer:
@@ -399,6 +404,7 @@ class Replayer:
         t0 = time.perf_counter()
         result = self.vo.estimate(frame)
         self._time('visual_odometry', (time.perf_counter() - t0) * 1e3)
+        self.result.visual_odometry = self.vo.start_summary()
         if result.state == 'lost':
             self.pipeline.reset()       # the next map starts afresh: so does the window
         posed = self.vo.posed(frame, result)

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from l3rocc_bench.suite import Case, prepare, Prepared
@@ -45,3 +46,20 @@ def test_compare_replays_with_both_pose_sources_and_gives_the_ratio(
     text = table([row])
     assert f"| vo_short | none | default | {row['frames_vo']} / 20 |" in text
     assert f"| {row['ratio']:.2f} |" in text
+
+
+def test_a_camera_height_start_is_placed_at_the_true_first_place_and_heading() -> None:
+    from l3rocc_bench.vo_occupancy import placed_at_start
+    from l3rocc_core.stream import pose_from_xyz_rpy
+    # The truth: a camera 1.2 m high at (3, -1), heading 120 degrees, pitched 30 down, walking.
+    true = np.stack([pose_from_xyz_rpy([3.0 + 0.1 * k, -1.0, 1.2, 0.05, 0.52, 2.09])
+                     for k in range(5)])
+    # What a levelled camera_height_m start estimates: the same motion seen from a world whose
+    # origin is below the first camera and whose +x is that camera's heading.
+    c, s = np.cos(2.09), np.sin(2.09)
+    world = np.array([[c, -s, 0.0, 3.0], [s, c, 0.0, -1.0], [0.0, 0.0, 1.0, 0.0],
+                      [0.0, 0.0, 0.0, 1.0]])
+    estimate = np.linalg.inv(world) @ true
+    assert estimate[0][:3, 3] == pytest.approx([0.0, 0.0, 1.2])
+    assert estimate[0][1, 2] == pytest.approx(0.0, abs=1e-12) and estimate[0][0, 2] > 0
+    np.testing.assert_allclose(placed_at_start(estimate, true[0], 1.2), true, atol=1e-9)

@@ -3,7 +3,7 @@
 A real rclpy client publishes images and camera_info of a textured room (``tests/core/vo_scene``)
 seen by a camera walking sideways, with no TF at all: the first pose is ``camera_pose``. The node
 must estimate the poses, publish them on /tf (``world_frame`` -> the image frame) for other
-nodes, report its tracking state in /diagnostics, and publish occupancy.
+nodes, report its tracking state and its start in /diagnostics, and publish occupancy.
 """
 
 import array
@@ -98,5 +98,6 @@ def test_node_estimates_poses_and_publishes_them_on_tf(ros_context, wall) -> Non
             m, run.node.get_fully_qualified_name()), 10.0)
         values = wall.diagnostic_values(diag, run.node.get_fully_qualified_name())
         assert values['vo_state'] == 'tracking' and int(values['vo_inliers']) > 10, values
+        assert values['vo_start'] == 'camera_pose', values
     finally:
         run.close()
