@@ -251,6 +251,15 @@ class RefinerConfig:
         2, 'the network may mark voxels occupied only within this many voxels of space observed '
         'in the window (-1 = anywhere): it completes what the camera saw, it does not invent '
         'occupancy where no ray came near', -1, 64)
+    network_keep_evidence: str = param(
+        'auto', 'where a slice holds strong evidence (log-odds >= 2 * logodds_hit: two depth '
+        'samples ended in the voxel in one frame; <= 2 * logodds_miss: two rays passed through '
+        "it), the network may not contradict it: it may raise a hit voxel's p(occupied) but not "
+        "below geometry's, and lower a free voxel's but not above it. on / off; auto: on for "
+        'measured depth (depth_source topic, or depth given to push_depth), off for estimated '
+        'depth, whose strong evidence holds the outliers the network learned to remove '
+        '(measured with exact depth: moving parts seen 0.29-0.43 -> 0.48-0.60)',
+        choices=('auto', 'on', 'off'))
     network_update: str = param(
         'auto', 'window: every frame the network re-estimates every slice of the window (older '
         'slices improve with newer evidence; cost grows with window_size); newest: only the '

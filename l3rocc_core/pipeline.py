@@ -138,6 +138,9 @@ class OccupancyPipeline:
             LOG.warning('refiner: the bundled network checkpoint cannot be used (%s); using '
                         'geometry only', exc)
             return GeometryRefiner()
+        fusion = self.config.fusion
+        refiner.keep_evidence(cfg.network_keep_evidence, 2.0 * fusion.logodds_hit,
+                              2.0 * fusion.logodds_miss)
         seconds = refiner.warm_up(self.base_grid.dims)
         if seconds:
             LOG.info('network_compile: %s in %.1f s', refiner.compile_status, seconds)
@@ -220,21 +223,26 @@ class OccupancyPipeline:
                 self.last_depth = depth
             if depth is None:
                 self.stats['no_depth_source'] += 1
+        self.refiner.set_measured_depth(self.config.depth.depth_source == 'topic')
         return self._fuse(frame, depth, start)
 
-    def push_depth(self, frame: Frame, depth: Any) -> Optional[Occupancy4D]:
+    def push_depth(self, frame: Frame, depth: Any, measured: bool = True
+                   ) -> Optional[Occupancy4D]:
         """Process one frame whose depth is already known (the path ``push`` takes after depth).
 
         :param frame: a frame with ``T_world_cam`` (else ignored)
         :param depth: a ``DepthResult`` (``depth`` [h, w] metres, 0 = invalid, ``confidence``,
             ``valid``, ``camera`` of the depth map: when absent the frame's camera scaled to the
             map), a bare [h, w] depth tensor, or None (a slice without new evidence)
+        :param measured: the depth is a measurement (a depth camera, ground truth), not an
+            estimate made elsewhere (``network_keep_evidence: auto`` treats them differently)
         :return: as :meth:`push`
         """
         start = time.perf_counter()
         self.timings_ms = {}
         if not self._admit(frame):
             return None
+        self.refiner.set_measured_depth(measured)
         return self._fuse(frame, depth, start)
 
     def _admit(self, frame: Frame) -> bool:

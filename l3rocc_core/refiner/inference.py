@@ -51,6 +51,13 @@ class NetworkRefiner(Refiner):
                  align_ground: bool = False) -> None:
         """Prepare the model for inference."""
         self.align_ground = bool(align_ground)
+        #: ``network_keep_evidence`` ('auto' | 'on' | 'off') and its log-odds bounds (hit >=,
+        #: free <=; set by :meth:`keep_evidence`)
+        self.keep_mode = 'off'
+        self.keep_hit_logodds = math.inf
+        self.keep_free_logodds = -math.inf
+        #: whether the window's depth is measured (:meth:`set_measured_depth`)
+        self.measured_depth = False
         self.support_voxels = int(support_voxels)
         self.revisit_age = int(revisit_age)
         #: whether the last :meth:`plan` chose a newest pass (else a window pass)
@@ -116,13 +123,54 @@ class NetworkRefiner(Refiner):
 
         if not self._newest_pass:
             observed = evidence.observed()
-            prob = self.refine(below(evidence.features()), below(evidence.logodds()),
-                               below(observed))
-            return prob[..., pad:], observed
-        _, observed = evidence.slots(todo)
+            logodds = evidence.logodds()
+            prob = self.refine(below(evidence.features()), below(logodds), below(observed))
+            return self.keep_hits(prob[..., pad:], logodds, observed), observed
+        logodds, observed = evidence.slots(todo)
         prob = self.refine_newest(slots, lambda need: below(evidence.slot_features(need)),
                                   below(observed), todo[:-1])
-        return prob[..., pad:], observed
+        return self.keep_hits(prob[..., pad:], logodds, observed), observed
+
+    def keep_evidence(self, mode: str, hit_logodds: float, free_logodds: float) -> None:
+        """Set ``network_keep_evidence``: where the network may not contradict the evidence.
+
+        :param mode: 'on', 'off', or 'auto' (on while :attr:`measured_depth`)
+        :param hit_logodds: log-odds at or above which a voxel's p may only be raised
+            (``2 * logodds_hit``)
+        :param free_logodds: log-odds at or below which it may only be lowered
+            (``2 * logodds_miss``, negative)
+        """
+        if mode not in ('auto', 'on', 'off'):
+            raise ValueError(f'network_keep_evidence must be auto, on or off, got {mode!r}')
+        self.keep_mode = mode
+        self.keep_hit_logodds = float(hit_logodds)
+        self.keep_free_logodds = float(free_logodds)
+
+    def set_measured_depth(self, measured: bool) -> None:
+        """Say whether the depth fused into the window is measured (see :meth:`keep_hits`)."""
+        self.measured_depth = bool(measured)
+
+    def keep_hits(self, prob: torch.Tensor, logodds: torch.Tensor,
+                  observed: torch.Tensor) -> torch.Tensor:
+        """Return ``prob`` kept from contradicting strong evidence (``network_keep_evidence``).
+
+        Where a slice's log-odds reach :attr:`keep_hit_logodds`, p = max(p, sigmoid(log-odds));
+        where they fall to :attr:`keep_free_logodds`, p = min(p, sigmoid(log-odds)). Off
+        (``prob`` unchanged) with mode 'off', or 'auto' with estimated depth.
+
+        :param prob: float32 [K, X, Y, Z] the network's p(occupied)
+        :param logodds: float [K, X, Y, Z] the same slices' fused log-odds
+        :param observed: bool [K, X, Y, Z] their observed masks
+        """
+        if self.keep_mode == 'off' or (self.keep_mode == 'auto' and not self.measured_depth):
+            return prob
+        logodds = logodds.to(prob.device, torch.float32)
+        observed = observed.to(prob.device)
+        geometry = torch.sigmoid(logodds)
+        hit = observed & (logodds >= self.keep_hit_logodds)
+        free = observed & (logodds <= self.keep_free_logodds)
+        prob = torch.where(hit, torch.maximum(prob, geometry), prob)
+        return torch.where(free, torch.minimum(prob, geometry), prob)
 
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop the cached keys of ``slot`` (rewritten), or of every slot (None)."""

@@ -43,6 +43,12 @@ class Refiner(abc.ABC):
             in ``todo`` order
         """
 
+    def set_measured_depth(self, measured: bool) -> None:
+        """Say whether the depth fused into the window is measured (topic) or estimated.
+
+        Default: no effect (a refiner that does not treat them differently).
+        """
+
     def forget(self, slot: Optional[int] = None) -> None:
         """Drop whatever is cached for ring ``slot`` (rewritten), or for every slot (None)."""
 
