@@ -87,7 +87,7 @@ class BenchPipeline(OccupancyPipeline):
                 frame.stamp_ns, frame.camera, frame.T_world_cam)
             gt = None if gt is None else torch.from_numpy(
                 np.where(gt <= self.config.depth.max_depth, gt, 0.0).astype(np.float32))
-            occ = self.push_depth(frame, gt)
+            occ = self.push_depth(frame, gt, measured=True)
             self.last_depth = None   # the sink scores the depth stage's estimates only
         if occ is not None and self.sink is not None:
             t0 = time.perf_counter()

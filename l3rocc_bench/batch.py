@@ -255,7 +255,7 @@ def summarise(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
                       'growth_max': max(growth) if growth else None,
                       'workers': max((len(r.get('worker_peak_rss_mb') or {}) for r in good),
                                      default=0)}
-    baseline = BASELINE if BASELINE in wall else 'sequential'
+    baseline = BASELINE if wall.get(BASELINE) else 'sequential'
 
     def ratios(base: str) -> Dict[str, Optional[float]]:
         b = wall.get(base)

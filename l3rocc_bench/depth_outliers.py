@@ -92,7 +92,7 @@ class GivenDepthPipeline(OccupancyPipeline):
                 valid = d > 0
                 depth = self.consistency.filter(
                     DepthResult(d, valid.float(), valid, frame.camera), frame)
-        return self.push_depth(frame, depth)
+        return self.push_depth(frame, depth, measured=True)
 
 
 def _score(occupancy: str, truths: Dict[str, M.OccupancyTruth], name: str,

@@ -97,7 +97,7 @@ class FeedPipeline(BenchPipeline):
         """Process ``frame`` with the row's depth; report the result to the sink."""
         if self.feed is None or frame.T_world_cam is None:
             return super().push(frame)
-        occ = self.push_depth(frame, self.feed(frame, self.config, self.truths))
+        occ = self.push_depth(frame, self.feed(frame, self.config, self.truths), measured=True)
         if occ is not None and self.sink is not None:
             self.sink(frame, occ, None, self.raw_occupancy(occ))
         return occ

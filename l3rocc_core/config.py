@@ -137,8 +137,9 @@ class DepthConfig:
         'there (not for depth_source topic, whose depth is measured)', read_only=True)
     foreground_still_m: float = param(
         0.01, 'the camera counts as still while it stays within this distance (metres) of the '
-        'pose the background started at; beyond it the background starts again (raise it for '
-        'a TF pose that jitters)', 0.0, 10.0)
+        'pose the background started at; beyond it the background starts again and '
+        'depth_source auto goes back to the plane sweep (raise it for a TF pose that jitters)',
+        0.0, 10.0)
     foreground_still_deg: float = param(
         0.5, 'and within this rotation (degrees) of it', 0.0, 180.0)
     foreground_threshold: float = param(
@@ -147,7 +148,8 @@ class DepthConfig:
         'need more)', 0.01, 1.0)
     foreground_min_frames: int = param(
         4, 'frames at the same pose before the background is used (the first frames of a '
-        'fixed camera give no foreground)', 2, 64)
+        'fixed camera give no foreground) and before depth_source auto hands the frames to the '
+        'network', 2, 64)
     foreground_history: int = param(
         16, 'frames whose per-pixel median colour is the background (pixels that showed a '
         'moving object are left out of it)', 2, 64, read_only=True)
@@ -252,13 +254,14 @@ class RefinerConfig:
         'in the window (-1 = anywhere): it completes what the camera saw, it does not invent '
         'occupancy where no ray came near', -1, 64)
     network_keep_evidence: str = param(
-        'auto', 'where a slice holds strong evidence (log-odds >= 2 * logodds_hit: two depth '
-        'samples ended in the voxel in one frame; <= 2 * logodds_miss: two rays passed through '
-        "it), the network may not contradict it: it may raise a hit voxel's p(occupied) but not "
-        "below geometry's, and lower a free voxel's but not above it. on / off; auto: on for "
-        'measured depth (depth_source topic, or depth given to push_depth), off for estimated '
-        'depth, whose strong evidence holds the outliers the network learned to remove '
-        '(measured with exact depth: moving parts seen 0.29-0.43 -> 0.48-0.60)',
+        'auto', "where a slice's fused log-odds hold strong evidence (>= 2 * logodds_hit, e.g. "
+        'two full-confidence depth samples ended in the voxel; <= 2 * logodds_miss, e.g. two '
+        'rays passed through it; within logodds_min/max), the network may not contradict it: '
+        "it may raise a hit voxel's p(occupied) but not below geometry's, and lower a free "
+        "voxel's but not above it. on / off; auto: on for measured depth (depth_source topic, "
+        'or push_depth(..., measured=True)), off for estimated depth, whose strong evidence '
+        'holds the outliers the network learned to remove (measured with exact depth: moving '
+        'parts seen 0.29-0.43 -> 0.48-0.60)',
         choices=('auto', 'on', 'off'))
     network_update: str = param(
         'auto', 'window: every frame the network re-estimates every slice of the window (older '

@@ -139,8 +139,10 @@ class OccupancyPipeline:
                         'geometry only', exc)
             return GeometryRefiner()
         fusion = self.config.fusion
-        refiner.keep_evidence(cfg.network_keep_evidence, 2.0 * fusion.logodds_hit,
-                              2.0 * fusion.logodds_miss)
+        # two full hits (rays passing) in a slice, within the clamps that bound its log-odds
+        refiner.keep_evidence(cfg.network_keep_evidence,
+                              min(2.0 * fusion.logodds_hit, fusion.logodds_max),
+                              max(2.0 * fusion.logodds_miss, fusion.logodds_min))
         seconds = refiner.warm_up(self.base_grid.dims)
         if seconds:
             LOG.info('network_compile: %s in %.1f s', refiner.compile_status, seconds)
@@ -226,7 +228,7 @@ class OccupancyPipeline:
         self.refiner.set_measured_depth(self.config.depth.depth_source == 'topic')
         return self._fuse(frame, depth, start)
 
-    def push_depth(self, frame: Frame, depth: Any, measured: bool = True
+    def push_depth(self, frame: Frame, depth: Any, measured: bool = False
                    ) -> Optional[Occupancy4D]:
         """Process one frame whose depth is already known (the path ``push`` takes after depth).
 
@@ -234,8 +236,9 @@ class OccupancyPipeline:
         :param depth: a ``DepthResult`` (``depth`` [h, w] metres, 0 = invalid, ``confidence``,
             ``valid``, ``camera`` of the depth map: when absent the frame's camera scaled to the
             map), a bare [h, w] depth tensor, or None (a slice without new evidence)
-        :param measured: the depth is a measurement (a depth camera, ground truth), not an
-            estimate made elsewhere (``network_keep_evidence: auto`` treats them differently)
+        :param measured: True for a measurement (a depth camera, ground truth), False for an
+            estimate made elsewhere (``network_keep_evidence: auto`` keeps strong evidence of
+            measured depth only)
         :return: as :meth:`push`
         """
         start = time.perf_counter()

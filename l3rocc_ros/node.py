@@ -557,7 +557,8 @@ class L3roccNode(Node):
         """``pose_source: visual_odometry``: ``frame`` with its pose estimated from the images.
 
         The first pose is TF at the first image when there is one (else ``camera_pose``, else
-        level at ``camera_height_m``); a lost track restarts the window. The estimate is
+        ``camera_height_m`` above the ground with the pitch and roll the first map measures);
+        a lost track restarts the window. The estimate is
         published on /tf (``vo_publish_tf``).
 
         :raises FrameDropped: no pose yet or tracking lost (``vo_initializing``, ``vo_lost``)

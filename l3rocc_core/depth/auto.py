@@ -55,7 +55,7 @@ class AutoDepth(DepthSource):
                  config: DepthConfig):
         """Start with no pose history and no network."""
         self.sweep = sweep
-        self._make_network = make_network
+        self._make_network: Optional[Callable[[], DepthSource]] = make_network
         self.network: Optional[DepthSource] = None
         self.config = config
         self._T_world_ref: Optional[np.ndarray] = None
@@ -92,20 +92,23 @@ class AutoDepth(DepthSource):
 
         :raises DepthInputError: as the source asked
         """
-        was_still = self.still
         self._update_pose(frame.T_world_cam)
-        if self.still:
-            if self.network is None:
+        if self.still and self.network is None and self._make_network is not None:
+            try:
                 self.network = self._make_network()
-            if not was_still:
-                LOG.info('depth_source auto: the camera has held its pose for %d frames; the '
-                         'learned network gives its depth until it moves',
-                         self._still_frames)
-            self.active = 'network'
-            self.frames['network'] += 1
-            return self.network.estimate(frame, sources)
-        if was_still:
+            except (OSError, RuntimeError, ValueError) as exc:
+                # a missing or broken depth checkpoint: say so once, keep the sweep
+                LOG.warning('depth_source auto: the depth network cannot be loaded (%s); a '
+                            'still camera gets the plane sweep only', exc)
+                self._make_network = None
+        choice = 'network' if self.still and self.network is not None else 'plane_sweep'
+        if choice == 'network' and self.active != choice:
+            LOG.info('depth_source auto: the camera has held its pose for %d frames; the '
+                     'learned network gives its depth until it moves', self._still_frames)
+        elif choice == 'plane_sweep' and self.active == 'network':
             LOG.info('depth_source auto: the camera moves; the plane sweep gives its depth')
-        self.active = 'plane_sweep'
-        self.frames['plane_sweep'] += 1
+        self.active = choice
+        self.frames[choice] += 1
+        if choice == 'network':
+            return self.network.estimate(frame, sources)
         return self.sweep.estimate(frame, sources) if sources else None

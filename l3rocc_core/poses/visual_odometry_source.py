@@ -92,7 +92,8 @@ class VisualOdometrySource:
                 self.start_source = 'camera_height_m'
             self.vo = VisualOdometry(self.config, frame.camera, start)
         elif frame.camera != self.vo.camera:
-            start = self._last_pose if self._last_pose is not None else self.vo.T_world_anchor
+            start = self._last_pose if self._last_pose is not None else (
+                None if self.vo.level_guess else self.vo.T_world_anchor)   # still to level
             self.vo = VisualOdometry(self.config, frame.camera, start)
         result = self.vo.track(frame.image, frame.stamp_ns, frame.depth)
         if self.vo.start_levelling is not None:

@@ -82,7 +82,8 @@ def test_ray_that_is_not_installed_is_a_row_that_says_so() -> None:
 
 
 @pytest.mark.slow
-def test_bench_batch_step_times_the_loop_and_the_three_executors(tmp_path: Path, tum_dir: Path) -> None:
+def test_bench_batch_step_times_the_loop_and_the_three_executors(tmp_path: Path,
+                                                                 tum_dir: Path) -> None:
     """``l3rocc bench`` with only the batch step, on 2 bags of 4 frames: JSON, targets, table."""
     out, cache = tmp_path / 'b', tmp_path / 'cache'
     env = dict(os.environ, L3ROCC_TUM_DIR=str(tum_dir))

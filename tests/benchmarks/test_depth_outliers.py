@@ -12,6 +12,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 def test_pipeline_depth_stage_passes_one_active_consistency_filter() -> None:
     cfg = PipelineConfig().with_values({'refiner': 'none', 'device': 'cpu',
+                                        'depth_source': 'plane_sweep',
                                         **D.SETTINGS['consistency']})
     pipe = OccupancyPipeline(cfg)
     stage, filters = pipe.depth_estimator, []

@@ -102,3 +102,40 @@ def test_pipeline_fixed_camera_sees_the_floor_with_auto_only(source: str) -> Non
     assert len(near) > 1000
     # The floor z = 0 lies in the voxel layer [-0.05, 0]; depth error moves it by a layer.
     assert np.mean(np.abs(near[:, 2]) <= 0.1) > 0.9, np.percentile(near[:, 2], [5, 50, 95])
+
+
+def test_a_network_that_cannot_load_leaves_the_sweep_with_one_warning(caplog) -> None:
+    from l3rocc_core.depth.network import NetworkDepth
+    cfg = _config()
+    auto = AutoDepth(PlaneSweepDepth(cfg, 'cpu'),
+                     lambda: NetworkDepth(cfg, 'cpu', checkpoint='/nonexistent/depth.pt'), cfg)
+    T = _pose()
+    with caplog.at_level('WARNING', logger='l3rocc_core.depth.auto'):
+        results = [auto.estimate(_frame(n, T), []) for n in range(6)]
+    assert results == [None] * 6 and auto.active == 'plane_sweep' and auto.network is None
+    warnings = [r for r in caplog.records if 'cannot be loaded' in r.getMessage()]
+    assert len(warnings) == 1 and 'depth.pt' in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize('scope', ['multi_view', 'all'])
+def test_the_consistency_check_covers_the_sweep_and_with_scope_all_the_network_too(
+        scope: str) -> None:
+    from l3rocc_core.depth.consistency import FilteredDepthSource
+    from l3rocc_core.depth.foreground import ForegroundDepthSource
+    pipe = OccupancyPipeline(PipelineConfig().with_values({
+        'refiner': 'none', 'device': 'cpu', 'depth_consistency_scope': scope,
+        'depth_consistency_views': 1}))
+    stage = pipe.depth_estimator
+    assert isinstance(stage, ForegroundDepthSource)
+    if scope == 'multi_view':
+        auto = stage.source                        # the network's maps are not checked
+        assert isinstance(auto, AutoDepth)
+    else:
+        assert isinstance(stage.source, FilteredDepthSource)     # every map is checked
+        assert stage.source.consistency.active
+        auto = stage.source.source
+        assert isinstance(auto, AutoDepth)
+    sweep = auto.sweep
+    assert isinstance(sweep, FilteredDepthSource) == (scope == 'multi_view')
+    if scope == 'multi_view':
+        assert sweep.consistency.active and isinstance(sweep.source, PlaneSweepDepth)

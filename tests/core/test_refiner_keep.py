@@ -1,4 +1,7 @@
-"""``network_keep_evidence``: with measured depth the network may not contradict strong evidence."""
+"""``network_keep_evidence``: the network may not contradict strong evidence of measured depth.
+
+The scenes are analytic: a floor seen with exact depth (``test_refiner_ground``).
+"""
 
 from pathlib import Path
 import sys

@@ -183,7 +183,7 @@ PITCH_DEG, ROLL_DEG = 35.0, 4.0
 
 
 def pitched(k: int) -> np.ndarray:
-    """The sideways walk of a camera pitched down (world = its true first heading, +x)."""
+    """Return the pose of a camera pitched down, walking sideways (world: its first heading +x)."""
     return pose_from_xyz_rpy([0.0, 0.03 * k, PITCHED_HEIGHT, np.radians(ROLL_DEG),
                               np.radians(PITCH_DEG), np.radians(0.4 * k)])
 
