@@ -357,8 +357,10 @@ def _run(args: argparse.Namespace) -> int:
     n_runs = sum(len(_refiners_of(c, refiners, args.quick)) for c in cases)
     batch_bags = args.batch_bags if args.batch_bags is not None else (
         0 if args.quick else BATCH_DEFAULTS['batch_bags'])
+    n_speed = 1 + (default_refiner != 'none')        # speed runs per refiner (see below)
     n_steps = (len(cases) + n_runs * ('accuracy' not in skip)
-               + ('replay' not in skip) + ('node' not in skip) + ('octomap' not in skip)
+               + n_speed * (('replay' not in skip) + ('node' not in skip))
+               + ('octomap' not in skip)
                + ('compile' not in skip and not pending)
                + ('batch' not in skip and batch_bags > 0))
     step = _Steps(n_steps)
