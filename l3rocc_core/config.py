@@ -66,7 +66,7 @@ class DepthConfig:
     depth_source: str = param(
         'auto', "where each frame's metric depth and confidence come from: auto = plane_sweep "
         'while the camera moves, network once it has held its pose (foreground_still_m/deg) for '
-        'foreground_min_frames frames; plane_sweep = '
+        'foreground_min_frames frames (pose_source static: from the first frame); plane_sweep = '
         'multi-view matching against window frames (needs camera motion); network = the bundled '
         'learned depth network (image, the plane sweep where it matched, the ground plane seen '
         'from the camera pose: depth for fixed cameras and moving parts too); topic = a '

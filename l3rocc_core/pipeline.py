@@ -155,6 +155,9 @@ class OccupancyPipeline:
             cfg = self.config.depth
             # outlier control between depth and fusion (depth_consistency_views; 0 = off)
             depth: DepthSource = make_depth_source(cfg, self.device)
+            if isinstance(depth, AutoDepth):
+                # a fixed mount needs no frames to show that it stands still
+                depth.fixed_mount = self.config.input.pose_source == 'static'
             if isinstance(depth, AutoDepth) and cfg.depth_consistency_scope == 'multi_view':
                 # the check of multi-view depth: the sweep's maps, not the still camera's
                 depth.sweep = FilteredDepthSource(depth.sweep, ConsistencyFilter(

@@ -6,7 +6,8 @@ network gives depth for every pixel of a frame with a pose, from the image and t
 seen from the camera, with or without window sources. :class:`AutoDepth` asks the sweep for
 every frame of a moving camera (so a moving camera gets exactly the ``plane_sweep`` result), and
 the network once the camera has held its pose (within ``foreground_still_m`` and
-``foreground_still_deg``) for ``foreground_min_frames`` earlier frames. The network is built on
+``foreground_still_deg``) for ``foreground_min_frames`` earlier frames, or from the first frame
+when the pose is fixed by construction (``pose_source: static``). The network is built on
 the first still frame, so a moving camera never loads it.
 """
 
@@ -64,10 +65,17 @@ class AutoDepth(DepthSource):
         self.active = ''
         #: frames given to each source since construction (diagnostics)
         self.frames = {'plane_sweep': 0, 'network': 0}
+        #: the camera is fixed by construction (``pose_source: static``): every frame is still
+        self.fixed_mount = False
 
     @property
     def still(self) -> bool:
-        """Whether the camera has held its pose for ``foreground_min_frames`` earlier frames."""
+        """Whether the camera has held its pose for ``foreground_min_frames`` earlier frames.
+
+        With :attr:`fixed_mount`, from the first frame with a pose on.
+        """
+        if self.fixed_mount:
+            return self._T_world_ref is not None
         return self._still_frames >= self.config.foreground_min_frames
 
     def reset(self) -> None:

@@ -139,3 +139,12 @@ def test_the_consistency_check_covers_the_sweep_and_with_scope_all_the_network_t
     assert isinstance(sweep, FilteredDepthSource) == (scope == 'multi_view')
     if scope == 'multi_view':
         assert sweep.consistency.active and isinstance(sweep.source, PlaneSweepDepth)
+
+
+def test_a_fixed_mount_gets_the_network_from_its_first_frame() -> None:
+    pipe = OccupancyPipeline(PipelineConfig().with_values({
+        'refiner': 'none', 'device': 'cpu', 'max_depth': 8.0, 'pose_source': 'static',
+        'grid_min': [1.0, -2.0, -0.2], 'grid_max': [5.0, 2.0, 1.0]}))
+    out = pipe.push(_frame(0, _pose()))
+    assert pipe.depth_active == 'auto: network'
+    assert len(out.occupied()[0]) > 200         # the floor, from the very first frame
