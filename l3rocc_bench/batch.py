@@ -304,11 +304,13 @@ def batch_bench(preps: Sequence[Prepared], out_dir: str, sets: Dict[str, Any],
             runs[mode].append(r)
             if say is not None:
                 peaks = r.get('worker_peak_rss_mb') or {}
-                say(f'{mode} (round {k + 1}/{rounds}): {r["wall_s"]:.1f} s, '
-                    f'{r.get("ok")} ok, {r.get("workers")} workers x '
-                    f'{r.get("threads_per_task")} threads, peak RSS per worker '
-                    + (', '.join(f'{v:.0f}' for v in peaks.values()) or '?') + ' MiB'
-                    + (f'; {r["error"]}' if 'error' in r else ''))
+                how = (f'{len(peaks)} commands, peak RSS {max(peaks.values(), default=0):.0f} '
+                       'MiB' if mode == BASELINE else
+                       f'{r.get("workers")} workers x {r.get("threads_per_task")} threads, '
+                       'peak RSS per worker '
+                       + (', '.join(f'{v:.0f}' for v in peaks.values()) or '?') + ' MiB')
+                say(f'{mode} (round {k + 1}/{rounds}): {r["wall_s"]:.1f} s, {r.get("ok")} ok, '
+                    + how + (f'; {r["error"]}' if 'error' in r else ''))
     case = preps[0].case if preps else None
     out: Dict[str, Any] = {
         'bags': len(preps), 'frames': case.frames if case else None,
