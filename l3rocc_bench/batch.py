@@ -266,7 +266,7 @@ def summarise(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
     overhead = (ray / pool - 1.0) * 100.0 if pool and ray is not None else None
     return {'wall_s': wall, 'batch_wall_s': batch_wall, 'baseline': baseline,
             'ratio': ratios(baseline),
-            'ratio_sequential': {m: v for m, v in ratios('sequential').items()},
+            'ratio_sequential': ratios('sequential'),
             'ray_overhead_pct': overhead, 'worker_peak_rss_mb': peak}
 
 

@@ -20,6 +20,7 @@ from l3rocc_core.config import DepthConfig
 from l3rocc_core.depth.base import DepthSource
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
+from l3rocc_core.transforms import rotation_angle_deg
 
 LOG = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ def within_still_limits(T_world_ref: np.ndarray, T_world_cam: np.ndarray,
     :param config: ``foreground_still_m`` (metres) and ``foreground_still_deg`` (degrees)
     """
     moved_m = np.linalg.norm(T_world_cam[:3, 3] - T_world_ref[:3, 3])
-    cos = (np.trace(T_world_ref[:3, :3].T @ T_world_cam[:3, :3]) - 1.0) / 2.0
+    turned_deg = rotation_angle_deg(T_world_ref[:3, :3].T @ T_world_cam[:3, :3])
     return bool(moved_m <= config.foreground_still_m
-                and np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) <= config.foreground_still_deg)
+                and turned_deg <= config.foreground_still_deg)
 
 
 class AutoDepth(DepthSource):
@@ -63,7 +64,7 @@ class AutoDepth(DepthSource):
         self._still_frames = 0       # frames at the reference pose before the newest one
         #: the source that gave the newest frame's depth: 'plane_sweep', 'network' or ''
         self.active = ''
-        #: frames given to each source since construction (diagnostics)
+        #: frames given to each source since construction
         self.frames = {'plane_sweep': 0, 'network': 0}
         #: the camera is fixed by construction (``pose_source: static``): every frame is still
         self.fixed_mount = False
