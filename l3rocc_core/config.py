@@ -94,6 +94,11 @@ class DepthConfig:
     match_window_px: int = param(7, 'side of the square matching window (pixels, odd)', 3, 15)
     min_confidence: float = param(
         0.02, 'depth pixels below this confidence are invalid (0..1)', 0.0, 1.0)
+    network_min_confidence: float = param(
+        0.5, "the depth network's pixels are valid where its confidence (trained as the "
+        'probability that the depth is within 10 %) reaches this: below it the network is more '
+        'likely wrong than right, and a depth nobody vouches for would make voxels occupied in '
+        'free space (depth_source network, and auto while the camera is still)', 0.0, 1.0)
     min_texture: float = param(
         0.002, 'image intensity std (0..1) under which a pixel is untextured and invalid', 0.0,
         1.0)

@@ -290,11 +290,11 @@ class NetworkDepth(DepthSource):
     where it is valid its depth is kept in the output (matching is the more precise there; the
     confidence stays the network's). A frame without pose gets depth from the image alone (scale
     learned from the synthetic world; low confidence). The network's pixels are valid where its
-    confidence reaches ``min_confidence`` and the depth lies within [``min_depth``,
-    ``max_depth``].
+    confidence reaches ``network_min_confidence`` (and ``min_confidence``) and the depth lies
+    within [``min_depth``, ``max_depth``].
 
-    :param config: depth parameters (``depth_downsample``, depth range, ``min_confidence``, and
-        the plane sweep's)
+    :param config: depth parameters (``depth_downsample``, depth range, ``min_confidence``,
+        ``network_min_confidence``, and the plane sweep's)
     :param device: torch device
     :param checkpoint: weights file (default: the shipped :data:`DEFAULT_CHECKPOINT`)
     """
@@ -348,8 +348,8 @@ class NetworkDepth(DepthSource):
         depth = 1.0 / inv[0]
         confidence = torch.sigmoid(logit[0]).contiguous()
         cfg = self.config
-        valid = ((confidence >= max(cfg.min_confidence, 1e-6)) & (depth >= cfg.min_depth)
-                 & (depth <= cfg.max_depth))
+        floor = max(cfg.min_confidence, cfg.network_min_confidence, 1e-6)
+        valid = (confidence >= floor) & (depth >= cfg.min_depth) & (depth <= cfg.max_depth)
         zero = torch.zeros((), device=self.device)
         own = DepthResult(torch.where(valid, depth, zero).contiguous(), confidence, valid, cam)
         if sweep is None:

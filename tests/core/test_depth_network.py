@@ -132,8 +132,11 @@ def _check(result, frame: Frame, config: DepthConfig, device: str = 'cpu') -> No
 
 
 def test_network_depth_with_sources_without_sources_and_without_pose(handheld):
-    """Every input situation gives a depth map; with pose it is metric and confident."""
-    cfg = DepthConfig(depth_source='network', max_depth=6.0)
+    """Every input situation gives a depth map; with pose it is metric and confident.
+
+    ``network_min_confidence`` 0 keeps every pixel: without a pose nothing reaches the default.
+    """
+    cfg = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.0)
     est = NetworkDepth(cfg, 'cpu')
     (ref, gt), sources = handheld[-1], [f for f, _ in handheld[:-1]]
     no_pose = Frame(ref.image, ref.stamp_ns, ref.camera, None)
@@ -151,6 +154,30 @@ def test_network_depth_with_sources_without_sources_and_without_pose(handheld):
     assert scores['sources']['abs_rel'] < 0.15 and scores['no_sources']['abs_rel'] < 0.18
     assert float(results['no_pose'].confidence.mean()) < float(
         results['sources'].confidence.mean())
+
+
+def test_network_min_confidence_drops_the_depth_it_does_not_vouch_for(handheld):
+    """A fixed camera's pixels under network_min_confidence give no depth, and they are the worse.
+
+    The confidence is trained as the probability that the depth is within 10 %: the pixels it
+    drops must be the less accurate ones, and only those.
+    """
+    (ref, gt) = handheld[-1]
+    loose = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.0)
+    strict = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.5)
+    all_px = NetworkDepth(loose, 'cpu').estimate(ref, [])
+    kept = NetworkDepth(strict, 'cpu').estimate(ref, [])
+    assert torch.equal(kept.valid, all_px.valid & (all_px.confidence >= 0.5))
+    assert torch.equal(kept.confidence, all_px.confidence)
+    assert 0 < int(kept.valid.sum()) < int(all_px.valid.sum())
+    from l3rocc_core.depth.truth import DepthTruth
+    cam = reduced_camera(ref.camera, strict.depth_downsample)
+    truth = torch.from_numpy(DepthTruth({ref.stamp_ns: (gt, ref.camera, ref.T_world_cam)}).render(
+        ref.stamp_ns, cam, ref.T_world_cam))
+    rel = (all_px.depth - truth).abs() / truth.clamp_min(1e-6)
+    scored = truth > 0
+    dropped = all_px.valid & ~kept.valid & scored
+    assert float(rel[kept.valid & scored].median()) < 0.5 * float(rel[dropped].median())
 
 
 @CUDA
