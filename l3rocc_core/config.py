@@ -64,12 +64,13 @@ class DepthConfig:
     """The depth stage: where each frame's depth comes from, and the plane sweep's parameters."""
 
     depth_source: str = param(
-        'auto', "where each frame's metric depth and confidence come from: auto = plane_sweep "
-        'while the camera moves, network once it has held its pose (foreground_still_m/deg) for '
-        'foreground_min_frames frames (pose_source static: from the first frame); plane_sweep = '
-        'multi-view matching against window frames (needs camera motion); network = the bundled '
-        'learned depth network (image, the plane sweep where it matched, the ground plane seen '
-        'from the camera pose: depth for fixed cameras and moving parts too); topic = a '
+        'network', "where each frame's metric depth and confidence come from: network = the "
+        'bundled learned depth network (image, the plane sweep where it matched, the ground plane '
+        'seen from the camera pose: depth for moving and fixed cameras, moving parts too); auto = '
+        'plane_sweep while the camera moves, network once it has held its pose '
+        '(foreground_still_m/deg) for foreground_min_frames frames (pose_source static: from '
+        'the first frame); plane_sweep = multi-view matching against window frames (needs '
+        'camera motion); topic = a '
         'registered depth image on the input depth (16UC1 mm or 32FC1 m, paired with the image '
         'by stamp); model = the ONNX or TorchScript file depth_model',
         choices=('auto', 'network', 'plane_sweep', 'topic', 'model'), read_only=True)

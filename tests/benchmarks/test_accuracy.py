@@ -81,7 +81,7 @@ def test_bench_pipeline_changes_nothing_and_scores_every_push(tiny_case, tmp_pat
 
 def test_gt_depth_replaces_the_depth_stage_and_scores_higher(tiny_case, tmp_path: Path):
     """``depth='gt'``: the renderer's depth in place of the plane sweep, the rest unchanged."""
-    extra = {'working_width': 96, 'num_depth_planes': 16}
+    extra = {'working_width': 96, 'num_depth_planes': 16, 'depth_source': 'plane_sweep'}
     est = run_case(tiny_case, 'none', str(tmp_path / 'est'), 'cpu', False, extra)
     gt = run_case(tiny_case, 'none', str(tmp_path / 'gt'), 'cpu', False, extra, depth='gt')
     assert (est['depth_source'], gt['depth_source']) == ('estimated', 'gt')

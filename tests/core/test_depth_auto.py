@@ -39,6 +39,7 @@ def _frame(n: int, T: np.ndarray) -> Frame:
 
 def _config(**values):
     return PipelineConfig().with_values({'max_depth': 8.0, 'foreground_min_frames': 3,
+                                         'depth_source': 'auto',
                                          **values}).depth
 
 
@@ -124,6 +125,7 @@ def test_the_consistency_check_covers_the_sweep_and_with_scope_all_the_network_t
     from l3rocc_core.depth.foreground import ForegroundDepthSource
     pipe = OccupancyPipeline(PipelineConfig().with_values({
         'refiner': 'none', 'device': 'cpu', 'depth_consistency_scope': scope,
+        'depth_source': 'auto',
         'depth_consistency_views': 1}))
     stage = pipe.depth_estimator
     assert isinstance(stage, ForegroundDepthSource)
@@ -144,6 +146,7 @@ def test_the_consistency_check_covers_the_sweep_and_with_scope_all_the_network_t
 def test_a_fixed_mount_gets_the_network_from_its_first_frame() -> None:
     pipe = OccupancyPipeline(PipelineConfig().with_values({
         'refiner': 'none', 'device': 'cpu', 'max_depth': 8.0, 'pose_source': 'static',
+        'depth_source': 'auto',
         'grid_min': [1.0, -2.0, -0.2], 'grid_max': [5.0, 2.0, 1.0]}))
     out = pipe.push(_frame(0, _pose()))
     assert pipe.depth_active == 'auto: network'

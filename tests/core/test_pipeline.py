@@ -27,7 +27,7 @@ TEXEL_M = 0.015
 def _config(**values) -> PipelineConfig:
     base = {'grid_min': [-1.0, -1.0, 0.0], 'grid_max': [1.0, 1.0, 2.0], 'window_size': 4,
             'refiner': 'none', 'device': 'cpu', 'num_source_frames': 2,
-            'keyframe_min_translation_m': 0.02}
+            'keyframe_min_translation_m': 0.02, 'depth_source': 'plane_sweep'}
     base.update(values)
     return PipelineConfig().with_values(base)
 

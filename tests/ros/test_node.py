@@ -115,7 +115,7 @@ def test_diagnostics_report(running, outputs, wall) -> None:
     assert values['device'] == 'cpu' and values['refiner'] != ''
     # the depth source that gave the newest frame's depth (a moving camera: the sweep)
     assert values['depth_source'] == running.node._pipeline.depth_active
-    assert values['depth_source'] == 'auto: plane_sweep', values['depth_source']
+    assert values['depth_source'] == 'network', values['depth_source']
     assert 0.0 < float(values['latency_p50_ms']) <= float(values['latency_p95_ms']) < 60_000
 
 

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 @pytest.fixture(scope='module')
 def running(ros_context, wall):
     """Return the running node (network refiner) and its client."""
-    run = wall.Running(ros_context, {'refiner': 'network'}, node_name='l3rocc_net')
+    run = wall.Running(ros_context, {'refiner': 'network', 'depth_source': 'plane_sweep'},
+                       node_name='l3rocc_net')
     yield run
     run.close()
 
