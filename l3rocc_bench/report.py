@@ -87,8 +87,9 @@ def _moving_depth_lines(runs: Sequence[Dict[str, Any]]) -> List[str]:
     if not rows:
         return []
     return ['### Depth on moving objects', '',
-            'The plane sweep assumes a static scene. Its depth (geometry runs) over the GT '
-            'pixels that see a moving object against the other pixels: share of such pixels, '
+            'The depth stage (geometry runs) over the GT pixels that see a moving object '
+            'against the other pixels (the plane sweep assumes a static scene; the network '
+            'gives little confident depth there): share of such pixels, '
             'then completeness, δ<1.25 and AbsRel over each (pooled over the frames).', ''] + \
         table(['sequence', 'moving pixels', 'compl. moving', 'compl. static',
                'δ<1.25 moving', 'δ<1.25 static', 'AbsRel moving', 'AbsRel static'], rows) + ['']
@@ -140,14 +141,14 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                   f'moving object left within the last {TRAIL_SPAN} frames that are still '
                   'occupied (newest slice; lower is better), flicker = share of observed '
                   'static voxels that change between consecutive frames (`h=0`: the same before '
-                  '`occupancy_hysteresis`, from the same run); depth of the geometry stage (plane '
-                  'sweep) against GT depth: AbsRel, δ<1.25 and completeness (share of GT '
-                  'pixels with a valid estimate). Synthetic sequences: `l3rocc synth` test-split '
-                  'seeds (never trained on).', '']
+                  '`occupancy_hysteresis`, from the same run); depth of the depth stage '
+                  '(`depth_source` of the run) against GT depth: AbsRel, δ<1.25 and '
+                  'completeness (share of GT pixels with a valid estimate). Synthetic '
+                  'sequences: `l3rocc synth` test-split seeds (never trained on).', '']
         if any(r.get('depth_source') == 'gt' for r in runs):
             lines += ["**Depth: ground truth** (`--depth gt`): every frame's depth is the "
                       "sequence's GT depth (synthetic: the renderer's; TUM: the Kinect's) in the "
-                      'working camera, in place of the plane sweep; everything after the depth '
+                      'working camera, in place of the depth stage; everything after the depth '
                       'stage is unchanged. The gap to the rows of a normal run is the share of '
                       'the error that is depth.', '']
         header = ['sequence', 'camera', 'refiner', 'frames', 'IoU', 'window IoU', 'precision',
@@ -177,9 +178,7 @@ def markdown(results: Dict[str, Any], plots: Dict[str, str]) -> str:
                       'Means over the sequences of each group, both refiners with the same '
                       'parameters (`occupancy_hysteresis` included); the `h=0` rows compare the '
                       'probabilities before hysteresis. Static-camera sequences are not in the '
-                      'groups: without parallax the plane sweep gives no depth there, only the '
-                      'moving objects get some (foreground_depth), so both refiners score near '
-                      '0 (see the table above).', '']
+                      'groups (see the table above for them).', '']
             lines += table(['sequences', 'target', 'goal', 'measured', 'status'],
                            [[group, t['name'], t['target'], fmt(t['measured']), t['status']]
                             for group, rows in targets.items() for t in rows])
