@@ -3,13 +3,14 @@
 The replay is :func:`l3rocc_core.tools.replay.replay` itself (same conversion, TF lookups and
 ``OccupancyPipeline.push`` as ``l3rocc replay``), with :class:`BenchPipeline` in place of the
 plain pipeline: it behaves identically and, after each ``push`` has returned, hands the result
-and the depth map the plane sweep made for that frame to a sink. The sink scores
+and the depth map the depth stage made for that frame to a sink. The sink scores
 
 - occupancy with :func:`l3rocc_core.metrics.add_occupancy`: the newest slice as a row and all
   slices of the window, each against the ground truth at that slice's stamp (static and dynamic
   voxels separately where the ground truth knows them), and flicker between rows;
-- depth of the geometry stage with :func:`l3rocc_core.metrics.depth_metrics` against GT depth
-  brought into the estimate's camera (:func:`l3rocc_core.metrics.reproject_depth`).
+- depth of the depth stage (the run's ``depth_source``) with
+  :func:`l3rocc_core.metrics.depth_metrics` against GT depth brought into the estimate's camera
+  (:func:`l3rocc_core.metrics.reproject_depth`).
 
 The time the sink takes is measured and reported (``bench_hooks_s``) next to the replay's own
 ``fps``; it is outside every stage timing.

@@ -65,7 +65,7 @@ class Case:
 
     @property
     def moving_camera(self) -> bool:
-        """Whether the camera moves (a static camera gives plane sweep no baseline)."""
+        """Whether the camera moves (a static camera gives the plane sweep no baseline)."""
         return self.camera not in ('static', 'pole')
 
 
@@ -92,8 +92,8 @@ QUICK_SET: Tuple[Case, ...] = (
 #: voxels included). The default set scores every sequence with both refiners.
 QUICK_NETWORK_CASES: Tuple[str, ...] = ('industrial_handheld',)
 
-#: ``l3rocc bench``: three camera motions per family (one static: a monocular camera that does
-#: not move has no parallax, so plane sweep gives no depth), and TUM.
+#: ``l3rocc bench``: three camera motions per family (one static: no parallax, so only the
+#: network gives depth), the independent set, and TUM.
 DEFAULT_SET: Tuple[Case, ...] = (
     _synth('industrial_handheld', 'industrial', 'handheld', 0, 32, 10.0),
     _synth('industrial_orbit', 'industrial', 'orbit', 2, 32, 15.0),

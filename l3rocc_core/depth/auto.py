@@ -1,14 +1,14 @@
 """``depth_source: auto``: the plane sweep while the camera moves, the network while it stands.
 
-The plane sweep is the most accurate source where it matches, but it needs parallax: a camera on
-a pole, a parked vehicle or a robot waiting at a door gets no depth from it at all. The learned
-network gives depth for every pixel of a frame with a pose, from the image and the ground plane
-seen from the camera, with or without window sources. :class:`AutoDepth` asks the sweep for
-every frame of a moving camera (so a moving camera gets exactly the ``plane_sweep`` result), and
-the network once the camera has held its pose (within ``foreground_still_m`` and
-``foreground_still_deg``) for ``foreground_min_frames`` earlier frames, or from the first frame
-when the pose is fixed by construction (``pose_source: static``). The network is built on
-the first still frame, so a moving camera never loads it.
+The plane sweep is the most accurate source where it matches, but it needs parallax: a camera on a
+pole, a parked vehicle or a robot waiting at a door gets no depth from it at all. The learned
+network gives depth for a frame with a pose (where its confidence passes
+``network_min_confidence``), from the image and the ground plane seen from the camera, with or
+without window sources. :class:`AutoDepth` asks the sweep for every frame of a moving camera (so a
+moving camera gets exactly the ``plane_sweep`` result), and the network once the camera has held
+its pose (within ``foreground_still_m`` and ``foreground_still_deg``) for ``foreground_min_frames``
+earlier frames, or from the first frame when the pose is fixed by construction (``pose_source:
+static``). The network is built on the first still frame, so a moving camera never loads it.
 """
 
 import logging

@@ -131,7 +131,9 @@ def evaluate_synthetic(count: int, checkpoint: str = '', seed: int = _EVAL_SEED,
                             1.0 if static else 15.0, 320, 240, start_s=item.start_s,
                             variety=True)
         seq = SyntheticSequence(spec, ground_truth=False)
-        cfg = DepthConfig(depth_source='network', min_depth=0.3, max_depth=seq.max_depth)
+        # gate 0: the `network` rows score every pixel, the `>= 0.5` rows what the gate keeps
+        cfg = DepthConfig(depth_source='network', min_depth=0.3, max_depth=seq.max_depth,
+                          network_min_confidence=0.0)
         est = _estimators(cfg, checkpoint)
         window = SlidingWindow(WindowConfig())
         group = 'fixed_camera' if static else 'moving_camera'
@@ -162,7 +164,8 @@ def evaluate_tum(checkpoint: str = '', path: Optional[str] = None) -> Dict[str, 
     seq = load_tum(path)
     truth = DepthTruth.from_tum(path)
     und = Undistorter(TUM_FR1_CAMERA, 320)
-    cfg = DepthConfig(depth_source='network', min_depth=0.3, max_depth=4.0)
+    cfg = DepthConfig(depth_source='network', min_depth=0.3, max_depth=4.0,
+                      network_min_confidence=0.0)
     est = _estimators(cfg, checkpoint)
     window = SlidingWindow(WindowConfig())
     scores = Scores()

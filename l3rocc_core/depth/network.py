@@ -289,9 +289,9 @@ class NetworkDepth(DepthSource):
     first when there are sources and a pose; its depth and confidence are two of the inputs, and
     where it is valid its depth is kept in the output (matching is the more precise there; the
     confidence stays the network's). A frame without pose gets depth from the image alone (scale
-    learned from the synthetic world; low confidence). The network's pixels are valid where its
-    confidence reaches ``network_min_confidence`` (and ``min_confidence``) and the depth lies
-    within [``min_depth``, ``max_depth``].
+    learned from the synthetic world; its confidence rarely passes the default gate). The
+    network's pixels are valid where its confidence reaches ``network_min_confidence`` (and
+    ``min_confidence``) and the depth lies within [``min_depth``, ``max_depth``].
 
     :param config: depth parameters (``depth_downsample``, depth range, ``min_confidence``,
         ``network_min_confidence``, and the plane sweep's)

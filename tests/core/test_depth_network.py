@@ -157,16 +157,19 @@ def test_network_depth_with_sources_without_sources_and_without_pose(handheld):
 
 
 def test_network_min_confidence_drops_the_depth_it_does_not_vouch_for(handheld):
-    """A fixed camera's pixels under network_min_confidence give no depth, and they are the worse.
+    """Pixels under network_min_confidence give no depth, the worse ones; the sweep's stay.
 
     The confidence is trained as the probability that the depth is within 10 %: the pixels it
-    drops must be the less accurate ones, and only those.
+    drops must be the less accurate ones, and only those. Where the plane sweep matched, its
+    depth is kept whatever the network's confidence.
     """
-    (ref, gt) = handheld[-1]
+    (ref, gt), sources = handheld[-1], [f for f, _ in handheld[:-1]]
     loose = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.0)
     strict = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.5)
-    all_px = NetworkDepth(loose, 'cpu').estimate(ref, [])
-    kept = NetworkDepth(strict, 'cpu').estimate(ref, [])
+    est = NetworkDepth(loose, 'cpu')
+    all_px = est.estimate(ref, [])
+    est.config = strict
+    kept = est.estimate(ref, [])
     assert torch.equal(kept.valid, all_px.valid & (all_px.confidence >= 0.5))
     assert torch.equal(kept.confidence, all_px.confidence)
     assert 0 < int(kept.valid.sum()) < int(all_px.valid.sum())
@@ -178,6 +181,13 @@ def test_network_min_confidence_drops_the_depth_it_does_not_vouch_for(handheld):
     scored = truth > 0
     dropped = all_px.valid & ~kept.valid & scored
     assert float(rel[kept.valid & scored].median()) < 0.5 * float(rel[dropped].median())
+    # With sources: the sweep's valid pixels stay valid under the gate, with the sweep's depth.
+    parts = est.estimate_parts(ref, sources)
+    sweep_ok = parts.sweep.valid
+    assert bool((sweep_ok & (parts.depth.confidence < 0.5)).any())
+    assert torch.equal(parts.depth.valid, sweep_ok | parts.network.valid)
+    assert torch.equal(parts.network.valid, parts.network.valid & (parts.depth.confidence >= 0.5))
+    assert torch.equal(parts.depth.depth[sweep_ok], parts.sweep.depth[sweep_ok])
 
 
 @CUDA

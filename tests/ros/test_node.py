@@ -113,7 +113,7 @@ def test_diagnostics_report(running, outputs, wall) -> None:
                 'device', 'refiner', 'depth_source'):
         assert key in values, f'{key} missing from {sorted(values)}'
     assert values['device'] == 'cpu' and values['refiner'] != ''
-    # the depth source that gave the newest frame's depth (a moving camera: the sweep)
+    # the depth source that gave the newest frame's depth (the default: the network)
     assert values['depth_source'] == running.node._pipeline.depth_active
     assert values['depth_source'] == 'network', values['depth_source']
     assert 0.0 < float(values['latency_p50_ms']) <= float(values['latency_p95_ms']) < 60_000
