@@ -189,6 +189,8 @@ class Replayer:
             self._bar.close()
         self.result.stages_ms = {k: round(float(np.median(v)), 3)
                                  for k, v in self._stage_ms.items() if v}
+        if self.vo is not None:
+            self.result.visual_odometry = self.vo.start_summary()
         if self.result.frames == 0:
             reasons = '; '.join(f'{k} x{n}: {self.result.messages.get(k, "")}'
                                 for k, n in self.result.skipped.items()) or 'no images'
@@ -404,7 +406,6 @@ class Replayer:
         t0 = time.perf_counter()
         result = self.vo.estimate(frame)
         self._time('visual_odometry', (time.perf_counter() - t0) * 1e3)
-        self.result.visual_odometry = self.vo.start_summary()
         if result.state == 'lost':
             self.pipeline.reset()       # the next map starts afresh: so does the window
         posed = self.vo.posed(frame, result)
