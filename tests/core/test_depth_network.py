@@ -10,9 +10,9 @@ import torch
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
 from l3rocc_core.depth.base import make_depth_source
-from l3rocc_core.depth.network import (CHANNELS, DEFAULT_CHECKPOINT, DEFAULT_NET, NetworkDepth,
-                                       build_model, decode_depth, geometry_channels,
-                                       load_checkpoint, reduced_camera)
+from l3rocc_core.depth.network import (area_downsample, CHANNELS, DEFAULT_CHECKPOINT,
+                                       DEFAULT_NET, NetworkDepth, build_model, decode_depth,
+                                       geometry_channels, load_checkpoint, reduced_camera)
 from l3rocc_core.depth.train import depth_loss, sample_inputs
 from l3rocc_core.frame import Frame
 from l3rocc_core.synth.motion import look_at
@@ -47,6 +47,23 @@ def handheld():
         f = seq.frame(i)
         out.append((Frame(f.image, f.stamp_ns, seq.pinhole, f.T_world_cam), f.depth))
     return out
+
+
+@pytest.mark.parametrize('channels', [(), (1,), (3,)])
+def test_area_downsample_is_the_block_mean(channels):
+    """Each output pixel is the mean of its factor x factor block; a partial block is dropped."""
+    rng = np.random.default_rng(3)
+    factor, h, w = 4, 5, 7
+    blocks = rng.integers(3, 253, (h, w) + channels).astype(np.int16)
+    # A zero-sum pattern in every block: any sampling of part of a block is off its mean.
+    pattern = np.diag([3, -1, -1, -1]).astype(np.int16).reshape((4, 4) + (1,) * len(channels))
+    image = np.repeat(np.repeat(blocks, factor, 0), factor, 1) + np.tile(
+        pattern, (h, w) + (1,) * len(channels))
+    image = np.pad(image, [(0, 3), (0, 2)] + [(0, 0)] * len(channels), constant_values=255)
+    out = area_downsample(image.astype(np.uint8), factor)
+    assert out.shape == blocks.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, blocks, atol=1e-4)
+    np.testing.assert_array_equal(area_downsample(image.astype(np.uint8), 1), image)
 
 
 def test_ground_prior_matches_the_analytic_plane():
