@@ -100,6 +100,12 @@ class DepthConfig:
         'probability that the depth is within 10 %) reaches this: below it the network is more '
         'likely wrong than right, and a depth nobody vouches for would make voxels occupied in '
         'free space (depth_source network, and auto while the camera is still)', 0.0, 1.0)
+    network_sweep_min_confidence: float = param(
+        0.0, "depth_source network: the plane sweep's match at a pixel is kept only where the "
+        "network's confidence there reaches this. The network sees the sweep's depth among its "
+        'inputs, so its low confidence where the sweep matched marks a match it does not '
+        'believe: a moving object, repeated texture, a reflection (0 = every match is kept)',
+        0.0, 1.0)
     min_texture: float = param(
         0.002, 'image intensity std (0..1) under which a pixel is untextured and invalid', 0.0,
         1.0)

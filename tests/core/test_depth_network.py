@@ -1,6 +1,7 @@
 """The learned depth source: inputs, network, shipped checkpoint, training command."""
 
 import argparse
+from dataclasses import replace
 import os
 
 import numpy as np
@@ -181,8 +182,9 @@ def test_network_min_confidence_drops_the_depth_it_does_not_vouch_for(handheld):
     depth is kept whatever the network's confidence.
     """
     (ref, gt), sources = handheld[-1], [f for f, _ in handheld[:-1]]
-    loose = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.0)
-    strict = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.5)
+    loose = DepthConfig(depth_source='network', max_depth=6.0, network_min_confidence=0.0,
+                        network_sweep_min_confidence=0.0)
+    strict = replace(loose, network_min_confidence=0.5)
     est = NetworkDepth(loose, 'cpu')
     all_px = est.estimate(ref, [])
     est.config = strict
@@ -205,6 +207,36 @@ def test_network_min_confidence_drops_the_depth_it_does_not_vouch_for(handheld):
     assert torch.equal(parts.depth.valid, sweep_ok | parts.network.valid)
     assert torch.equal(parts.network.valid, parts.network.valid & (parts.depth.confidence >= 0.5))
     assert torch.equal(parts.depth.depth[sweep_ok], parts.sweep.depth[sweep_ok])
+
+
+def test_network_sweep_min_confidence_drops_the_matches_the_network_doubts(handheld):
+    """Sweep matches where the network's confidence is under the threshold give no depth.
+
+    The network sees the sweep's depth among its inputs; where it stays unsure of a match, the
+    match is the worse one. Only those pixels change, and they are left without depth.
+    """
+    (ref, gt), sources = handheld[-1], [f for f, _ in handheld[:-1]]
+    keep_all = DepthConfig(depth_source='network', max_depth=6.0,
+                           network_sweep_min_confidence=0.0)
+    est = NetworkDepth(keep_all, 'cpu')
+    before = est.estimate_parts(ref, sources)
+    est.config = replace(keep_all, network_sweep_min_confidence=0.3)
+    after = est.estimate_parts(ref, sources)
+    conf = before.depth.confidence
+    doubted = before.sweep.valid & (conf < 0.3)
+    assert torch.equal(after.depth.confidence, conf)
+    assert torch.equal(after.depth.valid, before.depth.valid & ~doubted)
+    assert torch.equal(after.depth.depth[after.depth.valid], before.depth.depth[after.depth.valid])
+    assert not bool(after.depth.depth[doubted].any())
+    from l3rocc_core.depth.truth import DepthTruth
+    cam = reduced_camera(ref.camera, keep_all.depth_downsample)
+    truth = torch.from_numpy(DepthTruth({ref.stamp_ns: (gt, ref.camera, ref.T_world_cam)}).render(
+        ref.stamp_ns, cam, ref.T_world_cam))
+    rel = (before.sweep.depth - truth).abs() / truth.clamp_min(1e-6)
+    scored = truth > 0
+    dropped, kept = doubted & scored, before.sweep.valid & ~doubted & scored
+    assert int(dropped.sum()) >= 20 and int(kept.sum()) > int(dropped.sum())
+    assert float(rel[dropped].median()) > 2.0 * float(rel[kept].median())
 
 
 @CUDA
