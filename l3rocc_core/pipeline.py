@@ -30,6 +30,7 @@ from l3rocc_core.depth.auto import AutoDepth
 from l3rocc_core.depth.base import DepthSource, make_depth_source
 from l3rocc_core.depth.consistency import ConsistencyFilter, FilteredDepthSource
 from l3rocc_core.depth.foreground import ForegroundDepth, ForegroundDepthSource
+from l3rocc_core.depth.ground import GroundSnapSource
 from l3rocc_core.frame import Frame
 from l3rocc_core.fusion import EvidenceFusion
 from l3rocc_core.grid import VoxelGrid
@@ -164,6 +165,9 @@ class OccupancyPipeline:
                     replace(cfg, depth_source=depth.sweep.name), self.device))
             else:
                 depth = FilteredDepthSource(depth, ConsistencyFilter(cfg, self.device))
+            # depth noise on the floor, put back on the floor (measured depth keeps its own)
+            if cfg.ground_snap_height_m > 0 and cfg.depth_source != 'topic':
+                depth = GroundSnapSource(depth, cfg)
             # moving objects before a still camera, outside the consistency check (a moving
             # object is never consistent across time); a measured depth needs no such guess
             if cfg.foreground_depth and cfg.depth_source != 'topic':

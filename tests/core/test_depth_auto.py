@@ -123,19 +123,23 @@ def test_the_consistency_check_covers_the_sweep_and_with_scope_all_the_network_t
         scope: str) -> None:
     from l3rocc_core.depth.consistency import FilteredDepthSource
     from l3rocc_core.depth.foreground import ForegroundDepthSource
+    from l3rocc_core.depth.ground import GroundSnapSource
     pipe = OccupancyPipeline(PipelineConfig().with_values({
         'refiner': 'none', 'device': 'cpu', 'depth_consistency_scope': scope,
         'depth_source': 'auto',
         'depth_consistency_views': 1}))
     stage = pipe.depth_estimator
     assert isinstance(stage, ForegroundDepthSource)
+    inner = stage.source
+    if isinstance(inner, GroundSnapSource):        # ground_snap_height_m, outside the check
+        inner = inner.source
     if scope == 'multi_view':
-        auto = stage.source                        # the network's maps are not checked
+        auto = inner                               # the network's maps are not checked
         assert isinstance(auto, AutoDepth)
     else:
-        assert isinstance(stage.source, FilteredDepthSource)     # every map is checked
-        assert stage.source.consistency.active
-        auto = stage.source.source
+        assert isinstance(inner, FilteredDepthSource)            # every map is checked
+        assert inner.consistency.active
+        auto = inner.source
         assert isinstance(auto, AutoDepth)
     sweep = auto.sweep
     assert isinstance(sweep, FilteredDepthSource) == (scope == 'multi_view')
