@@ -54,6 +54,24 @@ class DepthSource(abc.ABC):
         """
 
 
+class WrappedDepthSource(DepthSource):
+    """A depth source that works on another's results, and answers as that source does.
+
+    :param source: the wrapped depth source
+    """
+
+    def __init__(self, source: DepthSource):
+        """Wrap ``source``: its name and its needs of window sources are this one's."""
+        self.source = source
+        self.name = source.name
+        self.uses_sources = source.uses_sources
+        self.requires_sources = source.requires_sources
+
+    def reset(self) -> None:
+        """Reset the wrapped source."""
+        self.source.reset()
+
+
 def make_depth_source(config: DepthConfig, device: Any) -> DepthSource:
     """Build the depth source that ``config.depth_source`` names.
 

@@ -43,7 +43,7 @@ import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
-from l3rocc_core.depth.base import DepthSource
+from l3rocc_core.depth.base import DepthSource, WrappedDepthSource
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 
@@ -229,7 +229,7 @@ class ConsistencyFilter:
                            torch.where(valid, conf, zero), valid, depth.camera)
 
 
-class FilteredDepthSource(DepthSource):
+class FilteredDepthSource(WrappedDepthSource):
     """A depth source whose every result passes through a :class:`ConsistencyFilter`.
 
     It answers :attr:`~DepthSource.uses_sources` and :attr:`~DepthSource.requires_sources` as
@@ -241,16 +241,13 @@ class FilteredDepthSource(DepthSource):
 
     def __init__(self, source: DepthSource, consistency: ConsistencyFilter):
         """Wrap ``source``."""
-        self.source = source
+        super().__init__(source)
         self.consistency = consistency
-        self.name = source.name
-        self.uses_sources = source.uses_sources
-        self.requires_sources = source.requires_sources
 
     def reset(self) -> None:
         """Forget the filter's reference maps and reset the wrapped source."""
         self.consistency.reset()
-        self.source.reset()
+        super().reset()
 
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
         """Return the wrapped source's depth of ``frame``, through the filter.

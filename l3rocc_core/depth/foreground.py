@@ -32,7 +32,7 @@ from scipy import ndimage
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
 from l3rocc_core.depth.auto import within_still_limits
-from l3rocc_core.depth.base import DepthSource
+from l3rocc_core.depth.base import DepthSource, WrappedDepthSource
 from l3rocc_core.depth.network import area_downsample
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
@@ -278,7 +278,7 @@ def ground_contact_depth(moving: np.ndarray, camera: PinholeCamera, T_world_cam:
     return depth
 
 
-class ForegroundDepthSource(DepthSource):
+class ForegroundDepthSource(WrappedDepthSource):
     """A depth source with the ground-contact depth of moving objects laid over its map.
 
     It works without window sources (a fixed camera has none), so
@@ -294,17 +294,15 @@ class ForegroundDepthSource(DepthSource):
 
     def __init__(self, source: DepthSource, foreground: ForegroundDepth, config: DepthConfig):
         """Wrap ``source``."""
-        self.source = source
+        super().__init__(source)
         self.foreground = foreground
         self.config = config
-        self.name = source.name
-        self.uses_sources = source.uses_sources
         self.requires_sources = False
 
     def reset(self) -> None:
         """Forget the background and reset the wrapped source."""
         self.foreground.reset()
-        self.source.reset()
+        super().reset()
 
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
         """Return the wrapped source's depth with the moving objects' depth over it.

@@ -25,7 +25,7 @@ import torch
 
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
-from l3rocc_core.depth.base import DepthSource
+from l3rocc_core.depth.base import DepthSource, WrappedDepthSource
 from l3rocc_core.depth.result import DepthResult
 from l3rocc_core.frame import Frame
 
@@ -56,7 +56,7 @@ def ground_depth(camera: PinholeCamera, T_world_cam: np.ndarray, max_depth: floa
     return np.where(hits, s, 0.0).astype(np.float32)
 
 
-class GroundSnapSource(DepthSource):
+class GroundSnapSource(WrappedDepthSource):
     """A depth source whose samples near the ground plane are put on it.
 
     :param source: the wrapped depth source
@@ -65,18 +65,11 @@ class GroundSnapSource(DepthSource):
 
     def __init__(self, source: DepthSource, config: DepthConfig):
         """Wrap ``source``."""
-        self.source = source
+        super().__init__(source)
         self.config = config
-        self.name = source.name
-        self.uses_sources = source.uses_sources
-        self.requires_sources = source.requires_sources
         self._rays: Dict[Tuple, np.ndarray] = {}
         #: samples put on the ground plane in the last frame
         self.last_snapped = 0
-
-    def reset(self) -> None:
-        """Reset the wrapped source."""
-        self.source.reset()
 
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
         """Return the wrapped source's depth with the samples near the ground on the ground.
