@@ -107,8 +107,8 @@ class DepthConfig:
         'believe: a moving object, repeated texture, a reflection (0 = every match is kept)',
         0.0, 1.0)
     ground_snap_height_m: float = param(
-        0.1, 'an estimated depth sample (every source but topic) whose point lies less than '
-        'this above or below the ground z = 0 of world_frame is put on the ground, just below '
+        0.1, 'an estimated depth sample (every source but topic) whose point lies at most '
+        'this far above or below the ground z = 0 of world_frame is put on the ground, just below '
         'z = 0: depth noise on a floor seen at a grazing angle then does not fuse as occupied '
         'voxels above it. What stands lower than this on the floor is taken for floor. Needs '
         "world_frame's z = 0 to be the floor (0 = off)", 0.0, 2.0)

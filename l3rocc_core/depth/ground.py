@@ -74,11 +74,22 @@ class GroundSnapSource(WrappedDepthSource):
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
         """Return the wrapped source's depth with the samples near the ground on the ground.
 
+        :param frame: the frame; without a pose, or with the camera not above z = 0, the
+            wrapped source's result passes unchanged
+        :param sources: window frames, passed to the wrapped source
+        :return: the wrapped source's result (None when it gave none) with ``depth`` float32
+            [H, W] metres replaced on the snapped pixels; ``confidence``, ``valid`` and
+            ``camera`` unchanged
         :raises DepthInputError: as the wrapped source
         """
         result = self.source.estimate(frame, sources)
         self.last_snapped = 0
         if result is None or frame.T_world_cam is None:
+            return result
+        # A point at depth d on the ray that meets the plane at depth g lies h (1 - d / g) above
+        # it (h: the camera's height), so the height band is a band of relative depth.
+        height = float(frame.T_world_cam[2, 3])
+        if height <= 0.0:
             return result
         cam = result.camera
         key = (cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
@@ -86,13 +97,10 @@ class GroundSnapSource(WrappedDepthSource):
         if rays is None:
             rays = cam.pixel_rays().astype(np.float64)
             self._rays = {key: rays}
-        plane = torch.as_tensor(ground_depth(cam, frame.T_world_cam, self.config.max_depth,
-                                             rays), device=result.depth.device)
-        # A point at depth d on the ray that meets the plane at depth g lies h (1 - d / g) above
-        # it (h: the camera's height), so the height band is a band of relative depth.
-        height = float(frame.T_world_cam[2, 3])
-        if height <= 0.0:
-            return result
+        # Snapped samples must stay within max_depth, where fusion still counts them.
+        plane = torch.as_tensor(ground_depth(cam, frame.T_world_cam,
+                                             self.config.max_depth / (1.0 + BEHIND), rays),
+                                device=result.depth.device)
         band = self.config.ground_snap_height_m / height
         near = result.valid & (plane > 0) & ((result.depth - plane).abs() <= band * plane)
         self.last_snapped = int(near.sum())

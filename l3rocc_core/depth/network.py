@@ -361,7 +361,8 @@ class NetworkDepth(DepthSource):
         # 80 % of the pixels within 25 %), so its depth is kept there.
         keep = swept.valid.to(self.device)
         if cfg.network_sweep_min_confidence > 0.0:
-            keep &= confidence >= cfg.network_sweep_min_confidence
+            # not in place: keep may be the sweep's own mask, returned as NetworkParts.sweep
+            keep = keep & (confidence >= cfg.network_sweep_min_confidence)
         merged = DepthResult(torch.where(keep, swept.depth.to(self.device), own.depth),
                              confidence, valid | keep, cam)
         return NetworkParts(merged, own, swept)

@@ -130,9 +130,8 @@ def test_the_consistency_check_covers_the_sweep_and_with_scope_all_the_network_t
         'depth_consistency_views': 1}))
     stage = pipe.depth_estimator
     assert isinstance(stage, ForegroundDepthSource)
-    inner = stage.source
-    if isinstance(inner, GroundSnapSource):        # ground_snap_height_m, outside the check
-        inner = inner.source
+    assert isinstance(stage.source, GroundSnapSource)   # ground_snap_height_m, outside it
+    inner = stage.source.source
     if scope == 'multi_view':
         auto = inner                               # the network's maps are not checked
         assert isinstance(auto, AutoDepth)

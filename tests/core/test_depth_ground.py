@@ -37,9 +37,14 @@ class FixedDepth(DepthSource):
         self.depth = torch.as_tensor(depth, dtype=torch.float32)
 
     def estimate(self, frame: Frame, sources: Sequence[Frame]) -> Optional[DepthResult]:
-        """Return the map with confidence 1 where it has depth."""
+        """Return the map, valid where it has depth except the first row, with a confidence ramp.
+
+        The first row keeps its depth but is invalid: an invalid sample must stay as it is.
+        """
         valid = self.depth > 0
-        return DepthResult(self.depth.clone(), valid.float(), valid, CAMERA)
+        valid[0] = False
+        conf = torch.linspace(0.1, 1.0, self.depth.numel()).reshape(self.depth.shape)
+        return DepthResult(self.depth.clone(), conf, valid, CAMERA)
 
 
 def _frame(T_world_cam: Optional[np.ndarray]) -> Frame:
@@ -75,8 +80,10 @@ def test_samples_near_the_ground_are_put_just_below_it_the_others_keep_their_dep
     snap = GroundSnapSource(FixedDepth(estimate), cfg)
     out = snap.estimate(_frame(T), [])
     near = (plane > 0) & (np.abs(factor - 1.0) <= 0.05 + 1e-6)
+    near[0] = False                                  # invalid there (FixedDepth)
     z_before = ((CAMERA.pixel_rays() * estimate[..., None]) @ T[:3, :3].T + T[:3, 3])[..., 2]
     far = ~near & (plane > 0)
+    far[0] = False
     assert np.abs(z_before[near]).max() <= 0.075 + 1e-4 < np.abs(z_before[far]).min()
     depth = out.depth.numpy()
     np.testing.assert_allclose(depth[near], plane[near] * (1.0 + BEHIND), rtol=1e-6)
@@ -84,9 +91,19 @@ def test_samples_near_the_ground_are_put_just_below_it_the_others_keep_their_dep
     assert snap.last_snapped == int(near.sum()) > 100
     z = ((CAMERA.pixel_rays() * depth[..., None]) @ T[:3, :3].T + T[:3, 3])[..., 2]
     assert (z[near] < 0).all() and (z[near] > -0.01).all()
-    assert torch.equal(out.valid, torch.as_tensor(estimate > 0))
-    # Without a pose there is no plane: the estimate passes unchanged.
+    given = FixedDepth(estimate).estimate(_frame(T), [])
+    assert torch.equal(out.valid, given.valid) and torch.equal(out.confidence, given.confidence)
+    assert bool(((plane[0] > 0) & (np.abs(factor[0] - 1.0) <= 0.05)).any())   # row 0 tested
+    # Without a pose, or with the camera on or under the plane, the estimate passes unchanged.
     np.testing.assert_array_equal(snap.estimate(_frame(None), []).depth.numpy(), estimate)
+    below = T.copy()
+    below[2, 3] = -0.2
+    np.testing.assert_array_equal(snap.estimate(_frame(below), []).depth.numpy(), estimate)
+    # A floor sample at max_depth stays within it once snapped (fusion drops what lies beyond).
+    far = np.where(plane > 0, np.minimum(plane, 6.0), 0.0).astype(np.float32)
+    capped = GroundSnapSource(FixedDepth(far), DepthConfig(ground_snap_height_m=0.1,
+                                                           max_depth=6.0))
+    assert float(capped.estimate(_frame(T), []).depth.max()) <= 6.0
 
 
 def test_a_noisy_floor_fuses_into_the_voxels_below_z0_not_above():
@@ -95,6 +112,7 @@ def test_a_noisy_floor_fuses_into_the_voxels_below_z0_not_above():
     plane = ground_depth(CAMERA, T, 6.0)
     rng = np.random.default_rng(1)
     noisy = np.where(plane > 0, plane * rng.normal(1.0, 0.015, plane.shape), 0.0)
+    noisy[0] = 0.0                                   # invalid in FixedDepth
     grid = VoxelGrid(origin=(-1.0, -3.0, -0.5), voxel_size=0.05, dims=(160, 120, 60),
                      frame_id='odom')
     layer = int(round(0.5 / 0.05))                 # the voxel layer [0, 0.05] above the floor
@@ -111,12 +129,21 @@ def test_a_noisy_floor_fuses_into_the_voxels_below_z0_not_above():
     assert after[layer - 1] >= 0.99 * after.sum()
 
 
-@pytest.mark.parametrize('source, wrapped', [('network', True), ('topic', False)])
+@pytest.mark.parametrize('source, wrapped', [('network', True), ('plane_sweep', True),
+                                             ('auto', True), ('topic', False)])
 def test_pipeline_wraps_every_source_but_topic(source, wrapped):
-    """The option reaches the depth stage of estimated sources only."""
+    """Estimated sources get the snap under the foreground overlay, over the consistency check."""
+    from l3rocc_core.depth.auto import AutoDepth
+    from l3rocc_core.depth.consistency import FilteredDepthSource
+    from l3rocc_core.depth.foreground import ForegroundDepthSource
     from l3rocc_core.pipeline import OccupancyPipeline
     cfg = PipelineConfig().with_values({'depth_source': source, 'ground_snap_height_m': 0.1})
     stage = OccupancyPipeline(cfg).depth_estimator
+    if wrapped:
+        # foreground blobs are placed after the snap: an upright blob's lowest 0.1 m stays
+        assert isinstance(stage, ForegroundDepthSource)
+        assert isinstance(stage.source, GroundSnapSource)
+        assert isinstance(stage.source.source, (FilteredDepthSource, AutoDepth))
     found = False
     while stage is not None:
         found |= isinstance(stage, GroundSnapSource)

@@ -228,6 +228,9 @@ def test_network_sweep_min_confidence_drops_the_matches_the_network_doubts(handh
     assert torch.equal(after.depth.valid, before.depth.valid & ~doubted)
     assert torch.equal(after.depth.depth[after.depth.valid], before.depth.depth[after.depth.valid])
     assert not bool(after.depth.depth[doubted].any())
+    # The sweep's own result is left as the sweep gave it (depth exactly where valid).
+    assert torch.equal(after.sweep.valid, before.sweep.valid)
+    assert torch.equal(after.sweep.valid, after.sweep.depth > 0)
     from l3rocc_core.depth.truth import DepthTruth
     cam = reduced_camera(ref.camera, keep_all.depth_downsample)
     truth = torch.from_numpy(DepthTruth({ref.stamp_ns: (gt, ref.camera, ref.T_world_cam)}).render(
