@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from l3rocc_core.camera import PinholeCamera
 from l3rocc_core.config import DepthConfig
 from l3rocc_core.depth.base import DepthSource
+from l3rocc_core.depth.ground import ground_depth
 from l3rocc_core.depth.result import DepthInputError, DepthResult
 from l3rocc_core.depth.topic import depth_result, numpy_to_device
 from l3rocc_core.frame import Frame
@@ -138,7 +139,7 @@ class ModelDepth(DepthSource):
         self.device = torch.device(device)
         self._runner: Any = None
         self._failed: Optional[Tuple[Tuple[int, int], str]] = None   # file (mtime, size), why
-        self._rays: Dict[PinholeCamera, torch.Tensor] = {}
+        self._rays: Dict[PinholeCamera, np.ndarray] = {}
         #: times the file was read (a corrupt file is read again only once it changes)
         self.load_attempts = 0
         #: the last fit of a non-metric output: (scale, shift, inlier share); None for metric
@@ -262,15 +263,11 @@ class ModelDepth(DepthSource):
         cam = frame.camera
         rays = self._rays.get(cam)
         if rays is None:
-            rays = torch.as_tensor(cam.pixel_rays(), device=self.device)   # [H, W, 3], z = 1
+            rays = cam.pixel_rays().astype(np.float64)                      # [H, W, 3], z = 1
             self._rays = {cam: rays}
-        T = frame.T_world_cam
-        # World height change per metre of z-depth along each ray: (R_world_cam @ ray)_z.
-        down = rays @ torch.as_tensor(T[2, :3], dtype=torch.float32, device=self.device)
-        t = (-float(T[2, 3])) / torch.where(down == 0, torch.full_like(down, 1e-12), down)
-        cfg = self.config
-        hit = (t > cfg.min_depth) & (t <= cfg.max_depth)
-        return torch.where(hit, t, torch.zeros_like(t))
+        plane = torch.as_tensor(ground_depth(cam, frame.T_world_cam, self.config.max_depth, rays),
+                                device=self.device)
+        return torch.where(plane > self.config.min_depth, plane, torch.zeros_like(plane))
 
     def _fit(self, out: torch.Tensor, ground: torch.Tensor, inverse: bool
              ) -> Tuple[float, float, float]:
